@@ -1,0 +1,115 @@
+"""``kcdp`` — the command line of kafka-cdp.
+
+Each command group lives in its own module of this package, named in :data:`COMMANDS`;
+a module exposes ``register(subparsers, parents)`` that adds its parsers and sets
+``func`` to a handler ``(args, settings) -> exit code``. Results go to stdout, logs to
+stderr. Errors become the exit codes of :data:`connectors.errors.EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from connectors import __version__
+from connectors.config import Settings, load_settings, parse_x_options, redact_text
+from connectors.errors import KcdpError
+from connectors.logs import setup_logging
+
+#: modules of this package that register commands, in help order.
+COMMANDS: list[str] = ["broker"]
+
+log = logging.getLogger("kcdp")
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every command accepts (flags override environment and config file)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common options")
+    g.add_argument("--config", help="TOML config file (env KCDP_CONFIG)")
+    g.add_argument(
+        "--bootstrap-servers",
+        dest="bootstrap_servers",
+        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS; default 127.0.0.1:9092)",
+    )
+    g.add_argument(
+        "--store",
+        help="object store URL: file://DIR, s3://BUCKET/PREFIX?endpoint=HOST:PORT, memory:// "
+        "(env KCDP_STORE; default file://<state-dir>/store)",
+    )
+    g.add_argument(
+        "--schema-registry",
+        dest="schema_registry",
+        help="Confluent schema registry URL; switches events to the Confluent wire format",
+    )
+    g.add_argument("--topic", help="write-event topic (env KCDP_TOPIC; default kcdp.writes)")
+    g.add_argument("--state-dir", dest="state_dir", help="local state directory")
+    g.add_argument(
+        "-X",
+        dest="kafka_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Kafka client property, passed unchanged (repeatable)",
+    )
+    g.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parents = [common_parser()]
+    parser = argparse.ArgumentParser(
+        prog="kcdp",
+        description="kafka-cdp: continuous data protection for block volumes, built on Kafka.",
+        parents=parents,
+    )
+    parser.add_argument("--version", action="version", version=f"kcdp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"connectors.cli.{name}").register(sub, parents)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    flags = {
+        name: getattr(args, name, None)
+        for name in (
+            "config",
+            "bootstrap_servers",
+            "store",
+            "schema_registry",
+            "topic",
+            "state_dir",
+            "log_level",
+        )
+    }
+    flags["kafka"] = parse_x_options(getattr(args, "kafka_options", []) or [])
+    return load_settings(flags)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        settings = settings_from_args(args)
+        setup_logging(settings.log_level)
+        code = int(args.func(args, settings) or 0)
+    except KcdpError as exc:
+        print(f"kcdp: error: {redact_text(exc.message)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: keep the traceback, scrubbed
+        log.exception("unexpected error: %s", redact_text(str(exc)))
+        return 1
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

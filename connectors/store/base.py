@@ -1,0 +1,50 @@
+"""The object store protocol: one small interface, one module per backend.
+
+Contract (every backend, checked by tests/unit/test_store_contract.py):
+
+* ``put(key, data)`` is atomic: a reader sees the old object, or the whole new one,
+  never a part. Once it returns the object is durable. Putting an existing key replaces it.
+* ``get(key)`` returns the whole object; ``get(key, start, length)`` a byte range
+  (``length=None``: to the end; a range past the end is cut at the end).
+  A missing key raises :class:`connectors.errors.ObjectNotFound`.
+* ``list(prefix, start_after=None)`` yields :class:`ObjectInfo` for every key that starts
+  with ``prefix`` and sorts after ``start_after``, in lexicographic (byte) order.
+* ``stat(key)`` returns :class:`ObjectInfo` or raises ``ObjectNotFound``.
+* ``delete(key)`` removes the key; deleting a missing key is not an error.
+
+Keys are ``/``-separated relative paths of printable ASCII, without ``..`` segments or a
+leading ``/``. Failures raise :class:`connectors.errors.StoreError` with ``retriable`` set
+for faults worth retrying (network, throttling, 5xx); retries live in a wrapper
+(``connectors.store.retry``), not in the backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """An S3-like key/value store of immutable-once-written blobs."""
+
+    url: str
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str, start: int = 0, length: int | None = None) -> bytes: ...
+
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]: ...
+
+    def stat(self, key: str) -> ObjectInfo: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,124 @@
+"""Value types of the event stream: :class:`EventKind` and :class:`WriteEvent`.
+
+A :class:`WriteEvent` is the Python face of the ``io.kcdp.v1.WriteEvent`` record. Its
+``validate`` states the rules every consumer enforces (see docs/FORMAT.md).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import crc32c as _crc32c
+
+from connectors.errors import InvalidEventError
+
+
+class EventKind(enum.StrEnum):
+    WRITE = "WRITE"
+    ZERO = "ZERO"
+    TRIM = "TRIM"
+    BOOKMARK = "BOOKMARK"
+    BASELINE = "BASELINE"
+    BASELINE_START = "BASELINE_START"
+    BASELINE_END = "BASELINE_END"
+    SESSION_START = "SESSION_START"
+    SESSION_END = "SESSION_END"
+    TICK = "TICK"
+
+
+#: kinds that carry bytes in ``data``.
+DATA_KINDS = frozenset({EventKind.WRITE, EventKind.BASELINE})
+#: kinds that change volume bytes.
+CHANGE_KINDS = frozenset({EventKind.WRITE, EventKind.BASELINE, EventKind.ZERO, EventKind.TRIM})
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32C (Castagnoli) of ``data`` as an unsigned int."""
+    return int(_crc32c.crc32c(data))
+
+
+def now_us() -> int:
+    """Wall-clock time in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True)
+class WriteEvent:
+    """One event of topic ``kcdp.writes``; field meanings are those of the Avro schema."""
+
+    group: str
+    volume: str
+    sequence: int
+    kind: EventKind
+    timestamp_us: int
+    offset: int = 0
+    length: int = 0
+    data: bytes = b""
+    volume_size: int = 0
+    crc32c: int = 0
+    session: str = ""
+    host: str = ""
+    name: str = ""
+    format_version: int = field(default=1)
+
+    def to_record(self) -> dict[str, Any]:
+        """A dict ready for the Avro codec."""
+        rec = asdict(self)
+        rec["kind"] = str(self.kind)
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> WriteEvent:
+        """Build from a decoded Avro record (unknown extra fields are ignored)."""
+        return cls(
+            group=rec["group"],
+            volume=rec["volume"],
+            sequence=rec["sequence"],
+            kind=EventKind(rec["kind"]),
+            timestamp_us=rec["timestamp_us"],
+            offset=rec.get("offset", 0),
+            length=rec.get("length", 0),
+            data=rec.get("data", b""),
+            volume_size=rec.get("volume_size", 0),
+            crc32c=rec.get("crc32c", 0),
+            session=rec.get("session", ""),
+            host=rec.get("host", ""),
+            name=rec.get("name", ""),
+            format_version=rec.get("format_version", 1),
+        )
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidEventError` if the event breaks a rule of docs/FORMAT.md."""
+        where = f"volume {self.volume!r} sequence {self.sequence}"
+        if self.kind is EventKind.TICK:
+            return
+        if not self.volume:
+            raise InvalidEventError(f"{self.kind} event without a volume name")
+        if self.offset < 0 or self.length < 0:
+            raise InvalidEventError(
+                f"{where}: negative offset or length ({self.offset}, {self.length})"
+            )
+        if self.volume_size <= 0:
+            raise InvalidEventError(f"{where}: volume_size must be positive")
+        if self.kind in CHANGE_KINDS:
+            if self.length == 0:
+                raise InvalidEventError(f"{where}: empty {self.kind}")
+            if self.offset + self.length > self.volume_size:
+                raise InvalidEventError(
+                    f"{where}: {self.kind} [{self.offset}, {self.offset + self.length}) "
+                    f"ends past the volume end {self.volume_size}"
+                )
+        if self.kind in DATA_KINDS:
+            if len(self.data) != self.length:
+                raise InvalidEventError(
+                    f"{where}: length {self.length} but {len(self.data)} data bytes"
+                )
+            if crc32c(self.data) != self.crc32c:
+                raise InvalidEventError(f"{where}: data does not match its CRC-32C")
+        elif self.data:
+            raise InvalidEventError(f"{where}: {self.kind} must not carry data")
+        if self.kind is EventKind.BOOKMARK and not self.name:
+            raise InvalidEventError(f"{where}: bookmark without a name")
