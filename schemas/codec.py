@@ -115,11 +115,13 @@ class AvroCodec:
         stream = io.BytesIO(data)
         stream.seek(body)
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(stream, writer, self.schema)
+            record = fastavro.schemaless_reader(stream, writer, self.schema)
         except Exception as exc:  # fastavro raises many types on bad input
             raise DecodeError(
                 f"cannot decode {self.schema_name}: {type(exc).__name__}: {exc}"
             ) from None
+        if not isinstance(record, dict):
+            raise DecodeError(f"{self.schema_name} record did not decode to a record")
         if stream.tell() != len(data):
             raise DecodeError(
                 f"{len(data) - stream.tell()} trailing bytes after a {self.schema_name} record"

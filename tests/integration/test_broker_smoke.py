@@ -43,4 +43,5 @@ def test_stop_leaves_no_process() -> None:
     b.start()
     pid = b.proc.pid if b.proc else -1
     b.stop()
-    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert pid > 0
+    assert not os.path.exists(f"/proc/{pid}"), "broker process still exists after stop()"
