@@ -26,8 +26,12 @@ log = logging.getLogger("kcdp")
 
 
 def common_parser() -> argparse.ArgumentParser:
-    """Options every command accepts (flags override environment and config file)."""
-    p = argparse.ArgumentParser(add_help=False)
+    """Options every command accepts (flags override environment and config file).
+
+    They are accepted before and after the command name; absent options stay absent
+    (``SUPPRESS``) so a subcommand's parser does not reset what was given before it.
+    """
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("common options")
     g.add_argument("--config", help="TOML config file (env KCDP_CONFIG)")
     g.add_argument(
@@ -51,7 +55,6 @@ def common_parser() -> argparse.ArgumentParser:
         "-X",
         dest="kafka_options",
         action="append",
-        default=[],
         metavar="KEY=VALUE",
         help="Kafka client property, passed unchanged (repeatable)",
     )

@@ -1,0 +1,149 @@
+"""``kcdp broker``: run the embedded Tansu broker in the foreground.
+
+Once the broker answers Kafka metadata requests the command prints one line to stdout,
+``bootstrap.servers=HOST:PORT``, and flushes it, so a script can read the address. It then
+waits: SIGINT or SIGTERM is forwarded to the broker (exit 130 for SIGINT, 0 for SIGTERM);
+if the broker exits on its own the command fails with a :class:`BrokerError` (exit 5) that
+carries the tail of the broker log. The broker never outlives the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from connectors.config import Settings, redact_text
+from connectors.errors import BrokerError, UsageError
+from connectors.kafka import ensure_topics
+from infra.broker import EmbeddedBroker
+
+log = logging.getLogger("kcdp.broker")
+
+#: ``--storage`` shorthand -> Tansu storage engine URL.
+STORAGE_ALIASES: dict[str, str] = {"memory": "memory://tansu/"}
+#: Seconds a forwarded signal has to stop the broker before it is killed.
+STOP_GRACE = 10.0
+
+
+def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "broker",
+        parents=list(parents),
+        help="run the embedded Kafka-compatible broker (Tansu) in the foreground",
+        description="Run the embedded Tansu broker until SIGINT/SIGTERM. Once it serves "
+        "requests, print 'bootstrap.servers=HOST:PORT' on stdout. Exit 0 on SIGTERM, "
+        "130 on SIGINT, 5 if the broker fails.",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=9092,
+        help="listener port; 0 picks a free one (default 9092)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="listener address (default 127.0.0.1)")
+    p.add_argument(
+        "--storage",
+        default="memory",
+        help="'memory' (default, lost on stop) or a Tansu storage URL such as s3://BUCKET/ "
+        "(survives restarts; endpoint and keys from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...)",
+    )
+    p.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="create the write, increments and dead-letter topics once the broker is up",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="partitions of each topic made by --create-topics (default 4)",
+    )
+    p.add_argument(
+        "--log-file",
+        help="keep the broker's own log in this file (default: a temporary file, "
+        "printed in part if the broker fails)",
+    )
+    p.add_argument(
+        "--start-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the broker to serve requests (default 30)",
+    )
+    p.set_defaults(func=run)
+
+
+def storage_url(value: str) -> str:
+    """Tansu storage URL for ``--storage``: ``memory`` or a ``memory://`` / ``s3://`` URL."""
+    if value in STORAGE_ALIASES:
+        return STORAGE_ALIASES[value]
+    if value.startswith(("memory://", "s3://")):
+        return value
+    raise UsageError(
+        f"--storage must be 'memory' or a memory:// or s3:// URL, got {redact_text(value)!r}"
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.partitions < 1:
+        raise UsageError(f"--partitions must be at least 1, got {args.partitions}")
+    broker = EmbeddedBroker(
+        port=args.port,
+        host=args.host,
+        storage=storage_url(args.storage),
+        log_path=args.log_file,
+    )
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        broker.start(timeout=args.start_timeout)
+        if args.create_topics:
+            topics = (settings.topic, settings.increments_topic, settings.dlq_topic)
+            ensure_topics(
+                {"bootstrap.servers": broker.bootstrap_servers},
+                dict.fromkeys(topics, args.partitions),
+            )
+            log.info("topics %s ready with %d partitions", ", ".join(topics), args.partitions)
+        print(f"bootstrap.servers={broker.bootstrap_servers}", flush=True)
+        log.info("broker serving on %s (storage %s)", broker.bootstrap_servers, broker.storage)
+        return _wait(broker, received)
+    finally:
+        broker.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _wait(broker: EmbeddedBroker, received: list[int]) -> int:
+    """Block until a signal arrives (forward it, return its exit code) or the broker dies."""
+    proc = broker.proc
+    assert proc is not None  # start() succeeded
+    while not received:
+        try:
+            proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
+        raise BrokerError(
+            f"the broker exited with status {proc.returncode}:\n{broker.log_tail()}",
+            retriable=False,
+        )
+    signum = received[0]
+    log.info("received %s, stopping the broker", signal.Signals(signum).name)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signum)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_GRACE)
+    sys.stdout.flush()
+    return 130 if signum == signal.SIGINT else 0
