@@ -1,0 +1,88 @@
+"""Avro object container files shared by increments and write logs (docs/FORMAT.md).
+
+Files use codec ``zstandard`` and carry ``kcdp.*`` header metadata. Besides the keys of
+FORMAT.md, ``kcdp.count`` holds the number of records so a file cut at a block boundary
+(which the container format alone cannot notice) is detected as truncated.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, BinaryIO
+
+import fastavro
+
+from connectors.errors import IntegrityError
+
+CODEC = "zstandard"
+SYNC_INTERVAL = 1 << 20
+
+
+def write_container(
+    fh: BinaryIO, schema: Any, records: Sequence[Mapping[str, Any]], meta: Mapping[str, str]
+) -> None:
+    """Write ``records`` as one container file with ``meta`` plus ``kcdp.count``."""
+    metadata = {**meta, "kcdp.count": str(len(records))}
+    fastavro.writer(
+        fh, schema, records, codec=CODEC, metadata=metadata, sync_interval=SYNC_INTERVAL
+    )
+
+
+def read_container(
+    source: bytes | BinaryIO, *, fmt: str, what: str
+) -> tuple[dict[str, str], Iterator[dict[str, Any]]]:
+    """Open a container of format ``fmt``; return its metadata and a checked record iterator.
+
+    The iterator raises :class:`IntegrityError` (message starts with ``what``) on a corrupt
+    or truncated file, including a record count that differs from ``kcdp.count``.
+    """
+    fh: BinaryIO = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    try:
+        reader = fastavro.reader(fh)
+        meta = {
+            k: v.decode() if isinstance(v, bytes) else str(v) for k, v in reader.metadata.items()
+        }
+    except Exception as exc:
+        raise IntegrityError(f"{what}: not a readable Avro container ({exc})") from None
+    if meta.get("kcdp.format") != fmt:
+        raise IntegrityError(
+            f"{what}: kcdp.format is {meta.get('kcdp.format')!r}, expected {fmt!r}"
+        )
+    if meta.get("kcdp.version") != "1":
+        raise IntegrityError(f"{what}: unsupported kcdp.version {meta.get('kcdp.version')!r}")
+    try:
+        count = int(meta["kcdp.count"])
+    except (KeyError, ValueError):
+        raise IntegrityError(f"{what}: missing or bad kcdp.count") from None
+
+    def records() -> Iterator[dict[str, Any]]:
+        seen = 0
+        it = iter(reader)
+        while True:
+            try:
+                rec = next(it)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise IntegrityError(
+                    f"{what}: corrupt or truncated after {seen} records "
+                    f"({type(exc).__name__}: {exc})"
+                ) from None
+            if not isinstance(rec, dict):
+                raise IntegrityError(f"{what}: record {seen} is not a record")
+            seen += 1
+            if seen > count:
+                raise IntegrityError(f"{what}: more records than the {count} announced")
+            yield rec
+        if seen != count:
+            raise IntegrityError(f"{what}: truncated, {seen} of {count} records")
+
+    return meta, records()
+
+
+def meta_int(meta: Mapping[str, str], key: str, what: str) -> int:
+    try:
+        return int(meta[key])
+    except (KeyError, ValueError):
+        raise IntegrityError(f"{what}: missing or bad {key}") from None

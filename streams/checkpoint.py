@@ -1,0 +1,256 @@
+"""Checkpoints: full images stored as content-addressed chunks (docs/FORMAT.md "Checkpoints").
+
+Chunk ``i`` covers ``[i·chunk_size, min((i+1)·chunk_size, volume_size))``. A non-zero chunk
+is stored zstd-compressed under ``v1/chunks/<h[0:2]>/<h>`` with ``h`` the SHA-256 of its
+raw bytes; an all-zero chunk is ``null`` and not stored. A new checkpoint uploads only
+chunks not already present, so unchanged data is never uploaded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import orjson
+import zstandard
+
+from connectors.errors import GapError, IntegrityError, ObjectNotFound
+from connectors.store.base import ObjectStore
+from streams import keys
+from streams.extents import intersects, union_ranges
+from streams.image import Image
+
+FORMAT = "kcdp-checkpoint"
+VERSION = 1
+DEFAULT_CHUNK_SIZE = 4 << 20
+ZSTD_LEVEL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The image of ``volume`` after point ``offset``, as a chunk list."""
+
+    volume: str
+    offset: int
+    volume_size: int
+    chunk_size: int
+    chunks: tuple[str | None, ...]
+    chunk_sizes: tuple[int, ...]
+    image_sha256: str
+    created_us: int
+
+    @property
+    def key(self) -> str:
+        return keys.checkpoint_key(self.volume, self.offset)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Stored (compressed) bytes of all chunks, shared ones counted each time."""
+        return sum(self.chunk_sizes)
+
+    def chunk_range(self, i: int) -> tuple[int, int]:
+        start = i * self.chunk_size
+        return start, min(start + self.chunk_size, self.volume_size)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "volume": self.volume,
+                "offset": self.offset,
+                "volume_size": self.volume_size,
+                "chunk_size": self.chunk_size,
+                "chunks": list(self.chunks),
+                "chunk_sizes": list(self.chunk_sizes),
+                "image_sha256": self.image_sha256,
+                "created_us": self.created_us,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes, *, name: str = "checkpoint") -> Checkpoint:
+        """Parse a checkpoint; :class:`IntegrityError` naming ``name`` if malformed."""
+        try:
+            d = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise IntegrityError(f"{name}: not JSON ({exc})") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise IntegrityError(f"{name}: not a kafka-cdp checkpoint")
+        if d.get("version") != VERSION:
+            raise IntegrityError(f"{name}: unsupported checkpoint version {d.get('version')!r}")
+        try:
+            cp = cls(
+                volume=str(d["volume"]),
+                offset=int(d["offset"]),
+                volume_size=int(d["volume_size"]),
+                chunk_size=int(d["chunk_size"]),
+                chunks=tuple(None if c is None else str(c) for c in d["chunks"]),
+                chunk_sizes=tuple(int(s) for s in d["chunk_sizes"]),
+                image_sha256=str(d["image_sha256"]),
+                created_us=int(d["created_us"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(
+                f"{name}: malformed checkpoint ({type(exc).__name__}: {exc})"
+            ) from None
+        n = -(-cp.volume_size // cp.chunk_size) if cp.chunk_size > 0 else -1
+        if n != len(cp.chunks) or n != len(cp.chunk_sizes):
+            raise IntegrityError(f"{name}: chunk list does not match the volume size")
+        return cp
+
+
+def _image_digest(cp_chunks: Iterable[tuple[str | None, int]]) -> str:
+    h = hashlib.sha256()
+    zero_digests: dict[int, bytes] = {}
+    for digest, length in cp_chunks:
+        if digest is None:
+            if length not in zero_digests:
+                zero_digests[length] = hashlib.sha256(bytes(length)).digest()
+            h.update(zero_digests[length])
+        else:
+            h.update(bytes.fromhex(digest))
+    return h.hexdigest()
+
+
+def write_checkpoint(
+    store: ObjectStore,
+    image: Image,
+    *,
+    volume: str,
+    offset: int,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    previous: Checkpoint | None = None,
+    dirty: Iterable[tuple[int, int]] | None = None,
+) -> Checkpoint:
+    """Store a checkpoint of ``image`` (the volume after point ``offset``) and return it.
+
+    Uploads the chunk objects first (only those not already stored), then the checkpoint
+    JSON. With ``previous`` (same volume size and chunk size) and ``dirty`` (the ranges
+    changed since it), only chunks overlapping ``dirty`` are read and hashed again.
+    """
+    size = image.size
+    n = -(-size // chunk_size)
+    reuse = (
+        previous is not None
+        and dirty is not None
+        and previous.volume_size == size
+        and previous.chunk_size == chunk_size
+    )
+    changed = union_ranges(dirty or [])
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    zeros = bytes(chunk_size)
+    chunks: list[str | None] = []
+    sizes: list[int] = []
+    for i in range(n):
+        start = i * chunk_size
+        end = min(start + chunk_size, size)
+        if reuse and previous is not None and not intersects(changed, start, end):
+            chunks.append(previous.chunks[i])
+            sizes.append(previous.chunk_sizes[i])
+            continue
+        data = image.pread(start, end - start)
+        if data == zeros[: end - start]:
+            chunks.append(None)
+            sizes.append(0)
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        key = keys.chunk_key(digest)
+        try:
+            stored = store.stat(key).size
+        except ObjectNotFound:
+            blob = cctx.compress(data)
+            store.put(key, blob)
+            stored = len(blob)
+        chunks.append(digest)
+        sizes.append(stored)
+    cp = Checkpoint(
+        volume=volume,
+        offset=offset,
+        volume_size=size,
+        chunk_size=chunk_size,
+        chunks=tuple(chunks),
+        chunk_sizes=tuple(sizes),
+        image_sha256=_image_digest(
+            (c, min((i + 1) * chunk_size, size) - i * chunk_size) for i, c in enumerate(chunks)
+        ),
+        created_us=time.time_ns() // 1000,
+    )
+    store.put(cp.key, cp.to_json())
+    return cp
+
+
+def list_checkpoints(store: ObjectStore, volume: str) -> list[int]:
+    """Offsets of the stored checkpoints of ``volume``, ascending."""
+    out: list[int] = []
+    for info in store.list(keys.checkpoints_prefix(volume)):
+        try:
+            out.append(keys.parse_offset_key(info.key))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def load_checkpoint(store: ObjectStore, volume: str, offset: int) -> Checkpoint:
+    """Fetch and parse a checkpoint; :class:`GapError` if missing, IntegrityError if bad."""
+    key = keys.checkpoint_key(volume, offset)
+    try:
+        data = store.get(key)
+    except ObjectNotFound:
+        raise GapError(f"checkpoint {key} is missing") from None
+    cp = Checkpoint.from_json(data, name=key)
+    if cp.volume != volume or cp.offset != offset:
+        raise IntegrityError(f"{key}: holds the checkpoint of {cp.volume}@{cp.offset}")
+    if (
+        _image_digest(
+            (c, cp.chunk_range(i)[1] - cp.chunk_range(i)[0]) for i, c in enumerate(cp.chunks)
+        )
+        != cp.image_sha256
+    ):
+        raise IntegrityError(f"{key}: image_sha256 does not match its chunk list")
+    return cp
+
+
+def fetch_chunk(store: ObjectStore, digest: str, length: int) -> bytes:
+    """Download, decompress and verify one chunk of ``length`` raw bytes."""
+    key = keys.chunk_key(digest)
+    try:
+        blob = store.get(key)
+    except ObjectNotFound:
+        raise GapError(f"checkpoint chunk {key} is missing") from None
+    try:
+        data = zstandard.ZstdDecompressor().decompress(blob, max_output_size=length)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"checkpoint chunk {key}: does not decompress ({exc})") from None
+    if len(data) != length or hashlib.sha256(data).hexdigest() != digest:
+        raise IntegrityError(f"checkpoint chunk {key}: content does not match its digest")
+    return data
+
+
+def materialize_checkpoint(
+    store: ObjectStore, cp: Checkpoint, image: Image, *, workers: int = 4
+) -> None:
+    """Write checkpoint ``cp`` into ``image``: chunks fetched in parallel and verified.
+
+    Zero chunks become holes. Raises :class:`GapError` / :class:`IntegrityError` naming the
+    chunk that is missing or corrupt.
+    """
+    if image.size != cp.volume_size:
+        raise IntegrityError(
+            f"{cp.key}: volume size {cp.volume_size} differs from the image's {image.size}"
+        )
+
+    def one(i: int) -> None:
+        start, end = cp.chunk_range(i)
+        digest = cp.chunks[i]
+        if digest is None:
+            image.zero(start, end - start)
+        else:
+            image.pwrite(start, fetch_chunk(store, digest, end - start))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for _ in pool.map(one, range(len(cp.chunks))):
+            pass

@@ -1,0 +1,134 @@
+"""A volume image: a sparse local file (or a block device) of a fixed size.
+
+Zero runs are punched as holes (``fallocate(PUNCH_HOLE)``) where the file system allows it,
+so an image of a mostly empty volume takes little disk space; otherwise zeros are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from connectors.errors import VolumeError
+from streams.extents import Extent
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_ZERO_STEP = 1 << 20
+
+
+def _libc_fallocate() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    with contextlib.suppress(OSError, AttributeError):
+        fn = ctypes.CDLL(name, use_errno=True).fallocate
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        fn.restype = ctypes.c_int
+        return fn
+    return None
+
+
+_fallocate = _libc_fallocate()
+
+
+class Image:
+    """A fixed-size image at ``path``.
+
+    ``create=True`` creates a missing regular file as a sparse file of ``size`` bytes and
+    extends a shorter one; an existing block device must be at least ``size`` bytes.
+    ``create=False`` requires the file to exist with at least ``size`` bytes.
+    Raises :class:`VolumeError` when the path cannot be used.
+    """
+
+    def __init__(self, path: str | Path, size: int, *, create: bool = True) -> None:
+        if size <= 0:
+            raise VolumeError(f"image size must be positive, got {size}")
+        self.path = Path(path)
+        self.size = size
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            self._fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            raise VolumeError(f"cannot open image {self.path}: {exc.strerror}") from None
+        st = os.fstat(self._fd)
+        self._is_block = stat.S_ISBLK(st.st_mode)
+        have = os.lseek(self._fd, 0, os.SEEK_END) if self._is_block else st.st_size
+        if have < size:
+            if self._is_block or not create:
+                os.close(self._fd)
+                raise VolumeError(f"image {self.path} holds {have} bytes, need {size}")
+            os.ftruncate(self._fd, size)
+        self._closed = False
+
+    def _check(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise VolumeError(
+                f"range [{offset}, {offset + length}) outside image {self.path} "
+                f"of {self.size} bytes"
+            )
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (holes read as zeros)."""
+        self._check(offset, length)
+        data = os.pread(self._fd, length, offset)
+        if len(data) < length:  # a file shorter than size reads zeros past its end
+            data += bytes(length - len(data))
+        return data
+
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset``."""
+        view = memoryview(data)
+        self._check(offset, len(view))
+        while len(view):
+            n = os.pwrite(self._fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def zero(self, offset: int, length: int) -> None:
+        """Make ``[offset, offset+length)`` read as zeros, punching a hole where possible."""
+        self._check(offset, length)
+        if length == 0:
+            return
+        if not self._is_block and _fallocate is not None:
+            rc = _fallocate(self._fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
+            if rc == 0:
+                return
+        pos, end = offset, offset + length
+        while pos < end:
+            n = min(_ZERO_STEP, end - pos)
+            self.pwrite(pos, bytes(n))
+            pos += n
+
+    def apply(self, extents: Iterable[Extent]) -> None:
+        """Write each extent in order; zero extents (``data is None``) punch holes."""
+        for ext in extents:
+            if ext.data is None:
+                self.zero(ext.offset, ext.length)
+            else:
+                self.pwrite(ext.offset, ext.data)
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self._fd)
+
+    def __enter__(self) -> Image:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
