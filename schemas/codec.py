@@ -34,7 +34,8 @@ CONFLUENT_MAGIC = b"\x00"
 def schema_fingerprint(schema: Any) -> bytes:
     """CRC-64-AVRO fingerprint (8 bytes, little-endian) of a parsed schema."""
     canonical = to_parsing_canonical_form(schema)
-    return int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+    # fastavro's hex string already lists the fingerprint's bytes little-endian first
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
 
 
 class AvroCodec:
@@ -57,6 +58,12 @@ class AvroCodec:
     ) -> None:
         self.schema_name = schema_name
         self.schema = reader_schema if reader_schema is not None else load_schema(schema_name)
+        # the text registered for this codec's own schema (Confluent framing)
+        self._schema_text = (
+            json.dumps(schema_json(schema_name))
+            if reader_schema is None
+            else to_parsing_canonical_form(reader_schema)
+        )
         self._fingerprint = schema_fingerprint(self.schema)
         self._writers: dict[bytes, Any] = {self._fingerprint: self.schema}
         self._registry: Any = None
@@ -133,10 +140,9 @@ class AvroCodec:
         if self._schema_id is None:
             from confluent_kafka.schema_registry import Schema
 
-            text = json.dumps(schema_json(self.schema_name))
             try:
                 self._schema_id = int(
-                    self._registry.register_schema(self.subject, Schema(text, "AVRO"))
+                    self._registry.register_schema(self.subject, Schema(self._schema_text, "AVRO"))
                 )
             except Exception as exc:
                 raise ConfigError(f"schema registry refused {self.subject}: {exc}") from None
