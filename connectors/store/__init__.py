@@ -1,0 +1,152 @@
+"""Object stores: ``open_store(url)`` picks the backend by the URL's scheme.
+
+URLs:
+
+* ``file://DIR`` — a directory (absolute, ``~``-relative or relative to the working
+  directory); created if missing. See :mod:`connectors.store.file`.
+* ``s3://BUCKET[/PREFIX][?endpoint=HOST:PORT&secure=false&region=R&create_bucket=true
+  &multipart_threshold=BYTES]`` — S3 or MinIO; without ``endpoint`` AWS
+  (``s3.amazonaws.com``, TLS). Credentials never go in the URL. See :mod:`connectors.store.s3`.
+* ``memory://NAME`` — an in-process store. Within one :class:`StoreRegistry` (by default
+  the process-wide :data:`MEMORY_STORES`) the same NAME gives the same store, so a CLI call
+  and a test in one process can share it; ``memory://`` alone gives a new private store.
+
+``retry=True`` (the default) wraps the backend in :class:`RetryingStore`.
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import parse_qsl, urlsplit
+
+from connectors.errors import ConfigError
+from connectors.store.base import ObjectInfo, ObjectStore
+from connectors.store.file import FileStore
+from connectors.store.memory import MemoryStore
+from connectors.store.retry import RetryingStore
+from connectors.store.s3 import S3Store
+
+__all__ = [
+    "MEMORY_STORES",
+    "FileStore",
+    "MemoryStore",
+    "ObjectInfo",
+    "ObjectStore",
+    "RetryingStore",
+    "S3Store",
+    "StoreRegistry",
+    "open_store",
+]
+
+_S3_PARAMS = ("endpoint", "secure", "region", "create_bucket", "multipart_threshold")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class StoreRegistry:
+    """Named :class:`MemoryStore` instances: one store per name, created on first use."""
+
+    def __init__(self) -> None:
+        self._stores: dict[str, MemoryStore] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> MemoryStore:
+        with self._lock:
+            store = self._stores.get(name)
+            if store is None:
+                store = self._stores[name] = MemoryStore(f"memory://{name}")
+            return store
+
+
+#: The process-wide registry behind ``memory://NAME`` URLs.
+MEMORY_STORES = StoreRegistry()
+
+
+def open_store(
+    url: str, *, retry: bool = True, memory_stores: StoreRegistry | None = None
+) -> ObjectStore:
+    """Open the store named by ``url``; raises :class:`ConfigError` for a bad URL."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            f"invalid store URL {url!r}: expected file://DIR, s3://BUCKET[/PREFIX] or memory://NAME"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    store: ObjectStore
+    if scheme == "file":
+        store = _open_file(url)
+    elif scheme == "s3":
+        store = _open_s3(url)
+    elif scheme == "memory":
+        name = url.split("://", 1)[1]
+        if "/" in name or "?" in name:
+            raise ConfigError(f"invalid store URL {url!r}: memory://NAME takes a plain name")
+        store = (memory_stores or MEMORY_STORES).get(name) if name else MemoryStore()
+    else:
+        raise ConfigError(
+            f"unknown store URL scheme {scheme!r} in {url!r}: use file://, s3:// or memory://"
+        )
+    return RetryingStore(store) if retry else store
+
+
+def _open_file(url: str) -> FileStore:
+    path = url.split("://", 1)[1]
+    if not path:
+        raise ConfigError(f"invalid store URL {url!r}: file:// needs a directory")
+    if "?" in path or "#" in path:
+        raise ConfigError(f"invalid store URL {url!r}: file:// takes no query or fragment")
+    return FileStore(path, url=url)
+
+
+def _flag(url: str, name: str, value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ConfigError(f"invalid store URL {url!r}: {name} must be true or false, got {value!r}")
+
+
+def _open_s3(url: str) -> S3Store:
+    try:
+        parts = urlsplit(url)
+        params = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise ConfigError(f"invalid store URL {url!r}: {exc}") from None
+    if "@" in parts.netloc:
+        raise ConfigError(
+            "invalid store URL: credentials must not be in an s3:// URL; set "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use ~/.aws/credentials"
+        )
+    bucket = parts.netloc
+    if not bucket:
+        raise ConfigError(f"invalid store URL {url!r}: s3:// needs a bucket")
+    if parts.fragment:
+        raise ConfigError(f"invalid store URL {url!r}: s3:// takes no fragment")
+    opts: dict[str, str] = {}
+    for key, value in params:
+        if key not in _S3_PARAMS:
+            raise ConfigError(
+                f"invalid store URL {url!r}: unknown parameter {key!r} "
+                f"(known: {', '.join(_S3_PARAMS)})"
+            )
+        if key in opts:
+            raise ConfigError(f"invalid store URL {url!r}: parameter {key!r} given twice")
+        opts[key] = value
+    endpoint = opts.get("endpoint", "s3.amazonaws.com")
+    if not endpoint or "/" in endpoint:
+        raise ConfigError(f"invalid store URL {url!r}: endpoint must be HOST[:PORT]")
+    threshold = opts.get("multipart_threshold")
+    if threshold is not None and not threshold.isdigit():
+        raise ConfigError(f"invalid store URL {url!r}: multipart_threshold must be bytes")
+    prefix = parts.path.strip("/")
+    if "//" in prefix:
+        raise ConfigError(f"invalid store URL {url!r}: prefix has an empty segment")
+    return S3Store(
+        bucket,
+        prefix,
+        endpoint=endpoint,
+        secure=_flag(url, "secure", opts.get("secure", "true")),
+        region=opts.get("region") or None,
+        create_bucket=_flag(url, "create_bucket", opts.get("create_bucket", "false")),
+        url=url,
+        **({"multipart_threshold": int(threshold)} if threshold is not None else {}),
+    )
