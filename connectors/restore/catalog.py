@@ -1,0 +1,178 @@
+"""A volume's timeline as the object store records it.
+
+The catalog lists window keys (names only), checkpoint offsets and gap records when it is
+built, and loads manifests lazily (in parallel when many are needed). It answers: which
+window holds point N, where bookmarks are, which offset a time maps to (manifests' times,
+then the window's write log: the last event with ``timestamp_us ≤ T``, times clamped to be
+non-decreasing as the window policy does), and the oldest / newest restorable point.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from connectors.errors import IntegrityError, NotRestorableError
+from connectors.store.base import ObjectStore
+from streams import keys
+from streams.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
+from streams.gaps import Gap, list_gaps
+from streams.manifest import (
+    Bookmark,
+    Manifest,
+    get_verified,
+    list_window_keys,
+    load_manifest,
+)
+from streams.writelog import read_log
+
+
+@dataclass(frozen=True, slots=True)
+class WindowKey:
+    """A window known from its manifest key: offsets of its first and last event."""
+
+    first: int
+    last: int
+    key: str
+
+
+class Catalog:
+    """The windows, checkpoints and gaps of ``volume`` in ``store``.
+
+    ``workers`` (default 8) bounds parallel manifest downloads.
+    """
+
+    def __init__(self, store: ObjectStore, volume: str, *, workers: int = 8) -> None:
+        self.store = store
+        self.volume = keys.check_name(volume)
+        self.workers = max(1, workers)
+        self.windows = [WindowKey(f, last, k) for f, last, k in list_window_keys(store, volume)]
+        self._firsts = [w.first for w in self.windows]
+        self.checkpoints: list[int] = list_checkpoints(store, volume)
+        self.gaps: list[Gap] = list_gaps(store, volume)
+        self._manifests: dict[int, Manifest] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    # -- manifests ---------------------------------------------------------------------
+    def manifest(self, index: int) -> Manifest:
+        """The manifest of window ``index`` (loaded once; GapError/IntegrityError naming it)."""
+        with self._lock:
+            found = self._manifests.get(index)
+        if found is not None:
+            return found
+        window = self.windows[index]
+        m = load_manifest(self.store, window.key)
+        if m.volume != self.volume:
+            raise IntegrityError(f"{window.key}: manifest of volume {m.volume!r}")
+        with self._lock:
+            self._manifests[index] = m
+        return m
+
+    def manifests(self, indices: Iterable[int] | None = None) -> list[Manifest]:
+        """Manifests of ``indices`` (default: every window), loaded in parallel, in order."""
+        wanted = list(range(len(self.windows)) if indices is None else indices)
+        missing = [i for i in wanted if i not in self._manifests]
+        if len(missing) > 1:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                list(pool.map(self.manifest, missing))
+        return [self.manifest(i) for i in wanted]
+
+    def checkpoint(self, offset: int) -> Checkpoint:
+        return load_checkpoint(self.store, self.volume, offset)
+
+    # -- lookups -----------------------------------------------------------------------
+    def require_windows(self) -> None:
+        if not self.windows:
+            raise NotRestorableError(
+                f"volume {self.volume} has no windows in {self.store.url} "
+                "(nothing was protected yet, or the name or store is wrong)"
+            )
+
+    def index_for(self, offset: int) -> int | None:
+        """Index of the last window whose first offset is ≤ ``offset`` (None: none is)."""
+        i = bisect.bisect_right(self._firsts, offset) - 1
+        return i if i >= 0 else None
+
+    def bookmarks(self) -> list[Bookmark]:
+        """Every bookmark of the volume, by offset."""
+        return sorted((b for m in self.manifests() for b in m.bookmarks), key=lambda b: b.offset)
+
+    def find_bookmark(self, name: str) -> Bookmark:
+        """The newest bookmark called ``name``."""
+        found = [b for b in self.bookmarks() if b.name == name]
+        if not found:
+            raise NotRestorableError(f"volume {self.volume} has no bookmark named {name!r}")
+        return found[-1]
+
+    def offset_at_time(self, time_us: int) -> int:
+        """The offset of the last event of the volume with (clamped) time ≤ ``time_us``."""
+        self.require_windows()
+        manifests = self.manifests()
+        firsts = [m.first_time_us for m in manifests]
+        i = bisect.bisect_right(firsts, time_us) - 1
+        if i < 0:
+            raise NotRestorableError(
+                f"volume {self.volume} has no event at or before time {time_us} µs "
+                f"(its first event is at {firsts[0]} µs)"
+            )
+        m = manifests[i]
+        if time_us >= m.last_time_us:
+            return m.last_offset
+        data = get_verified(self.store, m.writelog)
+        best = m.first_offset
+        clamp = 0
+        for rec in read_log(data, name=m.writelog.key):
+            clamp = max(clamp, rec.timestamp_us)
+            if clamp > time_us:
+                break
+            best = rec.kafka_offset
+        return best
+
+    def gaps_between(self, low: int, high: int) -> list[Gap]:
+        """Gap records with ``low < at_offset ≤ high``."""
+        return [g for g in self.gaps if low < g.at_offset <= high]
+
+    def restorable_span(self) -> tuple[int, int] | None:
+        """(oldest, newest) restorable point recorded in the store, or None."""
+        self.require_windows()
+        oldest = next(
+            (m.restorable_from for m in self.manifests() if m.restorable_from is not None), None
+        )
+        newest = next((m.last_offset for m in reversed(self.manifests()) if m.consistent), None)
+        if oldest is None or newest is None:
+            return None
+        return oldest, newest
+
+    def check_point(self, offset: int) -> tuple[int, Manifest]:
+        """(window index, manifest) of point ``offset``, if the history is consistent there."""
+        self.require_windows()
+        index = self.index_for(offset)
+        if index is None:
+            raise NotRestorableError(
+                f"volume {self.volume} has no event at or before offset {offset} "
+                f"(its first window starts at {self.windows[0].first})"
+            )
+        m = self.manifest(index)
+        newest = self.windows[-1].last
+        if offset > newest:
+            raise NotRestorableError(
+                f"offset {offset} is past the newest window of {self.volume} in the store "
+                f"(it ends at {newest}); use --latest or a smaller offset"
+            )
+        if offset >= m.last_offset:
+            ok = m.consistent
+        else:
+            ok = m.restorable_from is not None and offset >= m.restorable_from
+        if not ok:
+            raise NotRestorableError(
+                f"point {offset} of {self.volume} is not consistent (window "
+                f"{m.first_offset}-{m.last_offset}: restorable from {m.restorable_from}, "
+                f"consistent end: {m.consistent}); a gap or an unfinished baseline precedes it"
+            )
+        return index, m

@@ -1,0 +1,293 @@
+"""Run a restore plan into a sparse file or a block device.
+
+Objects are downloaded by a thread pool (``workers``, default 4) a few ahead of the one
+being applied, each checked against its manifest digest (size + SHA-256) and its extents'
+CRC-32C before it is applied in plan order. At every window boundary the image is checked
+against the window's recorded ``ranges_sha256``: after a forward increment is applied, and
+before a backward increment is applied (the image must then hold the window's end state).
+Single writes come from Kafka while the broker still retains the window's offsets (when a
+:class:`~connectors.restore.kafka_source.KafkaReplay` is given), else from the archived
+write log.
+
+A file output is written to a temporary file beside it and renamed at the end, so a failed
+restore leaves no half-written output; a block device is written in place (and zeroed
+first when the path starts from the empty image). With ``direction="auto"`` a corrupt or
+missing object makes :func:`restore_point` re-plan around it once (the other direction,
+when that avoids the object); otherwise the error names the object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import stat
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from connectors.errors import GapError, IntegrityError, KcdpError
+from connectors.restore.catalog import Catalog
+from connectors.restore.kafka_source import KafkaReplay
+from connectors.restore.planner import Plan, Step, plan_restore
+from connectors.store.base import ObjectStore
+from streams.checkpoint import materialize_checkpoint
+from streams.extents import Extent
+from streams.image import Image
+from streams.increment import read_increment
+from streams.manifest import get_verified
+from streams.writelog import LogRecord, apply_records, read_log
+
+log = logging.getLogger("kcdp.restore")
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """What a restore did: the plan it ran, where, and how."""
+
+    plan: Plan
+    output: Path
+    replay_source: str
+    seconds: float
+    retried_after: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            **self.plan.to_dict(),
+            "output": str(self.output),
+            "replay_source": self.replay_source,
+            "seconds": round(self.seconds, 3),
+            "retried_after": self.retried_after,
+        }
+
+
+class BadObject(KcdpError):
+    """Internal: ``error`` was raised while reading ``key``; lets the caller re-plan."""
+
+    def __init__(self, key: str, error: KcdpError) -> None:
+        super().__init__(error.message)
+        self.key = key
+        self.error = error
+
+
+class Progress:
+    """A one-line progress bar on ``stream`` (stderr), drawn only when it is a terminal."""
+
+    def __init__(self, total: int, *, stream: TextIO | None = None, label: str = "") -> None:
+        self.stream = stream or sys.stderr
+        self.total = max(total, 1)
+        self.done = 0
+        self.label = label
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last = 0.0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
+            self._last = now
+            frac = min(1.0, self.done / self.total)
+            bar = "#" * int(frac * 30)
+            self.stream.write(f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}%")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def restore_point(
+    store: ObjectStore,
+    catalog: Catalog,
+    offset: int,
+    output: str | Path,
+    *,
+    direction: str = "auto",
+    workers: int = 4,
+    kafka: KafkaReplay | None = None,
+    progress: bool = True,
+) -> RestoreResult:
+    """Plan and materialize point ``offset`` of ``catalog.volume`` into ``output``."""
+    started = time.monotonic()
+    plan = plan_restore(catalog, offset, direction=direction)
+    try:
+        source = execute(
+            store, catalog, plan, output, workers=workers, kafka=kafka, progress=progress
+        )
+        return RestoreResult(plan, Path(output), source, time.monotonic() - started)
+    except BadObject as bad:
+        if direction != "auto":
+            raise bad.error from None
+        try:
+            plan = plan_restore(catalog, offset, direction="auto", avoid={bad.key})
+        except KcdpError:
+            raise bad.error from None
+        retried = bad.key
+        log.warning(
+            "%s; retrying with the %s path, which avoids it", bad.message, plan.path.direction
+        )
+    try:
+        source = execute(
+            store, catalog, plan, output, workers=workers, kafka=kafka, progress=progress
+        )
+    except BadObject as again:
+        raise again.error from None
+    return RestoreResult(plan, Path(output), source, time.monotonic() - started, retried)
+
+
+def execute(
+    store: ObjectStore,
+    catalog: Catalog,
+    plan: Plan,
+    output: str | Path,
+    *,
+    workers: int = 4,
+    kafka: KafkaReplay | None = None,
+    progress: bool = True,
+) -> str:
+    """Materialize ``plan`` into ``output``; returns the replay source (log, kafka, none).
+
+    Raises :class:`BadObject` wrapping the IntegrityError/GapError of the object at fault.
+    """
+    output = Path(output)
+    is_block = output.exists() and stat.S_ISBLK(output.stat().st_mode)
+    target = output if is_block else output.with_name(f".{output.name}.kcdp-restore-{os.getpid()}")
+    if is_block:
+        log.warning("%s is a block device: restoring in place", output)
+    label = f"restore {plan.volume}@{plan.offset}"
+    bar = Progress(plan.path.bytes, label=label) if progress else None
+    ok = False
+    try:
+        with Image(target, plan.volume_size) as image:
+            _start(store, catalog, plan, image, is_block, workers)
+            if bar:
+                bar.advance(plan.path.checkpoint_bytes)
+            _apply_steps(store, plan, image, workers, bar)
+            source = _replay(store, plan, image, kafka)
+            if bar and plan.path.replay:
+                bar.advance(plan.path.replay.ref.size)
+            image.sync()
+        if not is_block:
+            os.replace(target, output)
+            _fsync_dir(output.parent)
+        ok = True
+        return source
+    finally:
+        if bar:
+            bar.finish()
+        if not ok and not is_block:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+
+
+def _start(
+    store: ObjectStore, catalog: Catalog, plan: Plan, image: Image, is_block: bool, workers: int
+) -> None:
+    path = plan.path
+    if path.checkpoint is None:
+        if is_block:
+            image.zero(0, image.size)
+        return
+    assert path.checkpoint_key is not None
+    try:
+        cp = catalog.checkpoint(path.checkpoint)
+        materialize_checkpoint(store, cp, image, workers=workers)
+    except (IntegrityError, GapError) as exc:
+        raise BadObject(path.checkpoint_key, exc) from None
+
+
+def _fetch(store: ObjectStore, step: Step, direction: str) -> list[Extent]:
+    try:
+        data = get_verified(store, step.ref)
+        return list(read_increment(data, expect_direction=direction, name=step.ref.key))
+    except (IntegrityError, GapError) as exc:
+        raise BadObject(step.ref.key, exc) from None
+
+
+def _prefetched(
+    store: ObjectStore, steps: tuple[Step, ...], direction: str, workers: int
+) -> Iterator[tuple[Step, list[Extent]]]:
+    """Yield (step, extents) in order while up to ``2·workers`` downloads run ahead."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        queue: deque[tuple[Step, Future[list[Extent]]]] = deque()
+        todo = iter(steps)
+        for step in todo:
+            queue.append((step, pool.submit(_fetch, store, step, direction)))
+            if len(queue) >= 2 * max(1, workers):
+                break
+        try:
+            while queue:
+                step, fut = queue.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    queue.append((nxt, pool.submit(_fetch, store, nxt, direction)))
+                yield step, fut.result()
+        finally:
+            for _, fut in queue:
+                fut.cancel()
+
+
+def _ranges_sha256(image: Image, extents: list[Extent]) -> str:
+    h = hashlib.sha256()
+    for ext in extents:
+        h.update(image.pread(ext.offset, ext.length))
+    return h.hexdigest()
+
+
+def _apply_steps(
+    store: ObjectStore, plan: Plan, image: Image, workers: int, bar: Progress | None
+) -> None:
+    direction = plan.path.direction
+    blame = plan.path.checkpoint_key or ""
+    for step, extents in _prefetched(store, plan.path.steps, direction, workers):
+        window = f"window {step.first}-{step.last} of {plan.volume}"
+        if direction == "backward" and _ranges_sha256(image, extents) != step.ranges_sha256:
+            raise BadObject(
+                blame,
+                IntegrityError(
+                    f"before rolling back {window} the image does not match its recorded "
+                    f"digest: {blame or 'the starting image'} holds wrong bytes"
+                ),
+            )
+        image.apply(extents)
+        if direction == "forward" and _ranges_sha256(image, extents) != step.ranges_sha256:
+            raise BadObject(
+                step.ref.key,
+                IntegrityError(f"{step.ref.key}: {window} does not match its recorded digest"),
+            )
+        blame = step.ref.key
+        if bar:
+            bar.advance(step.ref.size)
+
+
+def _replay(store: ObjectStore, plan: Plan, image: Image, kafka: KafkaReplay | None) -> str:
+    replay = plan.path.replay
+    if replay is None:
+        return "none"
+    if kafka is not None:
+        records = kafka.records(plan.volume, replay.first, replay.upto)
+        if records is not None:
+            apply_records(image, records, upto_offset=replay.upto)
+            return "kafka"
+    try:
+        data = get_verified(store, replay.ref)
+        logged: list[LogRecord] = list(read_log(data, name=replay.ref.key))
+    except (IntegrityError, GapError) as exc:
+        raise BadObject(replay.ref.key, exc) from None
+    apply_records(image, logged, upto_offset=replay.upto)
+    return "log"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,313 @@
+"""A live replica: a hot standby image of one volume kept current from ``kcdp.writes``.
+
+The replica reads the partition of the volume's group with ``assign()`` (no consumer
+group, no join delay), decodes every record, and applies the change events of its volume
+in batches: each batch is coalesced (last writer wins per byte) and written sorted by
+volume offset, the image is fsynced, and only then is the applied offset stored atomically
+in ``<output>.kcdp-replica.json`` (docs/FORMAT.md "Local state files"). A restart resumes
+after the stored offset; re-applying a batch that was partly written before a crash gives
+the same bytes, because a coalesced batch rewrites every range it touches.
+
+Rules: records of other volumes, TICKs and markers advance the offset only; records that
+do not decode or break an event rule are skipped with a warning (the agents dead-letter
+them); a duplicate sequence is skipped; a skipped sequence, a session that does not start
+at sequence 0, or offsets already deleted from the topic stop the replica with
+:class:`GapError` after applying everything before the gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.errors import (
+    BrokerError,
+    DecodeError,
+    GapError,
+    IntegrityError,
+    InvalidEventError,
+    NotRestorableError,
+    VolumeError,
+)
+from connectors.kafka import consumer_config
+from connectors.restore.coalesce import Coalescer
+from schemas.codec import AvroCodec
+from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent
+from streams.image import Image
+
+log = logging.getLogger("kcdp.replica")
+
+STATE_SUFFIX = ".kcdp-replica.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """What the replica image holds: every event of the partition up to ``applied_offset``.
+
+    ``applied_offset`` is -1 before anything was applied; ``session``/``sequence`` are the
+    last applied event's (empty / -1 before the first).
+    """
+
+    volume: str
+    topic: str
+    partition: int
+    applied_offset: int = -1
+    session: str = ""
+    sequence: int = -1
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "format": "kcdp-replica",
+                "version": 1,
+                "volume": self.volume,
+                "topic": self.topic,
+                "partition": self.partition,
+                "applied_offset": self.applied_offset,
+                "session": self.session,
+                "sequence": self.sequence,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes, *, where: str = "replica state") -> ReplicaState:
+        try:
+            doc = orjson.loads(data)
+            if doc.get("format") != "kcdp-replica" or doc.get("version") != 1:
+                raise ValueError("not a version 1 kcdp-replica document")
+            return cls(
+                volume=str(doc["volume"]),
+                topic=str(doc["topic"]),
+                partition=int(doc["partition"]),
+                applied_offset=int(doc["applied_offset"]),
+                session=str(doc["session"]),
+                sequence=int(doc["sequence"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IntegrityError(f"{where} is unreadable: {exc}") from None
+
+
+def state_path(output: str | Path) -> Path:
+    """Where the replica of ``output`` keeps its state."""
+    return Path(f"{output}{STATE_SUFFIX}")
+
+
+def load_state(output: str | Path) -> ReplicaState | None:
+    """The stored state beside ``output``, or None when there is none."""
+    path = state_path(output)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return ReplicaState.from_json(data, where=str(path))
+
+
+def save_state(output: str | Path, state: ReplicaState) -> None:
+    """Store ``state`` atomically: temp file, fsync, rename, fsync the directory."""
+    path = state_path(output)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(state.to_json())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class Replica:
+    """Follows one volume's partition into an image at ``output``.
+
+    ``kafka_conf`` holds librdkafka properties (at least ``bootstrap.servers``);
+    ``partition`` is the group's partition
+    (:func:`connectors.restore.partitioner.group_partition`).
+    ``batch_max`` (default 2000 records) and ``batch_bytes`` (default 64 MiB of data) bound
+    a batch; ``poll_timeout`` (default 0.5 s) is how long one poll waits.
+    """
+
+    def __init__(
+        self,
+        *,
+        volume: str,
+        output: str | Path,
+        partition: int,
+        kafka_conf: Mapping[str, Any],
+        topic: str = "kcdp.writes",
+        codec: AvroCodec | None = None,
+        batch_max: int = 2000,
+        batch_bytes: int = 64 << 20,
+        poll_timeout: float = 0.5,
+    ) -> None:
+        self.volume = volume
+        self.output = Path(output)
+        self.partition = partition
+        self.topic = topic
+        self.codec = codec or AvroCodec()
+        self.batch_max = batch_max
+        self.batch_bytes = batch_bytes
+        self.poll_timeout = poll_timeout
+        self._conf = consumer_config(kafka_conf, f"kcdp-replica-{volume}")
+        self._image: Image | None = None
+        stored = load_state(self.output)
+        if stored is not None and (stored.volume, stored.topic, stored.partition) != (
+            volume,
+            topic,
+            partition,
+        ):
+            raise VolumeError(
+                f"{state_path(self.output)} belongs to volume {stored.volume!r} "
+                f"({stored.topic}/{stored.partition}), not {volume!r} ({topic}/{partition})"
+            )
+        self.state = stored or ReplicaState(volume=volume, topic=topic, partition=partition)
+
+    # -- public ------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        follow: bool = False,
+        until_offset: int | None = None,
+        stop: threading.Event | None = None,
+        end_timeout: float = 10.0,
+    ) -> ReplicaState:
+        """Apply events until the end of the partition (as seen at start), ``until_offset``
+        (inclusive) or, with ``follow``, until ``stop`` is set. Returns the final state."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        stop = stop or threading.Event()
+        if until_offset is not None and self.state.applied_offset > until_offset:
+            raise NotRestorableError(
+                f"replica {self.output} is already at offset {self.state.applied_offset}, "
+                f"past --until-offset {until_offset}"
+            )
+        consumer = Consumer(self._conf)
+        try:
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, self.partition), timeout=end_timeout
+                )
+            except KafkaException as exc:
+                raise BrokerError(f"cannot read watermarks of {self.topic}: {exc}") from None
+            start = self.state.applied_offset + 1
+            if low > start:
+                raise GapError(
+                    f"{self.topic}/{self.partition}: offsets {start}..{low - 1} were deleted "
+                    f"from the topic; the replica of {self.volume} cannot continue "
+                    "(restore it from the store first)"
+                )
+            end = until_offset if until_offset is not None else None
+            if end is None and not follow:
+                end = high - 1
+            if end is not None and not follow and end > high - 1:
+                raise NotRestorableError(
+                    f"offset {end} is not in {self.topic}/{self.partition} yet "
+                    f"(its last offset is {high - 1})"
+                )
+            if end is not None and end < start:
+                return self.state
+            consumer.assign([TopicPartition(self.topic, self.partition, start)])
+            self._loop(consumer, end, stop)
+        finally:
+            consumer.close()
+            if self._image is not None:
+                self._image.close()
+                self._image = None
+        return self.state
+
+    # -- internals ---------------------------------------------------------------------
+    def _loop(self, consumer: Any, end: int | None, stop: threading.Event) -> None:
+        batch = Coalescer()
+        pending = self.state
+        done = False
+        while not stop.is_set() and not done:
+            msgs = consumer.consume(num_messages=self.batch_max, timeout=self.poll_timeout)
+            for msg in msgs:
+                if msg.error():
+                    raise BrokerError(f"consuming {self.topic}: {msg.error()}")
+                offset = msg.offset()
+                if end is not None and offset > end:
+                    done = True
+                    break
+                try:
+                    pending = self._take(msg.value(), offset, pending, batch)
+                except GapError:
+                    self._flush(batch, pending)
+                    raise
+                if batch.bytes >= self.batch_bytes:
+                    self._flush(batch, pending)
+            if pending != self.state:
+                self._flush(batch, pending)
+            if end is not None and self.state.applied_offset >= end:
+                done = True
+
+    def _take(
+        self, value: bytes | None, offset: int, state: ReplicaState, batch: Coalescer
+    ) -> ReplicaState:
+        """Add one record to ``batch``; the state after it (not yet durable)."""
+        advanced = replace(state, applied_offset=offset)
+        try:
+            event = WriteEvent.from_record(self.codec.decode(value or b""))
+            if event.kind is EventKind.TICK or event.volume != self.volume:
+                return advanced
+            event.validate()
+        except (DecodeError, InvalidEventError, KeyError, ValueError) as exc:
+            log.warning("offset %d: skipped a record that is not a valid event: %s", offset, exc)
+            return advanced
+        if event.session == state.session:
+            if event.sequence <= state.sequence:
+                log.warning("offset %d: duplicate sequence %d skipped", offset, event.sequence)
+                return advanced
+            if event.sequence != state.sequence + 1:
+                raise GapError(
+                    f"volume {self.volume}: sequence gap at offset {offset} "
+                    f"(expected {state.sequence + 1}, got {event.sequence}); the replica "
+                    f"stopped at offset {state.applied_offset}"
+                )
+        elif event.sequence != 0 or event.kind is not EventKind.SESSION_START:
+            raise GapError(
+                f"volume {self.volume}: session {event.session} appears at offset {offset} "
+                f"with sequence {event.sequence} and no SESSION_START; the replica stopped "
+                f"at offset {state.applied_offset}"
+            )
+        elif state.session and event.name != state.session:
+            log.warning(
+                "volume %s: session %s at offset %d did not resume %s cleanly; the image is "
+                "inconsistent until the next BASELINE_END",
+                self.volume,
+                event.session,
+                offset,
+                state.session,
+            )
+        if event.kind in CHANGE_KINDS:
+            self._ensure_image(event.volume_size)
+            data = event.data if event.kind in DATA_KINDS else None
+            batch.add(event.offset, event.length, data)
+        return replace(advanced, session=event.session, sequence=event.sequence)
+
+    def _ensure_image(self, volume_size: int) -> None:
+        if self._image is None:
+            self._image = Image(self.output, volume_size)
+        elif volume_size > self._image.size:
+            raise VolumeError(
+                f"volume {self.volume} grew to {volume_size} bytes; the replica image "
+                f"{self.output} holds {self._image.size}"
+            )
+
+    def _flush(self, batch: Coalescer, state: ReplicaState) -> None:
+        """Write the batch sorted by offset, fsync, then store the state."""
+        if len(batch):
+            assert self._image is not None
+            self._image.apply(batch.extents())
+            self._image.sync()
+            batch.clear()
+        save_state(self.output, state)
+        self.state = state
