@@ -126,7 +126,8 @@ class S3Store:
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
         )
         self._http = http
-        self._endpoint = endpoint
+        self.endpoint = endpoint
+        self.secure = secure
         try:
             self._client = Minio(
                 endpoint, secure=secure, region=region, http_client=http, credentials=provider
@@ -177,7 +178,7 @@ class S3Store:
             ) from None
         if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
             raise StoreError(
-                f"{where} failed: cannot reach {self._endpoint}: {type(exc).__name__}",
+                f"{where} failed: cannot reach {self.endpoint}: {type(exc).__name__}",
                 retriable=True,
             ) from None
         if isinstance(exc, MinioException | ValueError):
