@@ -176,3 +176,25 @@ class Catalog:
                 f"consistent end: {m.consistent}); a gap or an unfinished baseline precedes it"
             )
         return index, m
+
+
+def group_volumes(store: ObjectStore, group: str) -> list[str]:
+    """Volumes of consistency group ``group``, from partition markers (else every volume's
+    manifests), confirmed by the ``group`` of each volume's newest manifest."""
+    keys.check_name(group, "group")
+    candidates = {info.key.rsplit("/", 1)[-1] for info in store.list(f"{keys.LAYOUT}/partitions/")}
+    if not candidates:
+        prefix = keys.volumes_prefix()
+        candidates = {
+            info.key[len(prefix) :].split("/", 1)[0]
+            for info in store.list(prefix)
+            if "/manifests/" in info.key
+        }
+    found = []
+    for volume in sorted(candidates):
+        windows = list_window_keys(store, volume)
+        if windows and load_manifest(store, windows[-1][2]).group == group:
+            found.append(volume)
+    if not found:
+        raise NotRestorableError(f"no volume of group {group!r} in {store.url}")
+    return found

@@ -1,0 +1,322 @@
+"""``kcdp restore``, ``kcdp verify``, ``kcdp points`` and ``kcdp replica``.
+
+* ``restore VOLUME (--to-offset N | --to-timestamp T | --to-bookmark NAME | --latest) -o PATH``
+  materializes a point from the store (``--group G`` restores every volume of a group at
+  one offset into ``PATH/<volume>.img``); ``--dry-run`` prints the plan and writes nothing.
+* ``verify VOLUME [--read-data]`` scrubs manifests, objects and the chain (exit 6 on
+  corruption, 7 on a broken chain or missing object).
+* ``points VOLUME`` lists windows, bookmarks, checkpoints, gaps, oldest / newest point.
+* ``replica VOLUME -o PATH [--follow] [--until-offset N]`` keeps a standby image from the topic.
+
+Results go to stdout (``--json`` for scripts); progress bars to stderr on a terminal only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import orjson
+
+from connectors.config import Settings
+from connectors.errors import GapError, IntegrityError, NotRestorableError, UsageError
+from connectors.restore.catalog import Catalog, group_volumes
+from connectors.restore.kafka_source import KafkaReplay
+from connectors.restore.materialize import restore_point
+from connectors.restore.partitioner import group_partition
+from connectors.restore.planner import DIRECTIONS, plan_restore
+from connectors.restore.replica import Replica
+from connectors.restore.verify import list_points, verify_volume
+from connectors.store import open_store
+from connectors.store.base import ObjectStore
+from schemas.codec import AvroCodec
+from streams import keys
+
+
+def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
+    _register_restore(sub, parents)
+    v = sub.add_parser(
+        "verify",
+        parents=list(parents),
+        help="scrub a volume's manifests, objects and window chain",
+        description="Check every manifest, the window chain and every object's size; with "
+        "--read-data also download each object and checkpoint chunk and check digests and "
+        "CRCs. Exit 0 when clean, 6 on corruption, 7 on a missing object or broken chain.",
+    )
+    v.add_argument("volume")
+    v.add_argument("--read-data", action="store_true", help="download and check every object")
+    v.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    v.add_argument("--json", action="store_true", help="print JSON")
+    v.set_defaults(func=cmd_verify)
+    p = sub.add_parser(
+        "points",
+        parents=list(parents),
+        help="list a volume's restore points",
+        description="Windows (offsets, times, consistency), bookmarks, checkpoints and gaps "
+        "of a volume, and its oldest and newest restorable point.",
+    )
+    p.add_argument("volume")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_points)
+    r = sub.add_parser(
+        "replica",
+        parents=list(parents),
+        help="keep a standby image of a volume current from the topic",
+        description="Apply the volume's events from the topic to PATH in coalesced, sorted "
+        "batches; the applied offset is stored in PATH.kcdp-replica.json, and a restart "
+        "resumes after it. Without --follow, stop at the end of the partition.",
+    )
+    r.add_argument("volume")
+    r.add_argument("-o", "--output", required=True, help="image file or block device")
+    r.add_argument("--group", help="consistency group (default: the volume name)")
+    r.add_argument("--partition", type=int, help="partition (default: murmur2 of the group)")
+    r.add_argument("--follow", action="store_true", help="keep following until SIGINT/SIGTERM")
+    r.add_argument("--until-offset", type=int, help="stop after applying offset N")
+    r.add_argument("--json", action="store_true", help="print the final state as JSON")
+    r.set_defaults(func=cmd_replica)
+
+
+def _register_restore(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "restore",
+        parents=list(parents),
+        help="materialize a volume (or a group) at an offset, time or bookmark",
+        description="Restore point N: the volume after every one of its events with offset "
+        "<= N. Rolls forward from a checkpoint or back from a later one, whichever reads "
+        "fewer bytes, then replays single writes (from Kafka while retained, else from the "
+        "archived write log). Every object is verified; corruption fails naming the object.",
+    )
+    p.add_argument("volume", nargs="?", help="volume name (omit with --group)")
+    p.add_argument("--group", help="restore every volume of this consistency group into -o DIR")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-offset", type=int, help="Kafka offset N in the group's partition")
+    target.add_argument("--to-timestamp", help="RFC 3339 time, e.g. 2026-11-25T01:00:00Z")
+    target.add_argument("--to-bookmark", help="bookmark name")
+    target.add_argument("--latest", action="store_true", help="the newest restorable point")
+    p.add_argument("-o", "--output", required=True, help="output file, block device, or DIR")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument("--direction", choices=DIRECTIONS, default="auto", help="default auto")
+    p.add_argument(
+        "--replay-from",
+        choices=("auto", "kafka", "log"),
+        default="auto",
+        help="single writes from Kafka while retained (auto), only Kafka, or only the "
+        "archived write log (default auto)",
+    )
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_restore)
+
+
+def parse_time(text: str) -> int:
+    """RFC 3339 text -> microseconds since the epoch (a zone is required)."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--to-timestamp {text!r} is not an RFC 3339 time") from None
+    if when.tzinfo is None:
+        raise UsageError(f"--to-timestamp {text!r} needs a zone (Z or +HH:MM)")
+    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _target(args: argparse.Namespace, catalogs: list[Catalog]) -> int:
+    """The offset the target flags name (the largest over a group's volumes)."""
+    if args.to_offset is not None:
+        if args.to_offset < 0:
+            raise UsageError("--to-offset must be >= 0")
+        return int(args.to_offset)
+    if args.to_bookmark is not None:
+        found = []
+        for c in catalogs:
+            try:
+                found.append(c.find_bookmark(args.to_bookmark).offset)
+            except NotRestorableError:
+                continue
+        if not found:
+            raise NotRestorableError(f"no bookmark named {args.to_bookmark!r}")
+        return max(found)
+    if args.to_timestamp is not None:
+        t = parse_time(args.to_timestamp)
+        offsets = []
+        for c in catalogs:
+            try:
+                offsets.append(c.offset_at_time(t))
+            except NotRestorableError:
+                if len(catalogs) == 1:
+                    raise
+        if not offsets:
+            raise NotRestorableError(f"no event at or before {args.to_timestamp}")
+        return max(offsets)
+    newest = []
+    for c in catalogs:
+        span = c.restorable_span()
+        if span is None:
+            raise NotRestorableError(f"volume {c.volume} has no restorable point")
+        newest.append(span[1])
+    return min(newest) if len(catalogs) > 1 else newest[0]
+
+
+def _kafka(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> KafkaReplay | None:
+    if args.replay_from == "log" or not len(catalog):
+        return None
+    m = catalog.manifest(len(catalog) - 1)
+    return KafkaReplay(
+        kafka_conf=settings.kafka_config(),
+        topic=m.topic,
+        partition=m.partition,
+        timeout=3.0 if args.replay_from == "auto" else 15.0,
+    )
+
+
+def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
+    if args.json:
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    if (args.volume is None) == (args.group is None):
+        raise UsageError("restore needs a VOLUME or --group G (not both)")
+    store = open_store(settings.store_url)
+    try:
+        if args.group:
+            return _restore_group(args, settings, store)
+        catalog = Catalog(store, args.volume, workers=args.workers)
+        offset = _target(args, [catalog])
+        if args.dry_run:
+            plan = plan_restore(catalog, offset, direction=args.direction)
+            _emit(args, {**plan.to_dict(), "dry_run": True}, plan.to_text() + "\n(dry run)")
+            return 0
+        result = restore_point(
+            store,
+            catalog,
+            offset,
+            Path(args.output),
+            direction=args.direction,
+            workers=args.workers,
+            kafka=_kafka(args, settings, catalog),
+        )
+        text = (
+            f"{result.plan.to_text()}\nrestored {args.volume}@{offset} to {args.output} "
+            f"in {result.seconds:.2f} s (single writes from {result.replay_source})"
+        )
+        _emit(args, result.to_dict(), text)
+        return 0
+    finally:
+        store.close()
+
+
+def _restore_group(args: argparse.Namespace, settings: Settings, store: ObjectStore) -> int:
+    group = keys.check_name(args.group, "group")
+    volumes = group_volumes(store, group)
+    catalogs = [Catalog(store, v, workers=args.workers) for v in volumes]
+    offset = _target(args, catalogs)
+    out_dir = Path(args.output)
+    plans = [plan_restore(c, offset, direction=args.direction) for c in catalogs]
+    if args.dry_run:
+        doc = {"group": group, "offset": offset, "dry_run": True, "volumes": []}
+        doc["volumes"] = [p.to_dict() for p in plans]
+        _emit(args, doc, "\n".join(p.to_text() for p in plans) + "\n(dry run)")
+        return 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = [
+        restore_point(
+            store,
+            c,
+            offset,
+            out_dir / f"{c.volume}.img",
+            direction=args.direction,
+            workers=args.workers,
+            kafka=_kafka(args, settings, c),
+        )
+        for c in catalogs
+    ]
+    doc = {"group": group, "offset": offset, "volumes": [r.to_dict() for r in results]}
+    text = "\n".join(f"restored {r.plan.volume}@{offset} to {r.output}" for r in results)
+    _emit(args, doc, text)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings.store_url)
+    try:
+        report = verify_volume(store, args.volume, read_data=args.read_data, workers=args.workers)
+    finally:
+        store.close()
+    _emit(args, report.to_dict(), report.to_text())
+    if any(p.kind == "integrity" for p in report.problems):
+        return IntegrityError.exit_code
+    return GapError.exit_code if report.problems else 0
+
+
+def cmd_points(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings.store_url)
+    try:
+        catalog = Catalog(store, args.volume)
+        catalog.require_windows()
+        doc = list_points(catalog)
+    finally:
+        store.close()
+    lines = [f"volume {doc['volume']}: oldest point {doc['oldest']}, newest {doc['newest']}"]
+    for w in doc["windows"]:
+        lines.append(
+            f"  window     {w['first_offset']}-{w['last_offset']}  {_iso(w['first_time_us'])} .. "
+            f"{_iso(w['last_time_us'])}  restorable from {w['restorable_from']}"
+            + ("" if w["consistent"] else "  (end inconsistent)")
+        )
+    lines += [
+        f"  bookmark   {b['name']} @{b['offset']}  {_iso(b['time_us'])}" for b in doc["bookmarks"]
+    ]
+    lines += [f"  checkpoint @{c}" for c in doc["checkpoints"]]
+    lines += [f"  gap        {g['kind']} at {g['at_offset']}: {g['detail']}" for g in doc["gaps"]]
+    _emit(args, doc, "\n".join(lines))
+    return 0
+
+
+def _iso(time_us: int) -> str:
+    when = dt.datetime.fromtimestamp(time_us / 1e6, tz=dt.UTC)
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
+    volume = keys.check_name(args.volume)
+    group = keys.check_name(args.group or volume, "group")
+    conf = settings.kafka_config()
+    partition = args.partition
+    if partition is None:
+        partition = group_partition(conf, settings.topic, group)
+    codec = AvroCodec(
+        registry_url=settings.schema_registry or None, subject=f"{settings.topic}-value"
+    )
+    replica = Replica(
+        volume=volume,
+        output=args.output,
+        partition=partition,
+        kafka_conf=conf,
+        topic=settings.topic,
+        codec=codec,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        state = replica.run(follow=args.follow, until_offset=args.until_offset, stop=stop)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    doc = orjson.loads(state.to_json())
+    _emit(args, doc, f"replica {volume} at offset {state.applied_offset} in {args.output}")
+    return 0
