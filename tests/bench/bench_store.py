@@ -1,0 +1,69 @@
+"""Store throughput: put/get of 4 MiB objects, file vs S3 over HTTP (moto), as ratios.
+
+Run: ``.venv/bin/python -m tests.bench.bench_store [--objects N] [--size-mib M]``.
+The baseline is the file store measured in the same run; each row shows MiB/s and its
+ratio to that baseline. Takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+import uuid
+
+from moto.server import ThreadedMotoServer
+
+from connectors.store import ObjectStore, open_store
+from tests.fixtures.s3 import BUCKET, CREDENTIALS
+
+
+def measure(store: ObjectStore, blobs: list[bytes]) -> tuple[float, float]:
+    """MiB/s of putting then getting every blob once."""
+    mib = sum(len(b) for b in blobs) / (1024 * 1024)
+    start = time.perf_counter()
+    for i, blob in enumerate(blobs):
+        store.put(f"bench/{i:04d}", blob)
+    put_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i, blob in enumerate(blobs):
+        if store.get(f"bench/{i:04d}") != blob:
+            raise SystemExit(f"{store.url}: object {i} came back different")
+    get_s = time.perf_counter() - start
+    return mib / put_s, mib / get_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=8, help="objects per backend (8)")
+    parser.add_argument("--size-mib", type=int, default=4, help="object size in MiB (4)")
+    args = parser.parse_args()
+    blobs = [os.urandom(args.size_mib * 1024 * 1024) for _ in range(args.objects)]
+    os.environ.update(CREDENTIALS)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        with tempfile.TemporaryDirectory() as tmp:
+            stores: dict[str, ObjectStore] = {
+                "file (baseline)": open_store(f"file://{tmp}"),
+                "s3 (moto, HTTP)": open_store(
+                    f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}?endpoint={host}:{port}"
+                    "&secure=false&region=us-east-1&create_bucket=true"
+                ),
+            }
+            results = {name: measure(store, blobs) for name, store in stores.items()}
+    finally:
+        server.stop()
+    base_put, base_get = results["file (baseline)"]
+    print(f"{args.objects} objects x {args.size_mib} MiB, put then get")
+    print(f"{'backend':<20} {'put MiB/s':>10} {'ratio':>7} {'get MiB/s':>10} {'ratio':>7}")
+    for name, (put, get) in results.items():
+        print(f"{name:<20} {put:>10.1f} {put / base_put:>7.3f} {get:>10.1f} {get / base_get:>7.3f}")
+
+
+if __name__ == "__main__":
+    main()
