@@ -1,0 +1,185 @@
+"""Delivery tracking over one confluent-kafka producer.
+
+:class:`Publisher` enqueues records and follows their delivery reports: each send returns
+a :class:`Delivery` that completes with the real Kafka offset or an error. A poller thread
+serves the reports. In-flight bytes are bounded (``send`` blocks while the bound is
+exceeded), and the first failed delivery is remembered: once a delivery failed, every
+further ``send``/``drain`` raises :class:`DeliveryError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.config import redact_text
+from connectors.errors import BrokerError, DeliveryError
+
+log = logging.getLogger("kcdp.intercept")
+
+
+class Delivery:
+    """The outcome of one produced record: ``offset``/``partition`` once acknowledged."""
+
+    __slots__ = ("done", "error", "offset", "partition", "size")
+
+    def __init__(self, size: int) -> None:
+        self.done = threading.Event()
+        self.size = size
+        self.offset = -1
+        self.partition = -1
+        self.error: str | None = None
+
+
+class Publisher:
+    """A producer for one topic with bounded in-flight bytes and a delivery poller.
+
+    ``conf`` is the full librdkafka configuration. ``delivery_timeout`` (seconds) bounds
+    every wait for an acknowledgement and for room under ``max_in_flight_bytes``.
+    """
+
+    def __init__(
+        self,
+        conf: Mapping[str, Any],
+        topic: str,
+        *,
+        delivery_timeout: float,
+        max_in_flight_bytes: int,
+    ) -> None:
+        from confluent_kafka import KafkaException, Producer
+
+        self.topic = topic
+        self.delivery_timeout = delivery_timeout
+        self.max_in_flight_bytes = max_in_flight_bytes
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._in_flight_bytes = 0
+        self._last_offset = -1
+        self._error: str | None = None
+        try:
+            self._producer = Producer({**conf, "error_cb": self._on_error})
+        except KafkaException as exc:
+            raise BrokerError(f"invalid Kafka producer configuration: {exc}") from None
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="kcdp-delivery", daemon=True)
+        self._poller.start()
+
+    @property
+    def failure(self) -> str | None:
+        """The first delivery failure, or None."""
+        return self._error
+
+    @property
+    def last_offset(self) -> int:
+        """Largest acknowledged offset so far (-1 before the first)."""
+        return self._last_offset
+
+    def send(self, key: bytes, value: bytes) -> Delivery:
+        """Enqueue one record (never empty); blocks while in-flight bytes exceed the bound."""
+        from confluent_kafka import KafkaException
+
+        size = len(value)
+        deadline = time.monotonic() + self.delivery_timeout
+        with self._cond:
+            self._raise_if_failed()
+            while self._in_flight and self._in_flight_bytes + size > self.max_in_flight_bytes:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeliveryError(
+                        f"{self._in_flight_bytes} bytes still unacknowledged after "
+                        f"{self.delivery_timeout:g}s"
+                    )
+                self._cond.wait(remaining)
+                self._raise_if_failed()
+            self._in_flight += 1
+            self._in_flight_bytes += size
+        delivery = Delivery(size)
+        callback = functools.partial(self._on_delivery, delivery)
+        while True:
+            try:
+                self._producer.produce(self.topic, value, key, on_delivery=callback)
+                return delivery
+            except BufferError:
+                if time.monotonic() > deadline:
+                    self._settle(delivery, -1, -1, "local producer queue full")
+                    raise DeliveryError("local producer queue stayed full") from None
+                time.sleep(0.002)
+            except KafkaException as exc:
+                self._settle(delivery, -1, -1, str(exc))
+                raise BrokerError(f"cannot produce to {self.topic}: {exc}") from None
+
+    def wait(self, delivery: Delivery) -> int:
+        """The acknowledged offset of ``delivery``; DeliveryError on failure or timeout."""
+        if not delivery.done.wait(self.delivery_timeout + 5.0):
+            raise DeliveryError(
+                f"event to {self.topic} not acknowledged within {self.delivery_timeout:g}s"
+            )
+        if delivery.error is not None:
+            raise DeliveryError(
+                f"Kafka did not acknowledge an event to {self.topic}: {delivery.error}"
+            )
+        return delivery.offset
+
+    def drain(self, timeout: float | None = None) -> int:
+        """Wait until nothing is in flight; the last acknowledged offset, or DeliveryError."""
+        limit = self.delivery_timeout + 5.0 if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        with self._cond:
+            while self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeliveryError(
+                        f"{self._in_flight} events to {self.topic} not acknowledged "
+                        f"within {limit:g}s"
+                    )
+                self._cond.wait(remaining)
+            self._raise_if_failed()
+            return self._last_offset
+
+    def close(self) -> None:
+        """Stop the poller and drop the producer (call :meth:`drain` first to keep data)."""
+        self._stop.set()
+        self._poller.join(timeout=5.0)
+        self._producer.flush(0)
+
+    # -- internals ----------------------------------------------------------------------
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise DeliveryError(f"an earlier event to {self.topic} failed: {self._error}")
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def _on_delivery(self, delivery: Delivery, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._settle(delivery, -1, -1, redact_text(str(err)))
+        else:
+            self._settle(delivery, msg.offset(), msg.partition(), None)
+
+    def _settle(self, delivery: Delivery, offset: int, partition: int, error: str | None) -> None:
+        delivery.offset, delivery.partition, delivery.error = offset, partition, error
+        with self._cond:
+            self._in_flight -= 1
+            self._in_flight_bytes -= delivery.size
+            if error is not None:
+                if self._error is None:
+                    log.error("delivery to %s failed: %s", self.topic, error)
+                    self._error = error
+            elif offset > self._last_offset:
+                self._last_offset = offset
+            self._cond.notify_all()
+        delivery.done.set()
+
+    def _on_error(self, err: Any) -> None:
+        text = redact_text(str(err))
+        if err.fatal():
+            with self._cond:
+                if self._error is None:
+                    self._error = f"fatal producer error: {text}"
+                self._cond.notify_all()
+        log.warning("Kafka producer: %s", text)

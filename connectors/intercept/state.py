@@ -1,0 +1,96 @@
+"""The intercept's local state file ``<backing>.kcdp-state.json`` (docs/FORMAT.md).
+
+It records the last session of a volume and whether it closed cleanly (every event
+acknowledged, ``SESSION_END`` published). A clean state that matches the volume lets the
+next open resume without a baseline; anything else requires one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from connectors.errors import VolumeError
+
+STATE_FORMAT = "kcdp-intercept-state"
+STATE_VERSION = 1
+
+
+def state_path(backing: str | os.PathLike[str]) -> Path:
+    """Where the state of the volume backed by ``backing`` lives."""
+    return Path(f"{os.fspath(backing)}.kcdp-state.json")
+
+
+@dataclass(frozen=True, slots=True)
+class InterceptState:
+    """One state document; ``sequence`` is the last sequence the session used."""
+
+    volume: str
+    group: str
+    session: str
+    sequence: int
+    clean: bool
+    volume_size: int
+
+    def matches(self, *, volume: str, group: str, volume_size: int) -> bool:
+        """True if this state describes the same volume, group and size."""
+        return (self.volume, self.group, self.volume_size) == (volume, group, volume_size)
+
+
+def load_state(backing: str | os.PathLike[str]) -> InterceptState | None:
+    """The state beside ``backing``; None if there is none or it is unreadable."""
+    path = state_path(backing)
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+        return None
+    try:
+        return InterceptState(
+            volume=str(doc["volume"]),
+            group=str(doc["group"]),
+            session=str(doc["session"]),
+            sequence=int(doc["sequence"]),
+            clean=bool(doc["clean"]),
+            volume_size=int(doc["volume_size"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def save_state(backing: str | os.PathLike[str], state: InterceptState) -> None:
+    """Write the state atomically: temp file, fsync, rename, fsync of the directory."""
+    path = state_path(backing)
+    doc = {
+        "format": STATE_FORMAT,
+        "version": STATE_VERSION,
+        "volume": state.volume,
+        "group": state.group,
+        "session": state.session,
+        "sequence": state.sequence,
+        "clean": state.clean,
+        "volume_size": state.volume_size,
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps(doc))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise VolumeError(f"cannot write intercept state {path}: {exc}") from None
