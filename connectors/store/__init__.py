@@ -11,12 +11,15 @@ URLs:
   the process-wide :data:`MEMORY_STORES`) the same NAME gives the same store, so a CLI call
   and a test in one process can share it; ``memory://`` alone gives a new private store.
 
-``retry=True`` (the default) wraps the backend in :class:`RetryingStore`.
+``retry=True`` (the default) wraps the backend in :class:`RetryingStore`; ``timeout``
+bounds each network connect and read of a remote backend, in seconds (None: the backend's
+defaults, 10 s connect and 60 s read for S3); local backends ignore it.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from connectors.errors import ConfigError
@@ -63,7 +66,11 @@ MEMORY_STORES = StoreRegistry()
 
 
 def open_store(
-    url: str, *, retry: bool = True, memory_stores: StoreRegistry | None = None
+    url: str,
+    *,
+    retry: bool = True,
+    timeout: float | None = None,
+    memory_stores: StoreRegistry | None = None,
 ) -> ObjectStore:
     """Open the store named by ``url``; raises :class:`ConfigError` for a bad URL."""
     if not isinstance(url, str) or "://" not in url:
@@ -75,7 +82,7 @@ def open_store(
     if scheme == "file":
         store = _open_file(url)
     elif scheme == "s3":
-        store = _open_s3(url)
+        store = _open_s3(url, timeout)
     elif scheme == "memory":
         name = url.split("://", 1)[1]
         if "/" in name or "?" in name:
@@ -105,7 +112,7 @@ def _flag(url: str, name: str, value: str) -> bool:
     raise ConfigError(f"invalid store URL {url!r}: {name} must be true or false, got {value!r}")
 
 
-def _open_s3(url: str) -> S3Store:
+def _open_s3(url: str, timeout: float | None) -> S3Store:
     try:
         parts = urlsplit(url)
         params = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
@@ -140,6 +147,13 @@ def _open_s3(url: str) -> S3Store:
     prefix = parts.path.strip("/")
     if "//" in prefix:
         raise ConfigError(f"invalid store URL {url!r}: prefix has an empty segment")
+    extra: dict[str, Any] = {}
+    if threshold is not None:
+        extra["multipart_threshold"] = int(threshold)
+    if timeout is not None:
+        if timeout <= 0:
+            raise ConfigError(f"store timeout must be positive, got {timeout}")
+        extra["connect_timeout"] = extra["read_timeout"] = timeout
     return S3Store(
         bucket,
         prefix,
@@ -148,5 +162,5 @@ def _open_s3(url: str) -> S3Store:
         region=opts.get("region") or None,
         create_bucket=_flag(url, "create_bucket", opts.get("create_bucket", "false")),
         url=url,
-        **({"multipart_threshold": int(threshold)} if threshold is not None else {}),
+        **extra,
     )

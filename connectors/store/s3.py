@@ -105,6 +105,8 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix + "/" if prefix else ""
         self.multipart_threshold = multipart_threshold
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         scheme = "https" if secure else "http"
         self.url = url or f"s3://{bucket}/{prefix}?endpoint={endpoint}&secure={str(secure).lower()}"
         provider = credentials_chain()

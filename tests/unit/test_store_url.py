@@ -151,3 +151,13 @@ def test_credentials_in_s3_url_are_refused_without_echoing_them() -> None:
         open_store("s3://AKIAEXAMPLE:sup3rsecret@bucket/p")
     assert "sup3rsecret" not in str(err.value)
     assert "credentials must not be in an s3:// URL" in str(err.value)
+
+
+def test_timeout_bounds_each_s3_request(s3_endpoint: str) -> None:
+    url = f"s3://{BUCKET}/t?endpoint={s3_endpoint}&secure=false"
+    store = open_store(url, retry=False, timeout=2.5)
+    assert isinstance(store, S3Store)
+    assert (store.connect_timeout, store.read_timeout) == (2.5, 2.5)
+    with pytest.raises(ConfigError, match="timeout must be positive"):
+        open_store(url, timeout=0)
+    assert isinstance(open_store("memory://", timeout=1.0), RetryingStore)
