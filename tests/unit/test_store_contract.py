@@ -354,7 +354,7 @@ model_ops = st.lists(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=model_ops)
 def test_backend_matches_dict_model(make_store: Factory, ops: list[tuple[object, ...]]) -> None:
     store = make_store()
