@@ -15,8 +15,10 @@ Contract (every backend, checked by tests/unit/test_store_contract.py):
 Keys are ``/``-separated relative paths of printable ASCII, without ``..`` segments or a
 leading ``/`` (exact rules and the error for a bad key: :mod:`connectors.store.validate`).
 No key may also be a directory of other keys (``a/b`` and ``a/b/c``): the file store
-refuses it; the v1 layout never needs it. Failures raise :class:`connectors.errors.StoreError` with ``retriable`` set
-for faults worth retrying (network, throttling, 5xx); retries live in a wrapper
+refuses it; the v1 layout never needs it.
+
+Failures raise :class:`connectors.errors.StoreError` with ``retriable`` set for faults
+worth retrying (network, throttling, 5xx); retries live in a wrapper
 (``connectors.store.retry``), not in the backends.
 """
 
