@@ -184,11 +184,13 @@ def write_store(
     topic: str = "kcdp.writes",
     partition: int = 0,
     gap_at: dict[str, int] | None = None,
+    gap_breaks: bool = True,
 ) -> dict[str, list[Manifest]]:
     """Write every volume's windows; checkpoints every ``checkpoint_every`` windows (0:
     none) and at the newest window when ``checkpoint_last``. ``gap_at`` maps a volume to
     the index of a window that a sequence gap precedes: a gap record is written, and that
-    window and later ones are inconsistent (no baseline follows)."""
+    window and later ones are inconsistent (no baseline follows) unless ``gap_breaks`` is
+    False (as if a new baseline had ended right away)."""
     out: dict[str, list[Manifest]] = {}
     for volume, size in history.sizes.items():
         windows = cut(history.of(volume))
@@ -211,7 +213,7 @@ def write_store(
                     detected_us=T0,
                 )
                 store.put(gap.key, gap.to_json())
-            broken = gap_index is not None and k >= gap_index
+            broken = gap_breaks and gap_index is not None and k >= gap_index
             before = history.image_at(volume, first - 1)
             after = history.image_at(volume, last)
             changes = [e for _, e in win if e.kind in CHANGE_KINDS]

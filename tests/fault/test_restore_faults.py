@@ -1,0 +1,176 @@
+"""Corruption, missing objects and gaps: detected, named, never restored as wrong bytes."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from connectors.errors import GapError, IntegrityError, NotRestorableError
+from connectors.restore.catalog import Catalog
+from connectors.restore.materialize import restore_point
+from connectors.restore.planner import plan_restore
+from connectors.restore.verify import verify_volume
+from connectors.store import MemoryStore
+from tests.restore_history import POLICIES, History, random_history, write_store
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return random_history(random.Random("faults"), events=240)
+
+
+@pytest.fixture
+def store(history: History) -> MemoryStore:
+    s = MemoryStore()
+    write_store(s, history, POLICIES["count7"], checkpoint_every=5)
+    return s
+
+
+def _point(catalog: Catalog) -> int:
+    """A point in the middle of a window, with both paths available."""
+    w = catalog.windows[len(catalog.windows) // 2 + 1]
+    return (w.first + w.last) // 2 if w.last > w.first else w.last
+
+
+def _flip(store: MemoryStore, key: str) -> None:
+    data = bytearray(store.get(key))
+    data[len(data) // 2] ^= 0x40
+    store.put(key, bytes(data))
+
+
+def _truncate(store: MemoryStore, key: str) -> None:
+    store.put(key, store.get(key)[:-7])
+
+
+def _delete(store: MemoryStore, key: str) -> None:
+    store.delete(key)
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [(_flip, IntegrityError), (_truncate, IntegrityError), (_delete, GapError)],
+    ids=["flipped-byte", "truncated", "missing"],
+)
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_damaged_increment_is_named_and_nothing_is_written(
+    store: MemoryStore, history: History, tmp_path: Path, damage, error, direction: str
+) -> None:
+    catalog = Catalog(store, "va")
+    point = _point(catalog)
+    plan = plan_restore(catalog, point, direction=direction)
+    assert plan.path.steps, "the path must apply increments"
+    key = plan.path.steps[len(plan.path.steps) // 2].ref.key
+    damage(store, key)
+    out = tmp_path / "out.img"
+    with pytest.raises(error) as info:
+        restore_point(store, catalog, point, out, direction=direction, progress=False)
+    assert key in str(info.value)
+    assert list(tmp_path.iterdir()) == [], "a failed restore left files behind"
+    report = verify_volume(store, "va", read_data=True)
+    assert key in {p.key for p in report.problems}
+
+
+def test_auto_avoids_a_bad_object_by_taking_the_other_direction(
+    store: MemoryStore, history: History, tmp_path: Path
+) -> None:
+    catalog = Catalog(store, "va")
+    point = _point(catalog)
+    first = plan_restore(catalog, point)
+    key = first.path.steps[0].ref.key
+    _flip(store, key)
+    out = tmp_path / "out.img"
+    result = restore_point(store, catalog, point, out, progress=False)
+    assert result.retried_after == key
+    assert result.plan.path.direction != first.path.direction
+    assert out.read_bytes() == history.image_at("va", point)
+
+
+def test_corrupt_write_log_fails_in_every_direction(
+    store: MemoryStore, history: History, tmp_path: Path
+) -> None:
+    catalog = Catalog(store, "va")
+    point = _point(catalog)
+    plan = plan_restore(catalog, point)
+    assert plan.path.replay is not None
+    _flip(store, plan.path.replay.ref.key)
+    with pytest.raises(IntegrityError, match=plan.path.replay.ref.key):
+        restore_point(store, catalog, point, tmp_path / "o.img", progress=False)
+    assert not (tmp_path / "o.img").exists()
+
+
+def test_corrupt_checkpoint_chunk_is_named(
+    store: MemoryStore, history: History, tmp_path: Path
+) -> None:
+    catalog = Catalog(store, "va")
+    point = _point(catalog)
+    plan = plan_restore(catalog, point, direction="backward")
+    chunk = plan.path.chunk_keys[0]
+    _flip(store, chunk)
+    with pytest.raises(IntegrityError, match=chunk):
+        restore_point(
+            store, catalog, point, tmp_path / "o.img", direction="backward", progress=False
+        )
+    report = verify_volume(store, "va", read_data=True)
+    assert any(chunk.endswith(p.key) for p in report.problems)
+
+
+def test_verify_sizes_only_finds_missing_and_truncated_objects(
+    store: MemoryStore, history: History
+) -> None:
+    assert verify_volume(store, "va").ok
+    assert verify_volume(store, "va", read_data=True).ok
+    catalog = Catalog(store, "va")
+    m = catalog.manifest(2)
+    _truncate(store, m.forward.key)
+    _delete(store, m.writelog.key)
+    problems = {p.key: p.kind for p in verify_volume(store, "va").problems}
+    assert problems == {m.forward.key: "integrity", m.writelog.key: "gap"}
+
+
+def test_missing_manifest_breaks_the_chain(
+    store: MemoryStore, history: History, tmp_path: Path
+) -> None:
+    catalog = Catalog(store, "va")
+    gone = catalog.windows[1]
+    store.delete(gone.key)
+    catalog = Catalog(store, "va")
+    report = verify_volume(store, "va")
+    assert [p.kind for p in report.problems] == ["gap"]
+    point = catalog.windows[2].last  # the first checkpoint is later: forward starts empty
+    with pytest.raises(NotRestorableError, match=f"{gone.first}-{gone.last}"):
+        plan_restore(catalog, point, direction="forward")
+    # rolling back from a later checkpoint does not cross the hole
+    restore_point(store, catalog, point, tmp_path / "o.img", progress=False)
+    assert (tmp_path / "o.img").read_bytes() == history.image_at("va", point)
+
+
+def test_restore_across_a_recorded_gap_is_refused(history: History, tmp_path: Path) -> None:
+    store = MemoryStore()
+    write_store(
+        store,
+        history,
+        POLICIES["count7"],
+        checkpoint_last=False,
+        gap_at={"va": 4},
+        gap_breaks=False,
+    )
+    catalog = Catalog(store, "va")
+    gap = catalog.gaps[0]
+    after = catalog.windows[6].last
+    with pytest.raises(NotRestorableError, match=f"gap of va at offset {gap.at_offset}"):
+        restore_point(store, catalog, after, tmp_path / "o.img", progress=False)
+    assert not (tmp_path / "o.img").exists()
+    before = catalog.windows[2].last  # before the gap: still restorable
+    restore_point(store, catalog, before, tmp_path / "o.img", progress=False)
+    assert (tmp_path / "o.img").read_bytes() == history.image_at("va", before)
+
+
+def test_points_after_an_unhealed_gap_are_not_restorable(history: History, tmp_path: Path) -> None:
+    store = MemoryStore()
+    write_store(store, history, POLICIES["count7"], gap_at={"va": 4})
+    catalog = Catalog(store, "va")
+    with pytest.raises(NotRestorableError, match="not consistent"):
+        plan_restore(catalog, catalog.windows[5].last)
+    assert catalog.restorable_span() == (history.baseline_end("va"), catalog.windows[3].last)
