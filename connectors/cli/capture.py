@@ -130,7 +130,7 @@ def cmd_intercept_nbd(args: argparse.Namespace, settings: Settings) -> int:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.append(signum)
-        export.stop()
+        export.terminate()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -134,6 +134,11 @@ class NbdExport:
             return 0
         return self.proc.wait()
 
+    def terminate(self) -> None:
+        """Ask nbdkit to stop (SIGTERM) without waiting; safe in a signal handler."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> int:
         """SIGTERM nbdkit (the volume closes cleanly), wait, clean up; its exit status."""
         status = 0
