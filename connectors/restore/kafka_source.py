@@ -11,7 +11,7 @@ broker cannot be reached, so the caller falls back to the archived write log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from connectors.errors import BrokerError, DecodeError, InvalidEventError
@@ -42,7 +42,7 @@ class KafkaReplay:
         self.partition = partition
         self.codec = codec or AvroCodec()
         self.timeout = timeout
-        self._conf = consumer_config(kafka_conf, "kcdp-restore")
+        self._conf = consumer_config(kafka_conf, "kcdp-restore", **{"enable.partition.eof": True})
 
     def records(self, volume: str, first: int, upto: int) -> list[LogRecord] | None:
         """The records of ``volume`` at offsets ``first..upto``, or None if not retained."""
@@ -52,33 +52,50 @@ class KafkaReplay:
         try:
             tp = TopicPartition(self.topic, self.partition)
             try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout)
+                low, _ = consumer.get_watermark_offsets(tp, timeout=self.timeout)
             except KafkaException as exc:
                 log.info("Kafka unavailable for replay (%s); using the write log", exc)
                 return None
-            if low > first or high <= upto:
+            if low > first:
                 return None
             consumer.assign([TopicPartition(self.topic, self.partition, first)])
-            return list(self._read(consumer, volume, upto))
+            records: list[LogRecord] = []
+            if not self._read(consumer, volume, upto, records):
+                log.info(
+                    "offset %d is not in %s/%d; using the write log",
+                    upto,
+                    self.topic,
+                    self.partition,
+                )
+                return None
+            return records
         finally:
             consumer.close()
 
-    def _read(self, consumer: Any, volume: str, upto: int) -> Iterator[LogRecord]:
+    def _read(self, consumer: Any, volume: str, upto: int, out: list[LogRecord]) -> bool:
+        """Append records up to ``upto`` to ``out``; False if the partition ends first."""
+        from confluent_kafka import KafkaError
+
         last_seq: dict[str, int] = {}
         while True:
             msgs = consumer.consume(num_messages=1000, timeout=self.timeout)
             if not msgs:
                 raise BrokerError(f"no record from {self.topic}/{self.partition} in time")
             for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return False
+                    raise BrokerError(f"reading {self.topic}/{self.partition}: {err}")
                 offset = msg.offset()
                 if offset > upto:
-                    return
-                found = None if msg.error() else self._record(msg.value(), offset, volume)
+                    return True
+                found = self._record(msg.value(), offset, volume)
                 if found is not None and found[1].sequence > last_seq.get(found[0], -1):
                     last_seq[found[0]] = found[1].sequence
-                    yield found[1]
+                    out.append(found[1])
                 if offset == upto:
-                    return
+                    return True
 
     def _record(
         self, value: bytes | None, offset: int, volume: str

@@ -156,7 +156,9 @@ class Replica:
         self.batch_max = batch_max
         self.batch_bytes = batch_bytes
         self.poll_timeout = poll_timeout
-        self._conf = consumer_config(kafka_conf, f"kcdp-replica-{volume}")
+        self._conf = consumer_config(
+            kafka_conf, f"kcdp-replica-{volume}", **{"enable.partition.eof": True}
+        )
         self._image: Image | None = None
         stored = load_state(self.output)
         if stored is not None and (stored.volume, stored.topic, stored.partition) != (
@@ -179,8 +181,9 @@ class Replica:
         stop: threading.Event | None = None,
         end_timeout: float = 10.0,
     ) -> ReplicaState:
-        """Apply events until the end of the partition (as seen at start), ``until_offset``
-        (inclusive) or, with ``follow``, until ``stop`` is set. Returns the final state."""
+        """Apply events until ``until_offset`` (inclusive), or without ``follow`` the end of
+        the partition (librdkafka's partition-EOF: Tansu's high watermark is unreliable),
+        or until ``stop`` is set. Returns the final state."""
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         stop = stop or threading.Event()
@@ -192,7 +195,7 @@ class Replica:
         consumer = Consumer(self._conf)
         try:
             try:
-                low, high = consumer.get_watermark_offsets(
+                low, _ = consumer.get_watermark_offsets(
                     TopicPartition(self.topic, self.partition), timeout=end_timeout
                 )
             except KafkaException as exc:
@@ -204,18 +207,16 @@ class Replica:
                     f"from the topic; the replica of {self.volume} cannot continue "
                     "(restore it from the store first)"
                 )
-            end = until_offset if until_offset is not None else None
-            if end is None and not follow:
-                end = high - 1
-            if end is not None and not follow and end > high - 1:
-                raise NotRestorableError(
-                    f"offset {end} is not in {self.topic}/{self.partition} yet "
-                    f"(its last offset is {high - 1})"
-                )
-            if end is not None and end < start:
+            if until_offset is not None and until_offset < start:
                 return self.state
             consumer.assign([TopicPartition(self.topic, self.partition, start)])
-            self._loop(consumer, end, stop)
+            at_end = self._loop(consumer, until_offset, follow, stop)
+            if at_end and until_offset is not None and self.state.applied_offset < until_offset:
+                raise NotRestorableError(
+                    f"offset {until_offset} is not in {self.topic}/{self.partition} yet; "
+                    f"the replica stopped at the end of the partition, offset "
+                    f"{self.state.applied_offset}"
+                )
         finally:
             consumer.close()
             if self._image is not None:
@@ -224,15 +225,23 @@ class Replica:
         return self.state
 
     # -- internals ---------------------------------------------------------------------
-    def _loop(self, consumer: Any, end: int | None, stop: threading.Event) -> None:
+    def _loop(self, consumer: Any, end: int | None, follow: bool, stop: threading.Event) -> bool:
+        """Consume and apply until ``end``, ``stop``, or (without ``follow``) the end of
+        the partition; True when it stopped at the end of the partition."""
+        from confluent_kafka import KafkaError
+
         batch = Coalescer()
         pending = self.state
-        done = False
-        while not stop.is_set() and not done:
+        while not stop.is_set():
             msgs = consumer.consume(num_messages=self.batch_max, timeout=self.poll_timeout)
+            done = eof = False
             for msg in msgs:
-                if msg.error():
-                    raise BrokerError(f"consuming {self.topic}: {msg.error()}")
+                err = msg.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    eof = not follow
+                    continue
+                if err is not None:
+                    raise BrokerError(f"consuming {self.topic}: {err}")
                 offset = msg.offset()
                 if end is not None and offset > end:
                     done = True
@@ -246,8 +255,11 @@ class Replica:
                     self._flush(batch, pending)
             if pending != self.state:
                 self._flush(batch, pending)
-            if end is not None and self.state.applied_offset >= end:
-                done = True
+            if done or (end is not None and self.state.applied_offset >= end):
+                return False
+            if eof:
+                return True
+        return False
 
     def _take(
         self, value: bytes | None, offset: int, state: ReplicaState, batch: Coalescer

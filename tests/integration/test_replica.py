@@ -1,0 +1,202 @@
+"""The live replica on the real broker: partition by murmur2, --until-offset, resume after
+kill -9, refusal across a sequence gap, and single writes replayed straight from Kafka."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from connectors.errors import GapError
+from connectors.kafka import ensure_topics, producer_config
+from connectors.restore.catalog import Catalog
+from connectors.restore.kafka_source import KafkaReplay
+from connectors.restore.materialize import restore_point
+from connectors.restore.partitioner import group_partition, partition_for
+from connectors.restore.replica import Replica, load_state
+from connectors.store import MemoryStore
+from schemas.codec import AvroCodec
+from schemas.events import EventKind, WriteEvent
+from tests.restore_history import POLICIES, History, random_history, write_store
+
+PARTITIONS = 3
+KCDP = str(Path(sys.executable).parent / "kcdp")
+
+
+def _produce(bootstrap: str, topic: str, events: list[WriteEvent]) -> list[tuple[int, int]]:
+    codec = AvroCodec()
+    producer = Producer(producer_config({"bootstrap.servers": bootstrap}))
+    acks: list[tuple[int, int]] = []
+    for ev in events:
+        producer.produce(
+            topic,
+            key=ev.group.encode(),
+            value=codec.encode(ev.to_record()),
+            on_delivery=lambda err, msg: acks.append((msg.partition(), msg.offset())),
+        )
+    assert producer.flush(30) == 0
+    return acks
+
+
+def _topic(bootstrap: str) -> str:
+    name = f"rep-{uuid.uuid4().hex[:10]}"
+    ensure_topics({"bootstrap.servers": bootstrap}, {name: PARTITIONS})
+    return name
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return random_history(random.Random("replica"), events=240, group="grp-7")
+
+
+@pytest.fixture(scope="module")
+def produced(bootstrap: str, history: History) -> str:
+    topic = _topic(bootstrap)
+    acks = _produce(bootstrap, topic, history.events)
+    assert {p for p, _ in acks} == {partition_for("grp-7", PARTITIONS)}
+    assert [o for _, o in acks] == list(range(len(history.events)))
+    return topic
+
+
+def test_murmur2_matches_the_java_client() -> None:
+    from connectors.restore.partitioner import murmur2
+
+    # vectors from Kafka's own UtilsTest (signed ints there)
+    for text, want in [
+        ("21", -973932308),
+        ("foobar", -790332482),
+        ("abc", 479470107),
+        ("a-little-bit-long-string", -985981536),
+        ("a-little-bit-longer-string", -1486304829),
+    ]:
+        assert murmur2(text.encode()) == want & 0xFFFFFFFF, text
+
+
+def test_replica_until_offset_then_catch_up(
+    bootstrap: str, produced: str, history: History, tmp_path: Path
+) -> None:
+    conf = {"bootstrap.servers": bootstrap}
+    partition = group_partition(conf, produced, "grp-7")
+    out = tmp_path / "va.img"
+    point = len(history.events) // 2
+    replica = Replica(
+        volume="va", output=out, partition=partition, kafka_conf=conf, topic=produced, batch_max=37
+    )
+    state = replica.run(until_offset=point)
+    assert state.applied_offset == point
+    assert out.read_bytes() == history.image_at("va", point)
+    assert load_state(out) == state
+    again = Replica(volume="va", output=out, partition=partition, kafka_conf=conf, topic=produced)
+    end = len(history.events) - 1
+    assert again.run().applied_offset == end
+    assert out.read_bytes() == history.image_at("va", end)
+
+
+def test_replica_survives_kill_9(bootstrap: str, history: History, tmp_path: Path) -> None:
+    topic = _topic(bootstrap)
+    half = len(history.events) // 2
+    _produce(bootstrap, topic, history.events[:half])
+    out = tmp_path / "live.img"
+    base = [
+        KCDP,
+        "replica",
+        "va",
+        "-o",
+        str(out),
+        "--group",
+        "grp-7",
+        "--topic",
+        topic,
+        "--bootstrap-servers",
+        bootstrap,
+    ]
+    proc = subprocess.Popen([*base, "--follow"], stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: (s := load_state(out)) is not None and s.applied_offset >= half - 1)
+        _produce(bootstrap, topic, history.events[half:])
+        _wait_for(lambda: (s := load_state(out)) is not None and s.applied_offset > half)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    killed_at = load_state(out)
+    assert killed_at is not None and killed_at.applied_offset >= half
+    end = len(history.events) - 1
+    target = min(end, killed_at.applied_offset + 17)
+    subprocess.run([*base, "--until-offset", str(target)], check=True, timeout=60)
+    state = load_state(out)
+    assert state is not None and state.applied_offset == target
+    assert out.read_bytes() == history.image_at("va", target)
+    subprocess.run(base, check=True, timeout=60)
+    state = load_state(out)
+    assert state is not None and state.applied_offset == end
+    assert out.read_bytes() == history.image_at("va", end)
+
+
+def _wait_for(cond, timeout: float = 40.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def test_replica_refuses_to_cross_a_sequence_gap(bootstrap: str, tmp_path: Path) -> None:
+    topic = _topic(bootstrap)
+
+    def ev(seq: int, kind: EventKind, **kw: object) -> WriteEvent:
+        return WriteEvent(
+            group="gg",
+            volume="vg",
+            sequence=seq,
+            kind=kind,
+            timestamp_us=1,
+            volume_size=4096,
+            session="s1",
+            **kw,
+        )  # type: ignore[arg-type]
+
+    from schemas.events import crc32c
+
+    data = b"x" * 10
+    events = [
+        ev(0, EventKind.SESSION_START),
+        ev(1, EventKind.WRITE, offset=5, length=10, data=data, crc32c=crc32c(data)),
+        ev(4, EventKind.WRITE, offset=0, length=10, data=data, crc32c=crc32c(data)),
+    ]
+    acks = _produce(bootstrap, topic, events)
+    conf = {"bootstrap.servers": bootstrap}
+    replica = Replica(
+        volume="vg", output=tmp_path / "g.img", partition=acks[0][0], kafka_conf=conf, topic=topic
+    )
+    with pytest.raises(GapError, match="expected 2, got 4"):
+        replica.run()
+    state = load_state(tmp_path / "g.img")
+    assert state is not None and state.applied_offset == 1
+    assert (tmp_path / "g.img").read_bytes() == bytes(5) + data + bytes(4096 - 15)
+
+
+def test_single_writes_replayed_from_kafka(
+    bootstrap: str, produced: str, history: History, tmp_path: Path
+) -> None:
+    partition = partition_for("grp-7", PARTITIONS)
+    store = MemoryStore()
+    write_store(store, history, POLICIES["count7"], topic=produced, partition=partition)
+    catalog = Catalog(store, "vb")
+    window = catalog.windows[len(catalog.windows) // 2]
+    point = window.last - 1
+    kafka = KafkaReplay(
+        kafka_conf={"bootstrap.servers": bootstrap}, topic=produced, partition=partition
+    )
+    out = tmp_path / "vb.img"
+    result = restore_point(store, catalog, point, out, kafka=kafka, progress=False)
+    assert result.plan.path.replay is not None and result.replay_source == "kafka"
+    assert out.read_bytes() == history.image_at("vb", point)
