@@ -1,0 +1,186 @@
+"""Capture throughput as ratios against baselines measured in the same run.
+
+Run: ``.venv/bin/python -m tests.bench.bench_capture [--mib N] [--nbd-mib N]``.
+
+* API: InterceptedVolume writes ÷ a raw confluent-kafka producer of the same bytes (same
+  durable settings), 4 KiB and 64 KiB writes. ``async`` is compared with a raw producer
+  that queues everything then flushes; ``sync`` with one that waits for each ack.
+* NBD: the capture plugin ÷ a plain nbdkit Python plugin without capture
+  (tests/bench/plain_nbd_plugin.py), driven by nbdcopy (4 KiB requests, queue depth 1,
+  one connection; 1 MiB requests, default parallelism) and qemu-img convert.
+
+Prints a Markdown table. Not a test: numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from connectors.intercept import InterceptedVolume
+from connectors.intercept.nbd import NbdExport
+from connectors.kafka import ensure_topics, producer_config
+from infra.broker import EmbeddedBroker
+
+MiB = 1024 * 1024
+PLAIN_PLUGIN = Path(__file__).with_name("plain_nbd_plugin.py")
+
+
+def timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def raw_producer(bootstrap: str, total: int, size: int, *, wait_each: bool) -> float:
+    """Seconds for a raw durable producer to publish ``total`` bytes in ``size`` records."""
+    from confluent_kafka import Producer
+
+    topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
+    ensure_topics({"bootstrap.servers": bootstrap}, {topic: 1})
+    extra = {"linger.ms": 0} if wait_each else {}
+    producer = Producer(producer_config({"bootstrap.servers": bootstrap, **extra}))
+    payload = os.urandom(size)
+
+    def run() -> None:
+        for _ in range(total // size):
+            while True:
+                try:
+                    producer.produce(topic, payload, b"raw")
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            if wait_each:
+                producer.flush()
+            else:
+                producer.poll(0)
+        if producer.flush(60) != 0:
+            raise SystemExit("raw producer did not deliver everything")
+
+    return timed(run)
+
+
+def api(bootstrap: str, tmp: Path, total: int, size: int, mode: str) -> float:
+    """Seconds for InterceptedVolume to capture ``total`` bytes in ``size`` writes."""
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    payload = os.urandom(size)
+    with InterceptedVolume(
+        tmp / f"{name}.img",
+        name,
+        total,
+        bootstrap_servers=bootstrap,
+        topic=f"bench.api.{name}",
+        mode=mode,  # type: ignore[arg-type]
+        control_socket=False,
+    ) as vol:
+
+        def run() -> None:
+            for i in range(total // size):
+                vol.write(i * size, payload)
+            vol.flush()
+
+        return timed(run)
+
+
+def nbd_run(uri: str, src: Path, tool: str) -> None:
+    if tool == "nbdcopy-4k-qd1":
+        cmd = ["nbdcopy", "--request-size=4096", "--requests=1", "--connections=1"]
+        cmd += ["--threads=1", "--flush", str(src), uri]
+    elif tool == "nbdcopy-1m":
+        cmd = ["nbdcopy", "--request-size=1048576", "--flush", str(src), uri]
+    else:
+        cmd = ["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", str(src), uri]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+
+
+def plain_nbd(tmp: Path, src: Path, tool: str) -> float:
+    target = tmp / f"plain-{uuid.uuid4().hex[:6]}.img"
+    with open(target, "wb") as f:
+        f.truncate(src.stat().st_size)
+    sock = tmp / "plain.sock"
+    pid = tmp / "plain.pid"
+    pid.unlink(missing_ok=True)
+    sock.unlink(missing_ok=True)
+    cmd = ["nbdkit", "-f", "--exit-with-parent", "-P", str(pid), "-U", str(sock)]
+    proc = subprocess.Popen([*cmd, "python", str(PLAIN_PLUGIN), f"file={target}"])
+    try:
+        while not pid.exists():
+            if proc.poll() is not None:
+                raise SystemExit("plain nbdkit failed to start")
+            time.sleep(0.02)
+        return timed(lambda: nbd_run(f"nbd+unix:///?socket={sock}", src, tool))
+    finally:
+        proc.terminate()
+        proc.wait()
+        target.unlink()
+
+
+def capture_nbd(bootstrap: str, tmp: Path, src: Path, tool: str, mode: str) -> float:
+    name = f"nbd-{uuid.uuid4().hex[:8]}"
+    settings = {
+        "path": str(tmp / f"{name}.img"),
+        "volume": name,
+        "size": src.stat().st_size,
+        "bootstrap_servers": bootstrap,
+        "topic": f"bench.nbd.{name}",
+        "mode": mode,
+    }
+    with NbdExport(settings, unix=tmp / f"{name}.sock") as exp:
+        seconds = timed(lambda: nbd_run(exp.uri, src, tool))
+    Path(settings["path"]).unlink()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--mib", type=int, default=64, help="MiB per API case (64)")
+    parser.add_argument("--nbd-mib", type=int, default=64, help="MiB per NBD case (64)")
+    parser.add_argument("--qd1-mib", type=int, default=8, help="MiB for 4 KiB qd1 (8)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    for tool in ("nbdkit", "nbdcopy", "qemu-img"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed")
+    rows: list[tuple[str, str, float, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="kcdp-bench-") as tmpdir, EmbeddedBroker() as broker:
+        tmp, bootstrap = Path(tmpdir), broker.bootstrap_servers
+        for size in (4096, 64 * 1024):
+            total = args.mib * MiB if size > 4096 else args.mib * MiB // 4
+            for mode, wait_each in (("async", False), ("sync", True)):
+                base = raw_producer(bootstrap, total, size, wait_each=wait_each)
+                got = api(bootstrap, tmp, total, size, mode)
+                label = f"API {mode}, {size // 1024} KiB writes"
+                raw = "raw producer" + (", ack each" if wait_each else "")
+                rows.append((label, raw, total / MiB / got, total / MiB / base, base / got))
+        for tool, mib in (
+            ("nbdcopy-4k-qd1", args.qd1_mib),
+            ("nbdcopy-1m", args.nbd_mib),
+            ("qemu-img", args.nbd_mib),
+        ):
+            src = tmp / f"src-{tool}.raw"
+            with open(src, "wb") as f:
+                for _ in range(mib):
+                    f.write(os.urandom(MiB))
+            base = plain_nbd(tmp, src, tool)
+            for mode in ("sync", "async"):
+                got = capture_nbd(bootstrap, tmp, src, tool, mode)
+                rows.append(
+                    (f"NBD {mode}, {tool}", "plain plugin", mib / got, mib / base, base / got)
+                )
+            src.unlink()
+    print("| case | baseline | MiB/s | baseline MiB/s | ratio |")
+    print("|---|---|---:|---:|---:|")
+    for case, against, mbps, base_mbps, ratio in rows:
+        print(f"| {case} | {against} | {mbps:.1f} | {base_mbps:.1f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
