@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from confluent_kafka import KafkaException, Producer
+
 from connectors.config import redact_text
 from connectors.errors import BrokerError, DeliveryError
 
@@ -28,7 +30,7 @@ class Delivery:
     __slots__ = ("done", "error", "offset", "partition", "size")
 
     def __init__(self, size: int) -> None:
-        self.done = threading.Event()
+        self.done = False
         self.size = size
         self.offset = -1
         self.partition = -1
@@ -50,8 +52,6 @@ class Publisher:
         delivery_timeout: float,
         max_in_flight_bytes: int,
     ) -> None:
-        from confluent_kafka import KafkaException, Producer
-
         self.topic = topic
         self.delivery_timeout = delivery_timeout
         self.max_in_flight_bytes = max_in_flight_bytes
@@ -80,8 +80,6 @@ class Publisher:
 
     def send(self, key: bytes, value: bytes) -> Delivery:
         """Enqueue one record (never empty); blocks while in-flight bytes exceed the bound."""
-        from confluent_kafka import KafkaException
-
         size = len(value)
         deadline = time.monotonic() + self.delivery_timeout
         with self._cond:
@@ -114,10 +112,12 @@ class Publisher:
 
     def wait(self, delivery: Delivery) -> int:
         """The acknowledged offset of ``delivery``; DeliveryError on failure or timeout."""
-        if not delivery.done.wait(self.delivery_timeout + 5.0):
-            raise DeliveryError(
-                f"event to {self.topic} not acknowledged within {self.delivery_timeout:g}s"
-            )
+        if not delivery.done:
+            with self._cond:
+                if not self._cond.wait_for(lambda: delivery.done, self.delivery_timeout + 5.0):
+                    raise DeliveryError(
+                        f"event to {self.topic} not acknowledged within {self.delivery_timeout:g}s"
+                    )
         if delivery.error is not None:
             raise DeliveryError(
                 f"Kafka did not acknowledge an event to {self.topic}: {delivery.error}"
@@ -172,8 +172,8 @@ class Publisher:
                     self._error = error
             elif offset > self._last_offset:
                 self._last_offset = offset
+            delivery.done = True
             self._cond.notify_all()
-        delivery.done.set()
 
     def _on_error(self, err: Any) -> None:
         text = redact_text(str(err))
