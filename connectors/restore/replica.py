@@ -170,6 +170,11 @@ class Replica:
                 f"{state_path(self.output)} belongs to volume {stored.volume!r} "
                 f"({stored.topic}/{stored.partition}), not {volume!r} ({topic}/{partition})"
             )
+        if stored is not None and stored.sequence >= 0 and not self.output.exists():
+            raise VolumeError(
+                f"{state_path(self.output)} records offset {stored.applied_offset} but the "
+                f"image {self.output} is missing; remove the state file to rebuild the replica"
+            )
         self.state = stored or ReplicaState(volume=volume, topic=topic, partition=partition)
 
     # -- public ------------------------------------------------------------------------

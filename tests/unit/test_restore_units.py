@@ -14,13 +14,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.cli.restore import parse_time
-from connectors.errors import IntegrityError, NotRestorableError, UsageError
+from connectors.errors import IntegrityError, NotRestorableError, UsageError, VolumeError
 from connectors.restore.catalog import Catalog
 from connectors.restore.coalesce import Coalescer
 from connectors.restore.materialize import Progress
 from connectors.restore.partitioner import partition_for
 from connectors.restore.planner import plan_restore
-from connectors.restore.replica import ReplicaState, load_state, save_state, state_path
+from connectors.restore.replica import (
+    Replica,
+    ReplicaState,
+    load_state,
+    save_state,
+    state_path,
+)
 from connectors.store import MemoryStore
 from tests.restore_history import POLICIES, random_history, write_store
 
@@ -69,6 +75,15 @@ def test_replica_state_round_trip_and_damage(tmp_path: Path) -> None:
     state_path(out).write_bytes(b"{not json")
     with pytest.raises(IntegrityError, match=r"kcdp-replica\.json"):
         load_state(out)
+
+
+def test_replica_refuses_a_state_without_its_image(tmp_path: Path) -> None:
+    out = tmp_path / "gone.img"
+    save_state(out, ReplicaState("v", "t", 0, applied_offset=5, session="s", sequence=3))
+    with pytest.raises(VolumeError, match="is missing"):
+        Replica(volume="v", output=out, partition=0, kafka_conf={}, topic="t")
+    with pytest.raises(VolumeError, match="belongs to volume 'v'"):
+        Replica(volume="w", output=out, partition=0, kafka_conf={}, topic="t")
 
 
 def test_parse_time() -> None:
