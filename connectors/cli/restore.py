@@ -173,6 +173,7 @@ def _kafka(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> Ka
         topic=m.topic,
         partition=m.partition,
         timeout=3.0 if args.replay_from == "auto" else 15.0,
+        quiet=args.replay_from == "auto",
     )
 
 

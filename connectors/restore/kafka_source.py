@@ -26,7 +26,9 @@ log = logging.getLogger("kcdp.restore")
 class KafkaReplay:
     """Reads events of ``topic``/``partition`` (librdkafka ``kafka_conf``) for replay.
 
-    ``timeout`` (default 5 s) bounds the watermark query and each wait for a record.
+    ``timeout`` (default 5 s) bounds the watermark query and each wait for a record;
+    ``quiet`` (default False) silences librdkafka's own log lines (for a probe whose
+    failure only means "use the write log").
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class KafkaReplay:
         partition: int,
         codec: AvroCodec | None = None,
         timeout: float = 5.0,
+        quiet: bool = False,
     ) -> None:
         self.topic = topic
         self.partition = partition
