@@ -1,0 +1,229 @@
+"""``kcdp broker`` as a real subprocess: serves Avro events, stops on signals, leaves no process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from connectors import __version__
+from connectors.kafka import partition_count, producer_config
+from infra.broker import free_port
+from schemas.codec import AvroCodec
+from schemas.events import EventKind, WriteEvent, crc32c
+
+KCDP = str(Path(sys.executable).parent / "kcdp")
+START_TIMEOUT = 45.0
+
+
+class BrokerCommand:
+    """A running ``kcdp broker`` subprocess and the address it printed."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [KCDP, "broker", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
+        try:
+            self.first_line = lines.get(timeout=START_TIMEOUT).strip()
+        except queue.Empty:
+            self.kill()
+            raise AssertionError(f"kcdp broker printed nothing: {self.stderr()}") from None
+        key, _, self.bootstrap = self.first_line.partition("=")
+        assert key == "bootstrap.servers", self.first_line
+
+    def tansu_children(self) -> list[int]:
+        """Pids of the broker's child processes (read from /proc)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid:
+                found.append(int(entry))
+        return found
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def cli_broker() -> Iterator[BrokerCommand]:
+    b = BrokerCommand("--port", "0", "--create-topics", "--partitions", "3")
+    try:
+        yield b
+    finally:
+        b.kill()
+
+
+def test_prints_bootstrap_and_creates_topics(cli_broker: BrokerCommand) -> None:
+    host, _, port = cli_broker.bootstrap.partition(":")
+    assert host == "127.0.0.1" and int(port) > 0
+    conf = {"bootstrap.servers": cli_broker.bootstrap}
+    for topic in ("kcdp.writes", "kcdp.increments", "kcdp.writes.dlq"):
+        assert partition_count(conf, topic) == 3, topic
+    assert cli_broker.tansu_children(), "the broker should run as a child of kcdp"
+
+
+def test_avro_write_event_round_trip(cli_broker: BrokerCommand) -> None:
+    data = os.urandom(3000) + b"\x00" * 100
+    event = WriteEvent(
+        group="db",
+        volume="db",
+        sequence=5,
+        kind=EventKind.WRITE,
+        timestamp_us=1_795_571_270_880_000,
+        offset=12345,
+        length=len(data),
+        data=data,
+        volume_size=1 << 20,
+        crc32c=crc32c(data),
+        session="ab" * 16,
+        host="h",
+    )
+    codec = AvroCodec()
+    producer = Producer(producer_config({"bootstrap.servers": cli_broker.bootstrap}))
+    acks: list[tuple[int, int]] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        assert err is None, err
+        acks.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]
+
+    producer.produce(
+        "kcdp.writes", key=b"db", value=codec.encode(event.to_record()), on_delivery=on_delivery
+    )
+    assert producer.flush(15) == 0
+    assert len(acks) == 1
+    partition, offset = acks[0]
+    consumer = Consumer({"bootstrap.servers": cli_broker.bootstrap, "group.id": "t-broker-cli"})
+    consumer.assign([TopicPartition("kcdp.writes", partition, offset)])
+    got = None
+    deadline = time.monotonic() + 15
+    while got is None and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            got = msg
+    consumer.close()
+    assert got is not None, "the event did not come back within 15 s"
+    assert got.key() == b"db"
+    decoded = WriteEvent.from_record(codec.decode(got.value()))
+    assert decoded == event
+    decoded.validate()
+
+
+def _stop_with(sig: signal.Signals) -> tuple[int, list[int], str]:
+    b = BrokerCommand("--port", str(free_port()))
+    children = b.tansu_children()
+    assert children
+    b.proc.send_signal(sig)
+    try:
+        code = b.proc.wait(20)
+    finally:
+        b.kill()
+    return code, children, b.stderr()
+
+
+def test_sigterm_stops_the_broker_and_leaves_no_process() -> None:
+    code, children, _ = _stop_with(signal.SIGTERM)
+    assert code == 0
+    assert not [pid for pid in children if _alive(pid)], "tansu outlived kcdp broker"
+
+
+def test_sigint_exits_130_and_leaves_no_process() -> None:
+    code, children, _ = _stop_with(signal.SIGINT)
+    assert code == 130
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def test_broker_death_fails_the_command_with_exit_5() -> None:
+    b = BrokerCommand("--port", "0")
+    try:
+        children = b.tansu_children()
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        code = b.proc.wait(20)
+    finally:
+        b.kill()
+    assert code == 5
+    assert "kcdp: error: the broker exited" in b.stderr()
+
+
+def test_port_in_use_fails_with_exit_5(cli_broker: BrokerCommand) -> None:
+    port = cli_broker.bootstrap.rpartition(":")[2]
+    run = subprocess.run(
+        [KCDP, "broker", "--port", port, "--start-timeout", "20"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 5
+    assert run.stdout == ""
+    assert "kcdp: error: Tansu exited" in run.stderr
+    assert "Address in use" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--storage", "disk"], "--storage must be"),
+        (["--port", "70000"], "--port must be between"),
+        (["--partitions", "0"], "--partitions must be at least 1"),
+    ],
+)
+def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
+    run = subprocess.run([KCDP, "broker", *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_help_and_version() -> None:
+    help_run = subprocess.run([KCDP, "--help"], capture_output=True, text=True, timeout=60)
+    assert help_run.returncode == 0
+    assert help_run.stdout.startswith("usage: kcdp")
+    for word in ("broker", "check", "--bootstrap-servers", "--store", "-X KEY=VALUE"):
+        assert word in help_run.stdout
+    broker_help = subprocess.run(
+        [KCDP, "broker", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert broker_help.returncode == 0
+    assert "--storage" in broker_help.stdout and "bootstrap.servers=" in broker_help.stdout
+    version = subprocess.run([KCDP, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"kcdp {__version__}"
