@@ -24,7 +24,13 @@ from typing import Any, Literal
 
 import orjson
 
-from connectors.errors import ConfigError, DeliveryError, InvalidEventError, VolumeError
+from connectors.errors import (
+    ConfigError,
+    DeliveryError,
+    InvalidEventError,
+    KcdpError,
+    VolumeError,
+)
 from connectors.intercept.control import ControlServer, socket_path
 from connectors.intercept.publisher import Delivery, Publisher
 from connectors.intercept.state import InterceptState, load_state, save_state
@@ -185,8 +191,13 @@ class InterceptedVolume:
         deliveries: list[Delivery] = []
         with self._lock:
             self._check_usable()
+            whole = len(buf) <= self.max_event_data  # bytes need no copy then
             for start in range(0, len(buf), self.max_event_data):
-                piece = bytes(buf[start : start + self.max_event_data])
+                piece = (
+                    data
+                    if whole and isinstance(data, bytes)
+                    else bytes(buf[start : start + self.max_event_data])
+                )
                 deliveries.append(
                     self._emit(
                         EventKind.WRITE, offset=offset + start, length=len(piece), data=piece
@@ -466,7 +477,7 @@ class InterceptedVolume:
         value = self._codec.encode(_record(event))
         try:
             delivery = self._publisher.send(self._key, value)
-        except DeliveryError as exc:
+        except KcdpError as exc:  # nothing of this call may be half-published silently
             self._fail(exc.message)
             raise
         self._sequence = event.sequence

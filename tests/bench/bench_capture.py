@@ -50,18 +50,23 @@ def raw_producer(bootstrap: str, total: int, size: int, *, wait_each: bool) -> f
     producer = Producer(producer_config({"bootstrap.servers": bootstrap, **extra}))
     payload = os.urandom(size)
 
+    producer.produce(topic, b"warm-up", b"raw")  # connect before timing, as the API does
+    producer.flush(30)
+    acked: list[int] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        acked.append(1)
+
     def run() -> None:
-        for _ in range(total // size):
+        for i in range(total // size):
             while True:
                 try:
-                    producer.produce(topic, payload, b"raw")
+                    producer.produce(topic, payload, b"raw", on_delivery=on_delivery)
                     break
                 except BufferError:
                     producer.poll(0.01)
-            if wait_each:
-                producer.flush()
-            else:
-                producer.poll(0)
+            while wait_each and len(acked) <= i:
+                producer.poll(1.0)
         if producer.flush(60) != 0:
             raise SystemExit("raw producer did not deliver everything")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -276,3 +277,31 @@ def test_bookmark_cli_through_control_socket(
     # no intercept running: a clear error, exit code of VolumeError
     assert kcdp(["--state-dir", str(run), "bookmark", "bm", "late"]) == 9
     assert "no intercept is running" in capsys.readouterr().err
+
+
+def test_block_device_backing(bootstrap: str, tmp_path: Path) -> None:
+    """A loop block device as the backing: size from the device, zero/trim write zeros."""
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(4 * MiB)
+        f.seek(MiB - 1)
+        f.write(os.urandom(2 * MiB))
+    proc = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"no loop device available (losetup: {proc.stderr.strip()})")
+    dev = proc.stdout.strip()
+    topic = new_topic()
+    try:
+        with InterceptedVolume(dev, "blk", bootstrap_servers=bootstrap, topic=topic) as v:
+            assert v.size == 4 * MiB
+            v.write(3, b"on the device")
+            v.zero(MiB, 70_000)
+            v.trim(2 * MiB + 5, 4096)
+            v.wait_baseline()
+            start = v.session_offset
+        records = read_events(bootstrap, topic, volume="blk", start=start)
+        apply_events(since_last_baseline(records), tmp_path / "replayed.img", 4 * MiB)
+        assert Path(dev).read_bytes() == (tmp_path / "replayed.img").read_bytes()
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+        Path(f"{dev}.kcdp-state.json").unlink(missing_ok=True)
