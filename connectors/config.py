@@ -83,12 +83,22 @@ class Settings:
 
 
 def parse_x_options(pairs: Iterable[str]) -> dict[str, str]:
-    """Parse repeatable ``-X key=value`` flags; values pass to Kafka unchanged."""
+    """Parse repeatable ``-X key=value`` flags; values pass to Kafka unchanged.
+
+    Secret values are registered before any error is raised, and a malformed pair that
+    names a secret property is not echoed.
+    """
+    pairs = list(pairs)
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        if sep and key.strip() and is_secret_key(key):
+            register_secret(value)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"-X expects key=value, got {redact_text(pair)!r}")
+            shown = "a value naming a secret property" if is_secret_key(pair) else repr(pair)
+            raise ConfigError(f"-X expects key=value, got {redact_text(shown)}")
         out[key.strip()] = value
     return out
 

@@ -233,3 +233,12 @@ def test_logging_filter_keeps_clean_messages() -> None:
     rec = _record("nothing secret %d", 5)
     RedactingFilter().filter(rec)
     assert rec.getMessage() == "nothing secret 5"
+
+
+def test_x_option_error_never_echoes_a_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_x_options(["broken-XPw-4471", "sasl.password=XPw-4471"])
+    assert "XPw-4471" not in info.value.message
+    with pytest.raises(ConfigError, match="naming a secret property") as info:
+        parse_x_options(["sasl.password:Colon-Pw-93"])
+    assert "Colon-Pw-93" not in info.value.message
