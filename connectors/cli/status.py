@@ -1,0 +1,164 @@
+"""``kcdp status [VOLUME...] [--json] [--group-id ID]``: how far protection is behind capture.
+
+One row per volume: last captured offset, last durable window, lag (events, data bytes),
+RPO, oldest..newest restorable point, bytes stored, gaps, dead letters and the worker
+group's health. Definitions: :mod:`connectors.status`. ``--json`` prints a JSON list of
+:class:`connectors.status.VolumeStatus` objects for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from connectors.config import Settings
+from connectors.errors import UsageError
+from connectors.status import DEFAULT_BATCH, DEFAULT_MAX_SCAN, StatusReader, VolumeStatus
+from connectors.store import open_store
+from schemas.codec import AvroCodec
+
+#: The worker's consumer group when ``--group-id`` is not given (the Faust app id).
+DEFAULT_GROUP_ID = "kcdp-worker"
+
+
+def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        parents=list(parents),
+        help="per-volume capture, durability, lag, RPO, restore points and worker health",
+        description="For each volume in the store (or each VOLUME given): last captured "
+        "offset and time, last durable window, lag in events and data bytes, RPO in "
+        "seconds, oldest and newest restorable point, bytes stored, gaps, dead letters and "
+        "the worker group's health. Definitions are in the README, 'Status and metrics'.",
+    )
+    p.add_argument("volumes", nargs="*", metavar="VOLUME", help="volumes (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument(
+        "--group-id",
+        dest="group_id",
+        default=DEFAULT_GROUP_ID,
+        help=f"the worker's consumer group (default {DEFAULT_GROUP_ID})",
+    )
+    p.add_argument(
+        "--max-scan",
+        type=int,
+        default=DEFAULT_MAX_SCAN,
+        help=f"records read at most per partition (default {DEFAULT_MAX_SCAN})",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per broker call (default 10)"
+    )
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    if args.max_scan <= 0 or args.timeout <= 0:
+        raise UsageError("--max-scan and --timeout must be positive")
+    store = open_store(settings.store_url)
+    try:
+        reader = StatusReader(
+            store,
+            kafka_conf=settings.kafka_config(),
+            group_id=args.group_id,
+            topic=settings.topic,
+            dlq_topic=settings.dlq_topic,
+            codec=AvroCodec(
+                registry_url=settings.schema_registry or None,
+                subject=f"{settings.topic}-value",
+            ),
+            max_scan=args.max_scan,
+            batch=min(DEFAULT_BATCH, args.max_scan),
+            timeout=args.timeout,
+        )
+        found = reader.volumes(args.volumes or None)
+    finally:
+        store.close()
+    if args.json:
+        print(orjson.dumps([s.to_dict() for s in found], option=orjson.OPT_INDENT_2).decode())
+    elif not found:
+        print(f"no protected volume in {settings.store_url}")
+    else:
+        print(render_table(found))
+    return 0
+
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes in binary units, e.g. ``1.5 MiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_age(time_us: int | None, now_us: int) -> str:
+    if time_us is None:
+        return "-"
+    seconds = max(0.0, (now_us - time_us) / 1e6)
+    if seconds < 120:
+        return f"{seconds:.1f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return dt.datetime.fromtimestamp(time_us / 1e6, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _opt(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _point(offset: int | None, time_us: int | None, now_us: int) -> str:
+    return f"{_opt(offset)} ({human_age(time_us, now_us)})"
+
+
+def render_table(rows: Sequence[VolumeStatus]) -> str:
+    """Aligned columns with human units, one row per volume."""
+    head = (
+        "VOLUME",
+        "PART",
+        "CAPTURED",
+        "DURABLE",
+        "LAG",
+        "RPO",
+        "POINTS",
+        "STORED",
+        "GAPS",
+        "DLQ",
+        "WORKER",
+    )
+    body = []
+    for s in rows:
+        lag = f"{s.lag_events} ev / {human_bytes(s.lag_bytes)}" + ("" if s.lag_complete else "+")
+        points = (
+            "-"
+            if s.oldest_point is None and s.newest_point is None
+            else f"{_opt(s.oldest_point)}..{_opt(s.newest_point)}"
+        )
+        w = s.worker
+        worker = w.state
+        if w.uncommitted is not None:
+            worker += f" ({w.uncommitted} uncommitted)"
+        body.append(
+            (
+                s.volume,
+                str(s.partition),
+                _point(s.last_captured_offset, s.last_captured_time_us, s.checked_us),
+                _point(s.last_durable_offset, s.last_durable_time_us, s.checked_us),
+                lag,
+                f"{s.rpo_seconds:.1f}s",
+                points,
+                human_bytes(s.bytes_stored),
+                str(len(s.gaps)),
+                str(s.dlq_events),
+                worker,
+            )
+        )
+    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip()
+        for r in (head, *body)
+    )
