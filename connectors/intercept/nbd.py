@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sysconfig
 import tempfile
@@ -25,10 +26,13 @@ from typing import Any
 
 import orjson
 
-from connectors.errors import ConfigError, ExternalToolError
+from connectors import errors
+from connectors.errors import ConfigError, ExternalToolError, KcdpError, VolumeError
 from connectors.intercept.control import socket_path
 
 PLUGIN = Path(__file__).with_name("nbd_plugin.py")
+#: Must equal nbd_plugin.ERROR_PREFIX (the plugin cannot be imported outside nbdkit).
+ERROR_PREFIX = "kcdp-error: "
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Seconds nbdkit has to exit after SIGTERM before it is killed.
 STOP_GRACE = 60.0
@@ -105,6 +109,8 @@ class NbdExport:
         fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(orjson.dumps(self.settings))
+        if self.unix is not None:
+            _remove_stale_socket(self.unix)
         pidfile = self._tmp / "nbdkit.pid"
         ready = [pidfile]
         if self.settings.get("control_socket", True):
@@ -119,9 +125,7 @@ class NbdExport:
         deadline = time.monotonic() + timeout
         while not all(p.exists() for p in ready):
             if self.proc.poll() is not None:
-                raise ExternalToolError(
-                    f"nbdkit exited with status {self.proc.returncode}: {self.log_tail()}"
-                )
+                raise self.startup_error()
             if time.monotonic() > deadline:
                 self.stop()
                 raise ExternalToolError(f"nbdkit did not start within {timeout:g}s")
@@ -153,7 +157,20 @@ class NbdExport:
             status = self.proc.returncode
         with contextlib.suppress(FileNotFoundError):
             (self._tmp / "settings.json").unlink()
+        if self.unix is not None and self.unix.is_socket():
+            self.unix.unlink(missing_ok=True)
         return status
+
+    def startup_error(self) -> KcdpError:
+        """The error that stopped nbdkit: the plugin's kafka-cdp error if it reported one."""
+        for line in reversed(self.log_tail(20000).splitlines()):
+            if line.startswith(ERROR_PREFIX):
+                name, _, message = line[len(ERROR_PREFIX) :].partition(": ")
+                cls = getattr(errors, name, None)
+                if isinstance(cls, type) and issubclass(cls, KcdpError):
+                    return cls(message)
+        status = self.proc.returncode if self.proc is not None else None
+        return ExternalToolError(f"nbdkit exited with status {status}: {self.log_tail()}")
 
     def log_tail(self, limit: int = 2000) -> str:
         """The end of nbdkit's log (stderr of the plugin included)."""
@@ -178,6 +195,19 @@ class NbdExport:
         tb: TracebackType | None,
     ) -> None:
         self.cleanup()
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a unix socket nobody listens on; refuse one that is live."""
+    if not path.is_socket():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(os.fspath(path))
+        except OSError:
+            path.unlink(missing_ok=True)
+            return
+    raise VolumeError(f"an NBD server is already listening on {path}")
 
 
 def _plugin_paths() -> list[str]:

@@ -85,3 +85,14 @@ def test_intercept_nbd_command_with_bookmark(bootstrap: str, tmp_path: Path) -> 
     apply_events(records, tmp_path / "replayed.img", 2 * MiB)
     assert filecmp.cmp(backing, tmp_path / "replayed.img", shallow=False)
     assert not (tmp_path / "run" / "live.sock").exists()
+
+
+def test_intercept_nbd_bad_backing_is_a_clear_error(
+    bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "no-such-dir" / "x.img"
+    args = ["--bootstrap-servers", bootstrap, "--state-dir", str(tmp_path)]
+    args += ["intercept", "nbd", "x", "--backing", str(bad), "--size", "1M"]
+    assert kcdp(args) == 9
+    err = capsys.readouterr().err
+    assert "cannot open backing file" in err and "Traceback" not in err
