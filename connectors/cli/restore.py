@@ -194,7 +194,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         catalog = Catalog(store, args.volume, workers=args.workers)
         offset = _target(args, [catalog])
         if args.dry_run:
-            plan = plan_restore(catalog, offset, direction=args.direction)
+            tail = args.replay_from != "log"
+            plan = plan_restore(catalog, offset, direction=args.direction, tail=tail)
             _emit(args, {**plan.to_dict(), "dry_run": True}, plan.to_text() + "\n(dry run)")
             return 0
         result = restore_point(

@@ -1,11 +1,21 @@
 """Single writes straight from Kafka, while the broker still retains them.
 
-:class:`KafkaReplay` reads a window's offsets from the volume's partition with ``assign()``
-and turns the volume's change events into :class:`streams.writelog.LogRecord` values, with
-the same rules as the agents: TICKs, other volumes' events and records that do not decode
-or break an event rule are skipped, duplicate sequences are skipped. It answers None when
-the offsets are no longer retained (low watermark past the window's first offset) or the
-broker cannot be reached, so the caller falls back to the archived write log.
+:class:`KafkaReplay` reads offsets of the volume's partition with ``assign()`` and turns
+the volume's change events into :class:`streams.writelog.LogRecord` values, with the same
+rules as the agents: TICKs, other volumes' events and records that do not decode or break
+an event rule are skipped, duplicate sequences are skipped.
+
+It serves two cases: a window's events (instead of its archived write log), and the
+*tail* after the newest stored window (events not yet in any window). For the tail the
+caller passes the newest window's last offset (``continues``): the event there seeds the
+volume's (session, sequence), and the replay checks that the sequence continues without a
+hole (:class:`GapError`) and that a new session resumed the previous one cleanly (else
+:class:`NotRestorableError`: the history is not consistent until a new baseline, which
+only a window can record).
+
+:meth:`KafkaReplay.records` answers None when the offsets are no longer retained (low
+watermark past the first offset), not yet in the partition, or the broker cannot be
+reached, so the caller can fall back to the write log.
 """
 
 from __future__ import annotations
@@ -14,7 +24,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.errors import BrokerError, DecodeError, InvalidEventError
+from connectors.errors import (
+    BrokerError,
+    DecodeError,
+    GapError,
+    InvalidEventError,
+    NotRestorableError,
+)
 from connectors.kafka import consumer_config
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
@@ -45,10 +61,19 @@ class KafkaReplay:
         self.partition = partition
         self.codec = codec or AvroCodec()
         self.timeout = timeout
-        self._conf = consumer_config(kafka_conf, "kcdp-restore", **{"enable.partition.eof": True})
+        extra: dict[str, Any] = {"enable.partition.eof": True}
+        if quiet:
+            extra["log_level"] = 0
+        self._conf = consumer_config(kafka_conf, "kcdp-restore", **extra)
 
-    def records(self, volume: str, first: int, upto: int) -> list[LogRecord] | None:
-        """The records of ``volume`` at offsets ``first..upto``, or None if not retained."""
+    def records(
+        self, volume: str, first: int, upto: int, *, continues: int | None = None
+    ) -> list[LogRecord] | None:
+        """The records of ``volume`` at offsets ``first..upto``, or None if not available.
+
+        ``continues``: the offset of the volume's last event before ``first``; the records
+        must continue its session and sequence (see the module docstring).
+        """
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         consumer = Consumer(self._conf)
@@ -57,29 +82,34 @@ class KafkaReplay:
             try:
                 low, _ = consumer.get_watermark_offsets(tp, timeout=self.timeout)
             except KafkaException as exc:
-                log.info("Kafka unavailable for replay (%s); using the write log", exc)
+                log.info("Kafka unavailable for replay (%s)", exc)
                 return None
-            if low > first:
+            start = first if continues is None else continues
+            if low > start:
+                log.info("offsets from %d are no longer retained in %s", start, self.topic)
                 return None
-            consumer.assign([TopicPartition(self.topic, self.partition, first)])
+            consumer.assign([TopicPartition(self.topic, self.partition, start)])
             records: list[LogRecord] = []
-            if not self._read(consumer, volume, upto, records):
-                log.info(
-                    "offset %d is not in %s/%d; using the write log",
-                    upto,
-                    self.topic,
-                    self.partition,
-                )
+            if not self._read(consumer, volume, upto, records, continues):
+                log.info("offset %d is not in %s/%d", upto, self.topic, self.partition)
                 return None
             return records
         finally:
             consumer.close()
 
-    def _read(self, consumer: Any, volume: str, upto: int, out: list[LogRecord]) -> bool:
+    def _read(
+        self,
+        consumer: Any,
+        volume: str,
+        upto: int,
+        out: list[LogRecord],
+        continues: int | None,
+    ) -> bool:
         """Append records up to ``upto`` to ``out``; False if the partition ends first."""
         from confluent_kafka import KafkaError
 
         last_seq: dict[str, int] = {}
+        current: tuple[str, int] | None = None
         while True:
             msgs = consumer.consume(num_messages=1000, timeout=self.timeout)
             if not msgs:
@@ -93,17 +123,27 @@ class KafkaReplay:
                 offset = msg.offset()
                 if offset > upto:
                     return True
-                found = self._record(msg.value(), offset, volume)
-                if found is not None and found[1].sequence > last_seq.get(found[0], -1):
-                    last_seq[found[0]] = found[1].sequence
-                    out.append(found[1])
+                event = self._event(msg.value(), volume)
+                if offset == continues:
+                    if event is None:
+                        raise NotRestorableError(
+                            f"offset {offset} of {self.topic}/{self.partition} is not the "
+                            f"event of {volume} its newest window ends with"
+                        )
+                    current = (event.session, event.sequence)
+                    last_seq[event.session] = event.sequence
+                    continue
+                if event is not None and event.sequence > last_seq.get(event.session, -1):
+                    if current is not None:
+                        _check_continues(volume, offset, current, event)
+                        current = (event.session, event.sequence)
+                    last_seq[event.session] = event.sequence
+                    out.append(LogRecord.from_event(event, offset))
                 if offset == upto:
                     return True
 
-    def _record(
-        self, value: bytes | None, offset: int, volume: str
-    ) -> tuple[str, LogRecord] | None:
-        """(session, record) of a valid event of ``volume``, else None."""
+    def _event(self, value: bytes | None, volume: str) -> WriteEvent | None:
+        """The valid event of ``volume`` in ``value``, else None."""
         try:
             event = WriteEvent.from_record(self.codec.decode(value or b""))
             if event.kind is EventKind.TICK or event.volume != volume:
@@ -111,4 +151,19 @@ class KafkaReplay:
             event.validate()
         except (DecodeError, InvalidEventError, KeyError, ValueError):
             return None
-        return event.session, LogRecord.from_event(event, offset)
+        return event
+
+
+def _check_continues(volume: str, offset: int, current: tuple[str, int], ev: WriteEvent) -> None:
+    session, sequence = current
+    if ev.session == session:
+        if ev.sequence != sequence + 1:
+            raise GapError(
+                f"volume {volume}: sequence gap at offset {offset} (expected {sequence + 1}, "
+                f"got {ev.sequence})"
+            )
+    elif ev.kind is not EventKind.SESSION_START or ev.sequence != 0 or ev.name != session:
+        raise NotRestorableError(
+            f"volume {volume}: session {ev.session} at offset {offset} does not resume "
+            f"{session} cleanly; points after it are not consistent until a new baseline"
+        )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from connectors.errors import GapError, IntegrityError, KcdpError
+from connectors.errors import GapError, IntegrityError, KcdpError, NotRestorableError
 from connectors.restore.catalog import Catalog
 from connectors.restore.kafka_source import KafkaReplay
 from connectors.restore.planner import Plan, Step, plan_restore
@@ -114,9 +114,14 @@ def restore_point(
     kafka: KafkaReplay | None = None,
     progress: bool = True,
 ) -> RestoreResult:
-    """Plan and materialize point ``offset`` of ``catalog.volume`` into ``output``."""
+    """Plan and materialize point ``offset`` of ``catalog.volume`` into ``output``.
+
+    With ``kafka``, points after the newest stored window are reached by replaying the
+    topic from its end (see :func:`~connectors.restore.planner.plan_restore`'s ``tail``).
+    """
     started = time.monotonic()
-    plan = plan_restore(catalog, offset, direction=direction)
+    tail = kafka is not None
+    plan = plan_restore(catalog, offset, direction=direction, tail=tail)
     try:
         source = execute(
             store, catalog, plan, output, workers=workers, kafka=kafka, progress=progress
@@ -126,7 +131,7 @@ def restore_point(
         if direction != "auto":
             raise bad.error from None
         try:
-            plan = plan_restore(catalog, offset, direction="auto", avoid={bad.key})
+            plan = plan_restore(catalog, offset, direction="auto", avoid={bad.key}, tail=tail)
         except KcdpError:
             raise bad.error from None
         retried = bad.key
@@ -171,7 +176,7 @@ def execute(
                 bar.advance(plan.path.checkpoint_bytes)
             _apply_steps(store, plan, image, workers, bar)
             source = _replay(store, plan, image, kafka)
-            if bar and plan.path.replay:
+            if bar and plan.path.replay and plan.path.replay.ref:
                 bar.advance(plan.path.replay.ref.size)
             image.sync()
         if not is_block:
@@ -271,16 +276,31 @@ def _replay(store: ObjectStore, plan: Plan, image: Image, kafka: KafkaReplay | N
     replay = plan.path.replay
     if replay is None:
         return "none"
+    if replay.ref is None:  # the tail after the newest window: only Kafka has it
+        records = None
+        if kafka is not None:
+            records = kafka.records(
+                plan.volume, replay.first, replay.upto, continues=replay.first - 1
+            )
+        if records is None:
+            raise NotRestorableError(
+                f"offsets {replay.first}..{replay.upto} of {plan.volume} are in no stored "
+                "window and cannot be read from Kafka (not retained, not produced yet, or "
+                f"the broker is unreachable); the newest stored point is {replay.first - 1}"
+            )
+        apply_records(image, records, upto_offset=replay.upto)
+        return "kafka"
     if kafka is not None:
         records = kafka.records(plan.volume, replay.first, replay.upto)
         if records is not None:
             apply_records(image, records, upto_offset=replay.upto)
             return "kafka"
+    ref = replay.ref
     try:
-        data = get_verified(store, replay.ref)
-        logged: list[LogRecord] = list(read_log(data, name=replay.ref.key))
+        data = get_verified(store, ref)
+        logged: list[LogRecord] = list(read_log(data, name=ref.key))
     except (IntegrityError, GapError) as exc:
-        raise BadObject(replay.ref.key, exc) from None
+        raise BadObject(ref.key, exc) from None
     apply_records(image, logged, upto_offset=replay.upto)
     return "log"
 

@@ -25,7 +25,7 @@ from typing import Any
 from connectors.errors import GapError, IntegrityError, NotRestorableError, UsageError
 from connectors.restore.catalog import Catalog
 from streams import keys
-from streams.manifest import ObjectRef
+from streams.manifest import Manifest, ObjectRef
 
 DIRECTIONS = ("auto", "forward", "backward")
 #: assumed read throughput for the time estimate of a plan (bytes/s); an estimate only.
@@ -44,11 +44,13 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    """Replay window ``first``-``last``'s write log up to offset ``upto``."""
+    """Replay window ``first``-``last``'s write log up to offset ``upto``; ``ref`` None:
+    the tail after the newest window (offsets ``first..upto``), only in Kafka, continuing
+    the event at offset ``first - 1``."""
 
     first: int
     last: int
-    ref: ObjectRef
+    ref: ObjectRef | None
     upto: int
 
 
@@ -70,7 +72,7 @@ class Path:
         return (
             self.checkpoint_bytes
             + sum(s.ref.size for s in self.steps)
-            + (self.replay.ref.size if self.replay else 0)
+            + (self.replay.ref.size if self.replay and self.replay.ref else 0)
         )
 
     @property
@@ -87,7 +89,7 @@ class Path:
         out = {s.ref.key for s in self.steps} | set(self.chunk_keys)
         if self.checkpoint_key:
             out.add(self.checkpoint_key)
-        if self.replay:
+        if self.replay and self.replay.ref:
             out.add(self.replay.ref.key)
         return out
 
@@ -104,8 +106,9 @@ class Path:
             if self.replay is None
             else {
                 "window": [self.replay.first, self.replay.last],
-                "key": self.replay.ref.key,
-                "bytes": self.replay.ref.size,
+                "key": self.replay.ref.key if self.replay.ref else None,
+                "source": "log" if self.replay.ref else "kafka",
+                "bytes": self.replay.ref.size if self.replay.ref else 0,
                 "upto": self.replay.upto,
             },
             "objects": self.objects,
@@ -155,10 +158,15 @@ class Plan:
             f"  start       {start} ({_size(p.checkpoint_bytes)})",
             f"  increments  {len(p.steps)} ({_size(sum(s.ref.size for s in p.steps))})",
         ]
-        if p.replay:
+        if p.replay and p.replay.ref:
             lines.append(
                 f"  replay      window {p.replay.first}-{p.replay.last} up to {p.replay.upto} "
                 f"({_size(p.replay.ref.size)})"
+            )
+        elif p.replay:
+            lines.append(
+                f"  replay      offsets {p.replay.first}-{p.replay.upto} from Kafka "
+                "(after the newest window)"
             )
         lines.append(
             f"  total       {p.objects} objects, {_size(p.bytes)}, "
@@ -189,16 +197,27 @@ def plan_restore(
     direction: str = "auto",
     avoid: frozenset[str] | set[str] = frozenset(),
     throughput: int = DEFAULT_THROUGHPUT,
+    tail: bool = False,
 ) -> Plan:
-    """Plan point ``offset``; raises NotRestorableError/GapError naming why no path works."""
+    """Plan point ``offset``; raises NotRestorableError/GapError naming why no path works.
+
+    ``tail`` allows points after the newest stored window: they are reached from its end
+    by replaying Kafka (the executor then needs a Kafka source).
+    """
     if direction not in DIRECTIONS:
         raise UsageError(f"--direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
-    index, m = catalog.check_point(offset)
-    if offset >= m.last_offset:
-        edge_index, replay = index, None
+    catalog.require_windows()
+    if tail and offset > catalog.windows[-1].last:
+        edge_index = len(catalog.windows) - 1
+        m = catalog.manifest(edge_index)
+        if not m.consistent:
+            raise NotRestorableError(
+                f"the newest window of {catalog.volume} ({m.first_offset}-{m.last_offset}) "
+                "does not end consistent; later points are not restorable"
+            )
+        replay: Replay | None = Replay(m.last_offset + 1, offset, None, offset)
     else:
-        edge_index = index - 1
-        replay = Replay(m.first_offset, m.last_offset, m.writelog, offset)
+        edge_index, replay, m = _edge(catalog, offset)
     edge = catalog.windows[edge_index].last if edge_index >= 0 else -1
     paths: list[Path] = []
     refused: dict[str, str] = {}
@@ -225,6 +244,14 @@ def plan_restore(
         refused=refused,
         throughput=throughput,
     )
+
+
+def _edge(catalog: Catalog, offset: int) -> tuple[int, Replay | None, Manifest]:
+    """(edge window index, replay, target window's manifest) of a stored point."""
+    index, m = catalog.check_point(offset)
+    if offset >= m.last_offset:
+        return index, None, m
+    return index - 1, Replay(m.first_offset, m.last_offset, m.writelog, offset), m
 
 
 def _check_chain(catalog: Catalog, lo: int, hi: int) -> None:
@@ -277,7 +304,7 @@ def _forward(catalog: Catalog, edge_index: int, edge: int, replay: Replay | None
     else:
         start, first_index, cp_key, cp_bytes, chunks = None, 0, None, 0, ()
     _check_gaps(catalog, -1 if start is None else start, edge)
-    _check_chain(catalog, first_index, edge_index + (1 if replay else 0))
+    _check_chain(catalog, first_index, edge_index + (1 if replay and replay.ref else 0))
     steps = tuple(
         Step(m.first_offset, m.last_offset, m.forward, m.ranges_sha256)
         for m in catalog.manifests(range(first_index, edge_index + 1))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from connectors.errors import GapError
+from connectors.errors import GapError, NotRestorableError
 from connectors.kafka import ensure_topics, producer_config
 from connectors.restore.catalog import Catalog
 from connectors.restore.kafka_source import KafkaReplay
@@ -200,3 +200,26 @@ def test_single_writes_replayed_from_kafka(
     result = restore_point(store, catalog, point, out, kafka=kafka, progress=False)
     assert result.plan.path.replay is not None and result.replay_source == "kafka"
     assert out.read_bytes() == history.image_at("vb", point)
+
+
+def test_points_after_the_newest_window_come_from_kafka(
+    bootstrap: str, produced: str, history: History, tmp_path: Path
+) -> None:
+    partition = partition_for("grp-7", PARTITIONS)
+    stored = History(history.group, history.sizes, history.events[: len(history.events) // 2])
+    store = MemoryStore()
+    write_store(store, stored, POLICIES["count7"], topic=produced, partition=partition)
+    catalog = Catalog(store, "va")
+    newest = catalog.windows[-1].last
+    later = [o for o, _ in history.of("va") if o > newest + 5]
+    kafka = KafkaReplay(
+        kafka_conf={"bootstrap.servers": bootstrap}, topic=produced, partition=partition
+    )
+    out = tmp_path / "tail.img"
+    for point in (later[0], later[len(later) // 2], len(history.events) - 1):
+        result = restore_point(store, catalog, point, out, kafka=kafka, progress=False)
+        assert result.replay_source == "kafka" and result.plan.path.replay is not None
+        assert result.plan.path.replay.ref is None
+        assert out.read_bytes() == history.image_at("va", point)
+    with pytest.raises(NotRestorableError, match="cannot be read from Kafka"):
+        restore_point(store, catalog, len(history.events) + 50, out, kafka=kafka, progress=False)

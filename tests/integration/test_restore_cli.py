@@ -151,8 +151,36 @@ def test_bad_requests_get_clear_errors(
 ) -> None:
     out = str(tmp_path / "x.img")
     past = str(len(s3_history.events) + 100)
-    code, _, err = _run(capsys, "restore", "va", "--store", s3_url, "--to-offset", past, "-o", out)
+    code, _, err = _run(
+        capsys,
+        "restore",
+        "va",
+        "--store",
+        s3_url,
+        "--to-offset",
+        past,
+        "-o",
+        out,
+        "--replay-from",
+        "log",
+    )
     assert code == 8 and "past the newest window" in err and "Traceback" not in err
+    code, _, err = _run(
+        capsys,
+        "restore",
+        "va",
+        "--store",
+        s3_url,
+        "--to-offset",
+        past,
+        "-o",
+        out,
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--log-level",
+        "ERROR",  # the in-process log handler may hold an earlier test's captured stderr
+    )
+    assert code == 8 and "cannot be read from Kafka" in err and "Traceback" not in err
     code, _, err = _run(capsys, "restore", "va", "--store", s3_url, "--to-offset", "0", "-o", out)
     assert code == 8 and "not consistent" in err
     code, _, err = _run(
