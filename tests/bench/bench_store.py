@@ -17,6 +17,7 @@ import uuid
 from moto.server import ThreadedMotoServer
 
 from connectors.store import ObjectStore, open_store
+from tests.bench.common import Figure
 from tests.fixtures.s3 import BUCKET, CREDENTIALS
 
 
@@ -35,12 +36,9 @@ def measure(store: ObjectStore, blobs: list[bytes]) -> tuple[float, float]:
     return mib / put_s, mib / get_s
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=8, help="objects per backend (8)")
-    parser.add_argument("--size-mib", type=int, default=4, help="object size in MiB (4)")
-    args = parser.parse_args()
-    blobs = [os.urandom(args.size_mib * 1024 * 1024) for _ in range(args.objects)]
+def run(objects: int, size_mib: int) -> dict[str, tuple[float, float]]:
+    """(put, get) MiB/s per backend, the file store first (the baseline)."""
+    blobs = [os.urandom(size_mib * 1024 * 1024) for _ in range(objects)]
     os.environ.update(CREDENTIALS)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -55,9 +53,37 @@ def main() -> None:
                     "&secure=false&region=us-east-1&create_bucket=true"
                 ),
             }
-            results = {name: measure(store, blobs) for name, store in stores.items()}
+            return {name: measure(store, blobs) for name, store in stores.items()}
     finally:
         server.stop()
+
+
+def figures(quick: bool = False) -> list[Figure]:
+    """S3-over-HTTP put and get throughput as ratios to the file store (the harness API)."""
+    results = run(2 if quick else 8, 4)
+    (base_put, base_get), (put, get) = results["file (baseline)"], results["s3 (moto, HTTP)"]
+    return [
+        Figure(
+            "store",
+            "S3 (moto) put ÷ file put, 4 MiB objects",
+            put / base_put,
+            detail=f"{put:.0f} vs {base_put:.0f} MiB/s",
+        ),
+        Figure(
+            "store",
+            "S3 (moto) get ÷ file get, 4 MiB objects",
+            get / base_get,
+            detail=f"{get:.0f} vs {base_get:.0f} MiB/s",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=8, help="objects per backend (8)")
+    parser.add_argument("--size-mib", type=int, default=4, help="object size in MiB (4)")
+    args = parser.parse_args()
+    results = run(args.objects, args.size_mib)
     base_put, base_get = results["file (baseline)"]
     print(f"{args.objects} objects x {args.size_mib} MiB, put then get")
     print(f"{'backend':<20} {'put MiB/s':>10} {'ratio':>7} {'get MiB/s':>10} {'ratio':>7}")
