@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from connectors.errors import GapError, IntegrityError, KcdpError, NotRestorableError
+from connectors.errors import (
+    GapError,
+    IntegrityError,
+    KcdpError,
+    NotRestorableError,
+    VolumeError,
+)
 from connectors.restore.catalog import Catalog
 from connectors.restore.kafka_source import KafkaReplay
 from connectors.restore.planner import Plan, Step, plan_restore
@@ -162,6 +168,10 @@ def execute(
     Raises :class:`BadObject` wrapping the IntegrityError/GapError of the object at fault.
     """
     output = Path(output)
+    if output.is_dir():
+        raise VolumeError(f"output {output} is a directory; give a file or block device path")
+    if not output.parent.is_dir():
+        raise VolumeError(f"output directory {output.parent} does not exist")
     is_block = output.exists() and stat.S_ISBLK(output.stat().st_mode)
     target = output if is_block else output.with_name(f".{output.name}.kcdp-restore-{os.getpid()}")
     if is_block:

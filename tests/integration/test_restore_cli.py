@@ -190,3 +190,8 @@ def test_bad_requests_get_clear_errors(
     code, _, err = _run(capsys, "restore", "nope", "--store", s3_url, "--latest", "-o", out)
     assert code == 8 and "no windows" in err
     assert not Path(out).exists()
+    base = ("restore", "va", "--store", s3_url, "--latest", "--replay-from", "log")
+    code, _, err = _run(capsys, *base, "-o", str(tmp_path))
+    assert code == 9 and "is a directory" in err
+    code, _, err = _run(capsys, *base, "-o", str(tmp_path / "no" / "x.img"))
+    assert code == 9 and "does not exist" in err
