@@ -215,6 +215,7 @@ def plan_restore(
                 f"the newest window of {catalog.volume} ({m.first_offset}-{m.last_offset}) "
                 "does not end consistent; later points are not restorable"
             )
+        _check_gaps(catalog, m.last_offset, offset)
         replay: Replay | None = Replay(m.last_offset + 1, offset, None, offset)
     else:
         edge_index, replay, m = _edge(catalog, offset)

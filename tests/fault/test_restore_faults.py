@@ -13,6 +13,7 @@ from connectors.restore.materialize import restore_point
 from connectors.restore.planner import plan_restore
 from connectors.restore.verify import verify_volume
 from connectors.store import MemoryStore
+from streams.gaps import Gap
 from tests.restore_history import POLICIES, History, random_history, write_store
 
 
@@ -174,3 +175,17 @@ def test_points_after_an_unhealed_gap_are_not_restorable(history: History, tmp_p
     with pytest.raises(NotRestorableError, match="not consistent"):
         plan_restore(catalog, catalog.windows[5].last)
     assert catalog.restorable_span() == (history.baseline_end("va"), catalog.windows[3].last)
+
+
+def test_points_after_the_newest_window_are_refused_across_a_recorded_gap(
+    store: MemoryStore, history: History
+) -> None:
+    catalog = Catalog(store, "va")
+    newest = catalog.windows[-1].last
+    gap = Gap("va", "retention", newest + 3, newest, "", None, None, "deleted (test)", 0)
+    store.put(gap.key, gap.to_json())
+    catalog = Catalog(store, "va")
+    plan = plan_restore(catalog, newest + 2, tail=True)
+    assert plan.path.replay is not None and plan.path.replay.ref is None
+    with pytest.raises(GapError, match=f"retention gap of va at offset {newest + 3}"):
+        plan_restore(catalog, newest + 9, tail=True)
