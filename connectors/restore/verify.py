@@ -17,6 +17,7 @@ from typing import Any
 from connectors.errors import GapError, IntegrityError, KcdpError, ObjectNotFound
 from connectors.restore.catalog import Catalog
 from connectors.store.base import ObjectStore
+from streams import keys
 from streams.checkpoint import fetch_chunk
 from streams.increment import ranges_digest, read_increment
 from streams.manifest import Manifest, ObjectRef, get_verified
@@ -184,7 +185,7 @@ def _read_chunk(store: ObjectStore, digest: str, length: int) -> Problem | None:
     try:
         fetch_chunk(store, digest, length)
     except (IntegrityError, GapError) as exc:
-        return Problem(_kind(exc), digest, exc.message)
+        return Problem(_kind(exc), keys.chunk_key(digest), exc.message)
     return None
 
 
