@@ -75,8 +75,15 @@ class ControlServer:
     stale one is replaced. The handler's :class:`KcdpError` becomes ``error MESSAGE``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], handler: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        handler: Callable[[str], str],
+        *,
+        link: Path | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.link = link
         self._handler = handler
         if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
             raise VolumeError(f"control socket path too long for a unix socket: {self.path}")
@@ -93,6 +100,13 @@ class ControlServer:
         except OSError as exc:
             self._sock.close()
             raise VolumeError(f"cannot create control socket {self.path}: {exc}") from None
+        if link is not None:
+            try:
+                self._make_link(link)
+            except BaseException:
+                self._sock.close()
+                self.path.unlink(missing_ok=True)
+                raise
         self._sock.listen(8)
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
@@ -100,12 +114,26 @@ class ControlServer:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop serving and remove the socket."""
+        """Stop serving; remove the socket and the link."""
         self._stop.set()
         self._thread.join(timeout=5.0)
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if self.link is not None and self.link.is_symlink():
+            self.link.unlink()
+
+    def _make_link(self, link: Path) -> None:
+        """Point ``link`` at the socket, replacing a stale link, refusing a live one."""
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            try:
+                request(link, "status", timeout=2.0)
+            except VolumeError:
+                link.unlink()
+            else:
+                raise VolumeError(f"another intercept already serves {link}")
+        link.symlink_to(self.path.resolve())
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -7,14 +7,10 @@ sequences, the state file, baselines and bookmarks follow the rules of that page
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import fcntl
 import logging
 import os
 import re
 import socket
-import stat
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -31,6 +27,8 @@ from connectors.errors import (
     KcdpError,
     VolumeError,
 )
+from connectors.intercept.backing import Backing, clear_range, pwrite_all
+from connectors.intercept.baseline import BaselineCopy
 from connectors.intercept.control import ControlServer, socket_path
 from connectors.intercept.publisher import Delivery, Publisher
 from connectors.intercept.state import InterceptState, load_state, save_state
@@ -48,11 +46,6 @@ BaselinePolicy = Literal["auto", "always", "never"]
 DEFAULT_MAX_IN_FLIGHT = 64 * 1024 * 1024
 #: Default size of one baseline read.
 DEFAULT_BASELINE_CHUNK = 1024 * 1024
-
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_ZERO_BLOCK = bytes(1024 * 1024)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class InterceptedVolume:
@@ -121,16 +114,14 @@ class InterceptedVolume:
         self._sequence = -1
         self._failure: str | None = None
         self._closed = False
-        self._pending_zero: tuple[int, int] | None = None
-        self._baseline_thread: threading.Thread | None = None
-        self._baseline_done = threading.Event()
-        self._baseline_error: BaseException | None = None
+        self._ending = False
+        self._baseline: BaselineCopy | None = None
         self._baseline_end = -1
-        self._baseline_stop = threading.Event()
         self._control: ControlServer | None = None
-        self._run_link: Path | None = None
 
-        created = self._open_backing(size)
+        backing = Backing.open(self.path, size)
+        self._fd, self._size, self._is_file = backing.fd, backing.size, backing.is_file
+        created = backing.created
         self.size = self._size
         base: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
@@ -160,7 +151,10 @@ class InterceptedVolume:
         try:
             self._start_session(created, baseline)
             if control_socket:
-                self._start_control(run_dir)
+                link = Path(run_dir) / f"{volume}.sock" if run_dir is not None else None
+                self._control = ControlServer(
+                    socket_path(self.path), self._handle_control, link=link
+                )
         except BaseException:
             self._abandon()
             raise
@@ -203,7 +197,7 @@ class InterceptedVolume:
                         EventKind.WRITE, offset=offset + start, length=len(piece), data=piece
                     )
                 )
-            self._apply(lambda: _pwrite_all(self._fd, buf, offset))
+            self._apply(lambda: pwrite_all(self._fd, buf, offset))
         return self._settle(deliveries)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -255,7 +249,7 @@ class InterceptedVolume:
         self._check_open()
         with self._lock:
             self._check_usable()
-            if self._baseline_thread is None or self._baseline_done.is_set():
+            if self._baseline is None or self._baseline.done:
                 self._start_baseline_locked()
         if not wait:
             return -1
@@ -263,23 +257,21 @@ class InterceptedVolume:
 
     def wait_baseline(self, timeout: float | None = None) -> int:
         """Wait for the running baseline and its acknowledgements; BASELINE_END's offset."""
-        thread = self._baseline_thread
-        if thread is None:
+        copy = self._baseline
+        if copy is None:
             return self._baseline_end
-        thread.join(timeout)
-        if thread.is_alive():
+        copy.thread.join(timeout)
+        if not copy.done:
             raise VolumeError(f"baseline of {self.volume} still running after {timeout}s")
-        if self._baseline_error is not None:
-            raise self._baseline_error
+        if copy.error is not None:
+            raise copy.error
         self.flush()
-        return self._baseline_end
+        return copy.end_offset
 
     @property
     def baseline_complete(self) -> bool:
-        """True once no baseline is running or pending and the last one succeeded."""
-        return self._baseline_thread is None or (
-            self._baseline_done.is_set() and self._baseline_error is None
-        )
+        """True once no baseline is running and the last one succeeded."""
+        return self._baseline is None or self._baseline.succeeded
 
     def status(self) -> dict[str, Any]:
         """A JSON-friendly summary (what the control socket's ``status`` answers)."""
@@ -300,14 +292,15 @@ class InterceptedVolume:
         if self._closed:
             return
         self._stop_control()
-        self._baseline_stop.set()
-        if self._baseline_thread is not None:
-            self._baseline_thread.join()
+        if self._baseline is not None:
+            self._baseline.stop()
         clean = False
         try:
-            if self._failure is None:
-                with self._lock:
+            with self._lock:
+                self._ending = True  # nothing may follow SESSION_END
+                if self._failure is None:
                     self._emit(EventKind.SESSION_END)
+            if self._failure is None:
                 self.flush()
                 clean = self.baseline_complete
         except (DeliveryError, VolumeError) as exc:
@@ -316,8 +309,10 @@ class InterceptedVolume:
         finally:
             self._closed = True
             self._publisher.close()
-            save_state(self.path, self._state(clean=clean))
-            os.close(self._fd)
+            try:
+                save_state(self.path, self._state(clean=clean))
+            finally:
+                os.close(self._fd)
 
     def __enter__(self) -> InterceptedVolume:
         return self
@@ -331,37 +326,6 @@ class InterceptedVolume:
         self.close()
 
     # -- session and baseline -----------------------------------------------------------
-    def _open_backing(self, size: int | None) -> bool:
-        if size is not None and (not isinstance(size, int) or size <= 0):
-            raise ConfigError(f"volume size must be a positive number of bytes, not {size!r}")
-        created = False
-        try:
-            if not self.path.exists():
-                if size is None:
-                    raise VolumeError(f"{self.path} does not exist and no size was given")
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                os.ftruncate(fd, size)
-                created = True
-            else:
-                fd = os.open(self.path, os.O_RDWR)
-        except OSError as exc:
-            raise VolumeError(f"cannot open backing file {self.path}: {exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise VolumeError(f"{self.path} is already used by another intercept") from None
-        actual = os.lseek(fd, 0, os.SEEK_END)
-        self._is_file = stat.S_ISREG(os.fstat(fd).st_mode)
-        if size is not None and actual != size:
-            os.close(fd)
-            raise VolumeError(f"{self.path} holds {actual} bytes, not the {size} asked for")
-        if actual <= 0:
-            os.close(fd)
-            raise VolumeError(f"{self.path} is empty: a volume needs a positive size")
-        self._fd, self._size = fd, actual
-        return created
-
     def _start_session(self, created: bool, policy: BaselinePolicy) -> None:
         previous = load_state(self.path)
         resumed = (
@@ -376,65 +340,31 @@ class InterceptedVolume:
             first = self._emit(
                 EventKind.SESSION_START, name=previous.session if resumed and previous else ""
             )
-            if created:
-                self._emit(EventKind.BASELINE_START)
-                self._emit(EventKind.BASELINE_END)
-        self.session_offset = self._settle([first], always_wait=True)
+            opening = [first]
+            if created:  # a new, all-zero volume: an empty baseline
+                opening.append(self._emit(EventKind.BASELINE_START))
+                opening.append(self._emit(EventKind.BASELINE_END))
+        self._settle(opening, always_wait=True)
+        self.session_offset = first.offset
+        if created:
+            self._baseline_end = opening[-1].offset
         if not created and (policy == "always" or (policy == "auto" and not resumed)):
             with self._lock:
                 self._start_baseline_locked()
 
     def _start_baseline_locked(self) -> None:
-        self._baseline_done.clear()
-        self._baseline_error = None
-        self._baseline_thread = threading.Thread(
-            target=self._run_baseline, name=f"kcdp-baseline-{self.volume}", daemon=True
+        self._baseline = BaselineCopy(
+            name=self.volume,
+            fd=self._fd,
+            size=self._size,
+            chunk=self.baseline_chunk,
+            max_event_data=self.max_event_data,
+            lock=self._lock,
+            check=self._check_usable,
+            emit=self._emit_event,
+            wait=self._publisher.wait,
         )
-        self._baseline_thread.start()
-
-    def _run_baseline(self) -> None:
-        try:
-            with self._lock:
-                self._check_usable()
-                self._emit(EventKind.BASELINE_START)
-            pos = 0
-            while pos < self._size:
-                if self._baseline_stop.is_set():
-                    raise VolumeError(f"baseline of {self.volume} interrupted by close")
-                with self._lock:
-                    self._check_usable()
-                    n = min(self.baseline_chunk, self._size - pos)
-                    chunk = os.pread(self._fd, n, pos)
-                    if len(chunk) != n:
-                        raise VolumeError(f"short read from {self.path} at {pos}")
-                    if _is_zero(chunk):
-                        start = self._pending_zero[0] if self._pending_zero else pos
-                        self._pending_zero = (start, pos + n)
-                    else:
-                        self._flush_pending_zero()
-                        for at in range(0, n, self.max_event_data):
-                            piece = chunk[at : at + self.max_event_data]
-                            self._emit(
-                                EventKind.BASELINE, offset=pos + at, length=len(piece), data=piece
-                            )
-                pos += n
-            with self._lock:
-                self._check_usable()
-                end = self._emit(EventKind.BASELINE_END)
-            self._baseline_end = self._publisher.wait(end)
-        except BaseException as exc:
-            self._baseline_error = exc
-            if not isinstance(exc, VolumeError) or not self._baseline_stop.is_set():
-                log.error("baseline of %s failed: %s", self.volume, exc)
-        finally:
-            self._baseline_done.set()
-
-    def _flush_pending_zero(self) -> None:
-        """Publish the baseline's pending run of zero chunks (caller holds the lock)."""
-        if self._pending_zero is not None:
-            start, end = self._pending_zero
-            self._pending_zero = None
-            self._emit_event(EventKind.ZERO, offset=start, length=end - start)
+        self._baseline.start()
 
     # -- capture internals (the caller holds self._lock) --------------------------------
     def _emit(
@@ -446,7 +376,8 @@ class InterceptedVolume:
         data: bytes = b"",
         name: str = "",
     ) -> Delivery:
-        self._flush_pending_zero()
+        if self._baseline is not None:
+            self._baseline.flush_pending_zero()
         return self._emit_event(kind, offset=offset, length=length, data=data, name=name)
 
     def _emit_event(
@@ -488,7 +419,7 @@ class InterceptedVolume:
         with self._lock:
             self._check_usable()
             delivery = self._emit(kind, offset=offset, length=length)
-            self._apply(lambda: _clear_range(self._fd, offset, length, punch=self._is_file))
+            self._apply(lambda: clear_range(self._fd, offset, length, punch=self._is_file))
         return self._settle([delivery])
 
     def _apply(self, action: Callable[[], None]) -> None:
@@ -529,6 +460,8 @@ class InterceptedVolume:
 
     def _check_usable(self) -> None:
         self._check_open()
+        if self._ending:
+            raise VolumeError(f"volume {self.volume} is closing")
         if self._failure is not None:
             raise DeliveryError(
                 f"volume {self.volume} stopped capturing after a failure ({self._failure}); "
@@ -550,16 +483,6 @@ class InterceptedVolume:
         )
 
     # -- control socket -----------------------------------------------------------------
-    def _start_control(self, run_dir: str | os.PathLike[str] | None) -> None:
-        self._control = ControlServer(socket_path(self.path), self._handle_control)
-        if run_dir is not None:
-            link = Path(run_dir) / f"{self.volume}.sock"
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(self._control.path.resolve())
-            self._run_link = link
-
     def _handle_control(self, line: str) -> str:
         command, _, arg = line.strip().partition(" ")
         if command == "bookmark":
@@ -572,16 +495,13 @@ class InterceptedVolume:
         if self._control is not None:
             self._control.close()
             self._control = None
-        if self._run_link is not None:
-            if self._run_link.is_symlink():
-                self._run_link.unlink()
-            self._run_link = None
 
     def _abandon(self) -> None:
         """Tear down after a failed open: the state stays unclean."""
         self._closed = True
         self._stop_control()
-        self._baseline_stop.set()
+        if self._baseline is not None:
+            self._baseline.stop()
         self._publisher.close()
         os.close(self._fd)
 
@@ -604,33 +524,3 @@ def _record(event: WriteEvent) -> dict[str, Any]:
         "crc32c": event.crc32c,
         "name": event.name,
     }
-
-
-def _is_zero(chunk: bytes) -> bool:
-    n = len(chunk)
-    if n <= len(_ZERO_BLOCK):
-        return chunk == _ZERO_BLOCK[:n]
-    return chunk.count(0) == n
-
-
-def _pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(buf):
-        done += os.pwrite(fd, buf[done:], offset + done)
-
-
-def _clear_range(fd: int, offset: int, length: int, *, punch: bool) -> None:
-    """Make ``[offset, offset+length)`` read as zeros: punch a hole, else write zeros."""
-    if punch:
-        mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-        res = _libc.fallocate(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length))
-        if res == 0:
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
-            raise OSError(err, os.strerror(err))
-    end = offset + length
-    while offset < end:
-        n = min(len(_ZERO_BLOCK), end - offset)
-        _pwrite_all(fd, memoryview(_ZERO_BLOCK)[:n], offset)
-        offset += n

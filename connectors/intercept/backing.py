@@ -1,0 +1,98 @@
+"""The backing file or block device of a volume: open, lock, size, and byte-level helpers.
+
+A missing file is created sparse at the asked size. The open takes an exclusive
+``flock`` so two intercepts never own one volume. Clearing a range punches a hole in a
+regular file (it reads back as zeros) and writes zeros elsewhere.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.errors import ConfigError, VolumeError
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_ZERO_BLOCK = bytes(1024 * 1024)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Backing:
+    """An open, exclusively locked backing: its descriptor, size and kind."""
+
+    fd: int
+    size: int
+    is_file: bool
+    created: bool
+
+    @classmethod
+    def open(cls, path: Path, size: int | None) -> Backing:
+        """Open ``path`` read-write (created sparse at ``size`` if missing) and lock it.
+
+        ``size`` None takes the existing size; otherwise it must match the existing size.
+        """
+        if size is not None and (not isinstance(size, int) or size <= 0):
+            raise ConfigError(f"volume size must be a positive number of bytes, not {size!r}")
+        created = False
+        try:
+            if not path.exists():
+                if size is None:
+                    raise VolumeError(f"{path} does not exist and no size was given")
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                os.ftruncate(fd, size)
+                created = True
+            else:
+                fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            raise VolumeError(f"cannot open backing file {path}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise VolumeError(f"{path} is already used by another intercept") from None
+        actual = os.lseek(fd, 0, os.SEEK_END)
+        is_file = stat.S_ISREG(os.fstat(fd).st_mode)
+        if size is not None and actual != size:
+            os.close(fd)
+            raise VolumeError(f"{path} holds {actual} bytes, not the {size} asked for")
+        if actual <= 0:
+            os.close(fd)
+            raise VolumeError(f"{path} is empty: a volume needs a positive size")
+        return cls(fd=fd, size=actual, is_file=is_file, created=created)
+
+
+def is_zero(chunk: bytes) -> bool:
+    n = len(chunk)
+    if n <= len(_ZERO_BLOCK):
+        return chunk == _ZERO_BLOCK[:n]
+    return chunk.count(0) == n
+
+
+def pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(buf):
+        done += os.pwrite(fd, buf[done:], offset + done)
+
+
+def clear_range(fd: int, offset: int, length: int, *, punch: bool) -> None:
+    """Make ``[offset, offset+length)`` read as zeros: punch a hole, else write zeros."""
+    if punch:
+        mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+        res = _libc.fallocate(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length))
+        if res == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise OSError(err, os.strerror(err))
+    end = offset + length
+    while offset < end:
+        n = min(len(_ZERO_BLOCK), end - offset)
+        pwrite_all(fd, memoryview(_ZERO_BLOCK)[:n], offset)
+        offset += n
