@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -91,11 +92,26 @@ def storage_url(value: str) -> str:
     )
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before starting Tansu when the port is taken: the readiness probe would
+    otherwise reach the broker already listening there and report it as ours."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise BrokerError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}", retriable=False
+            ) from None
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
     if args.partitions < 1:
         raise UsageError(f"--partitions must be at least 1, got {args.partitions}")
+    if args.port:
+        _check_port_free(args.host, args.port)
     broker = EmbeddedBroker(
         port=args.port,
         host=args.host,
