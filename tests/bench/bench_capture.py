@@ -29,6 +29,7 @@ from connectors.intercept import InterceptedVolume
 from connectors.intercept.nbd import NbdExport
 from connectors.kafka import ensure_topics, producer_config
 from infra.broker import EmbeddedBroker
+from tests.bench.common import Figure
 
 MiB = 1024 * 1024
 PLAIN_PLUGIN = Path(__file__).with_name("plain_nbd_plugin.py")
@@ -144,12 +145,8 @@ def capture_nbd(bootstrap: str, tmp: Path, src: Path, tool: str, mode: str) -> f
     return seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--mib", type=int, default=64, help="MiB per API case (64)")
-    parser.add_argument("--nbd-mib", type=int, default=64, help="MiB per NBD case (64)")
-    parser.add_argument("--qd1-mib", type=int, default=8, help="MiB for 4 KiB qd1 (8)")
-    args = parser.parse_args()
+def measure(mib: int, nbd_mib: int, qd1_mib: int) -> list[tuple[str, str, float, float, float]]:
+    """Rows (case, baseline, MiB/s, baseline MiB/s, ratio) of every case."""
     logging.basicConfig(level=logging.ERROR)
     for tool in ("nbdkit", "nbdcopy", "qemu-img"):
         if shutil.which(tool) is None:
@@ -158,29 +155,46 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kcdp-bench-") as tmpdir, EmbeddedBroker() as broker:
         tmp, bootstrap = Path(tmpdir), broker.bootstrap_servers
         for size in (4096, 64 * 1024):
-            total = args.mib * MiB if size > 4096 else args.mib * MiB // 4
+            total = mib * MiB if size > 4096 else mib * MiB // 4
             for mode, wait_each in (("async", False), ("sync", True)):
                 base = raw_producer(bootstrap, total, size, wait_each=wait_each)
                 got = api(bootstrap, tmp, total, size, mode)
                 label = f"API {mode}, {size // 1024} KiB writes"
                 raw = "raw producer" + (", ack each" if wait_each else "")
                 rows.append((label, raw, total / MiB / got, total / MiB / base, base / got))
-        for tool, mib in (
-            ("nbdcopy-4k-qd1", args.qd1_mib),
-            ("nbdcopy-1m", args.nbd_mib),
-            ("qemu-img", args.nbd_mib),
+        for tool, n in (
+            ("nbdcopy-4k-qd1", qd1_mib),
+            ("nbdcopy-1m", nbd_mib),
+            ("qemu-img", nbd_mib),
         ):
             src = tmp / f"src-{tool}.raw"
             with open(src, "wb") as f:
-                for _ in range(mib):
+                for _ in range(n):
                     f.write(os.urandom(MiB))
             base = plain_nbd(tmp, src, tool)
             for mode in ("sync", "async"):
                 got = capture_nbd(bootstrap, tmp, src, tool, mode)
-                rows.append(
-                    (f"NBD {mode}, {tool}", "plain plugin", mib / got, mib / base, base / got)
-                )
+                rows.append((f"NBD {mode}, {tool}", "plain plugin", n / got, n / base, base / got))
             src.unlink()
+    return rows
+
+
+def figures(quick: bool = False) -> list[Figure]:
+    """Every case as a ratio to its baseline (the harness API); ``quick``: 8 MiB cases."""
+    rows = measure(8, 8, 2) if quick else measure(64, 64, 8)
+    return [
+        Figure("capture", f"{case} ÷ {against}", ratio, detail=f"{mbps:.1f} vs {base:.1f} MiB/s")
+        for case, against, mbps, base, ratio in rows
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--mib", type=int, default=64, help="MiB per API case (64)")
+    parser.add_argument("--nbd-mib", type=int, default=64, help="MiB per NBD case (64)")
+    parser.add_argument("--qd1-mib", type=int, default=8, help="MiB for 4 KiB qd1 (8)")
+    args = parser.parse_args()
+    rows = measure(args.mib, args.nbd_mib, args.qd1_mib)
     print("| case | baseline | MiB/s | baseline MiB/s | ratio |")
     print("|---|---|---:|---:|---:|")
     for case, against, mbps, base_mbps, ratio in rows:

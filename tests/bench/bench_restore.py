@@ -41,6 +41,7 @@ from streams.image import Image
 from streams.increment import write_increment
 from streams.manifest import Manifest, ObjectRef
 from streams.writelog import LogRecord, write_log
+from tests.bench.common import Figure
 
 MiB = 1 << 20
 VOLUME = "bench"
@@ -206,7 +207,7 @@ def _drop(path: Path) -> None:
         path.unlink()
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> list[Figure]:
     if not shutil.which("restic"):
         raise SystemExit("restic is not installed (apt-get install restic)")
     root = Path(tempfile.mkdtemp(prefix="kcdp-bench-restore-", dir=args.dir))
@@ -258,12 +259,21 @@ def run(args: argparse.Namespace) -> None:
         print(f"{'random / latest (goal <= 1.5)':<48} {mean / latest_s:8.2f}")
         print(f"{'random / restic (goal <= 1.0)':<48} {mean / restic_s:8.2f}")
         print(f"{'latest / restic':<48} {latest_s / restic_s:8.2f}")
+        detail = f"{mean:.2f} s random, {latest_s:.2f} s latest, {restic_s:.2f} s restic"
+        return [
+            Figure("restore", "restore at random offsets ÷ restore latest", mean / latest_s,
+                   goal=("<=", 1.5), detail=detail),
+            Figure("restore", "restore at random offsets ÷ restic restore", mean / restic_s,
+                   goal=("<=", 1.0), detail=detail),
+            Figure("restore", "restore latest ÷ restic restore", latest_s / restic_s,
+                   detail=detail),
+        ]  # fmt: skip
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size-mib", type=int, default=1024, help="volume size (default 1024)")
     p.add_argument("--baseline-mib", type=int, default=256, help="random baseline data")
@@ -274,7 +284,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dir", default=None, help="scratch directory (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    run(p.parse_args())
+    return p
+
+
+def figures(quick: bool = False) -> list[Figure]:
+    """The ratios of :func:`run` with default sizes (``quick``: a 64 MiB volume)."""
+    quick_args = ["--size-mib", "64", "--baseline-mib", "16", "--windows", "40"]
+    return run(parser().parse_args(quick_args if quick else []))
+
+
+def main() -> None:
+    run(parser().parse_args())
 
 
 if __name__ == "__main__":
