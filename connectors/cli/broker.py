@@ -54,7 +54,8 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         "--storage",
         default="memory",
         help="'memory' (default, lost on stop) or a Tansu storage URL such as s3://BUCKET/ "
-        "(survives restarts; endpoint and keys from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...)",
+        "(survives restarts; Tansu reads AWS_ENDPOINT, AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, and AWS_ALLOW_HTTP=true for http)",
     )
     p.add_argument(
         "--create-topics",
