@@ -73,8 +73,13 @@ class BrokerCommand:
         return self.proc.stderr.read()
 
     def kill(self) -> None:
+        """Stop the command (SIGTERM, then SIGKILL) and reap it; idempotent."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
         self.proc.wait(10)
 
 
@@ -92,7 +97,9 @@ def cli_broker() -> Iterator[BrokerCommand]:
     try:
         yield b
     finally:
+        children = b.tansu_children()
         b.kill()
+        assert not [pid for pid in children if _alive(pid)], "tansu outlived kcdp broker"
 
 
 def test_prints_bootstrap_and_creates_topics(cli_broker: BrokerCommand) -> None:
