@@ -26,8 +26,8 @@ Definitions (also in README "Status and metrics"):
 * **worker health**: the worker group's committed offset of the volume's partition
   against the partition's high watermark (``uncommitted`` records), and the number of
   group members when the broker answers ``describe_consumer_groups``; the state is
-  ``running`` (members > 0), ``stopped`` (the broker says the group has no member) or
-  ``unknown`` (the broker cannot tell).
+  ``running`` (members > 0), ``stopped`` (the group is empty or dead) or ``unknown`` (the
+  broker cannot tell, or calls the group active yet lists no member, as Tansu 0.6 does).
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ class StatusReader:
             dlq = self._dead_letters(consumer)
         finally:
             consumer.close()
-        members = self._members()
+        members, state = self._group()
         now = self.clock()
         out = []
         for v in vols:
@@ -248,7 +248,7 @@ class StatusReader:
                 high_watermark=high,
                 uncommitted=None if done is None else max(0, high - done),
                 members=members,
-                state="unknown" if members is None else ("running" if members else "stopped"),
+                state=state,
             )
             out.append(self._status(v, health, dlq.get(v.name, 0), now))
         return out
@@ -457,8 +457,10 @@ class StatusReader:
                 counts[volume] = counts.get(volume, 0) + 1
         return counts
 
-    def _members(self) -> int | None:
-        """Members of the worker group, or None when the broker cannot tell."""
+    def _group(self) -> tuple[int | None, str]:
+        """(members, state) of the worker group; (None, "unknown") when the broker cannot
+        tell — also when it calls the group active but lists no member (Tansu does)."""
+        from confluent_kafka import ConsumerGroupState
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.conf["bootstrap.servers"]})
@@ -467,5 +469,10 @@ class StatusReader:
             desc = futures[self.group_id].result(timeout=self.timeout)
         except Exception as exc:  # unsupported by the broker, or it failed: say unknown
             log.info("describe_consumer_groups(%s) failed: %s", self.group_id, exc)
-            return None
-        return len(desc.members)
+            return None, "unknown"
+        members = len(desc.members)
+        if members:
+            return members, "running"
+        if desc.state in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD):
+            return 0, "stopped"
+        return None, "unknown"
