@@ -21,6 +21,7 @@ reached, so the caller can fall back to the write log.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,10 +111,15 @@ class KafkaReplay:
 
         last_seq: dict[str, int] = {}
         current: tuple[str, int] | None = None
+        idle_since = time.monotonic()
         while True:
-            msgs = consumer.consume(num_messages=1000, timeout=self.timeout)
+            # consume() waits for the whole batch or the timeout: keep the wait short
+            msgs = consumer.consume(num_messages=500, timeout=0.1)
             if not msgs:
-                raise BrokerError(f"no record from {self.topic}/{self.partition} in time")
+                if time.monotonic() - idle_since > self.timeout:
+                    raise BrokerError(f"no record from {self.topic}/{self.partition} in time")
+                continue
+            idle_since = time.monotonic()
             for msg in msgs:
                 err = msg.error()
                 if err is not None:

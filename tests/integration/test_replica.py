@@ -223,3 +223,22 @@ def test_points_after_the_newest_window_come_from_kafka(
         assert out.read_bytes() == history.image_at("va", point)
     with pytest.raises(NotRestorableError, match="cannot be read from Kafka"):
         restore_point(store, catalog, len(history.events) + 50, out, kafka=kafka, progress=False)
+
+
+def test_replica_until_an_offset_not_yet_produced_fails_clearly(
+    bootstrap: str, produced: str, history: History, tmp_path: Path
+) -> None:
+    out = tmp_path / "short.img"
+    replica = Replica(
+        volume="vb",
+        output=out,
+        partition=partition_for("grp-7", PARTITIONS),
+        kafka_conf={"bootstrap.servers": bootstrap},
+        topic=produced,
+    )
+    end = len(history.events) - 1
+    with pytest.raises(NotRestorableError, match=f"offset {end + 10} is not in"):
+        replica.run(until_offset=end + 10)
+    state = load_state(out)
+    assert state is not None and state.applied_offset == end
+    assert out.read_bytes() == history.image_at("vb", end)
