@@ -172,9 +172,15 @@ def _kafka(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> Ka
         kafka_conf=settings.kafka_config(),
         topic=m.topic,
         partition=m.partition,
+        codec=_codec(settings, m.topic),
         timeout=3.0 if args.replay_from == "auto" else 15.0,
         quiet=args.replay_from == "auto",
     )
+
+
+def _codec(settings: Settings, topic: str) -> AvroCodec:
+    """The event codec: single-object Avro, or the Confluent format with a registry."""
+    return AvroCodec(registry_url=settings.schema_registry or None, subject=f"{topic}-value")
 
 
 def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
@@ -296,9 +302,7 @@ def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
     partition = args.partition
     if partition is None:
         partition = group_partition(conf, settings.topic, group)
-    codec = AvroCodec(
-        registry_url=settings.schema_registry or None, subject=f"{settings.topic}-value"
-    )
+    codec = _codec(settings, settings.topic)
     replica = Replica(
         volume=volume,
         output=args.output,
