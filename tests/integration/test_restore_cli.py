@@ -189,6 +189,8 @@ def test_bad_requests_get_clear_errors(
     assert code == 2 and "RFC 3339" in err
     code, _, err = _run(capsys, "restore", "nope", "--store", s3_url, "--latest", "-o", out)
     assert code == 8 and "no windows" in err
+    code, _, err = _run(capsys, "verify", "nope", "--store", s3_url)
+    assert code == 8 and "has nothing" in err
     assert not Path(out).exists()
     base = ("restore", "va", "--store", s3_url, "--latest", "--replay-from", "log")
     code, _, err = _run(capsys, *base, "-o", str(tmp_path))
