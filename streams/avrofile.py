@@ -1,12 +1,14 @@
 """Avro object container files shared by increments and write logs (docs/FORMAT.md).
 
-Files use codec ``zstandard`` and carry ``kcdp.*`` header metadata. Besides the keys of
-FORMAT.md, ``kcdp.count`` holds the number of records so a file cut at a block boundary
+Files use codec ``zstandard`` and carry ``kcdp.*`` header metadata; the sync marker is
+derived from that metadata so a file is a pure function of its content (idempotent
+uploads). ``kcdp.count`` holds the number of records so a file cut at a block boundary
 (which the container format alone cannot notice) is detected as truncated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
@@ -25,8 +27,20 @@ def write_container(
     """Write ``records`` as one container file with ``meta`` plus ``kcdp.count``."""
     metadata = {**meta, "kcdp.count": str(len(records))}
     fastavro.writer(
-        fh, schema, records, codec=CODEC, metadata=metadata, sync_interval=SYNC_INTERVAL
+        fh,
+        schema,
+        records,
+        codec=CODEC,
+        metadata=metadata,
+        sync_interval=SYNC_INTERVAL,
+        sync_marker=sync_marker(metadata),
     )
+
+
+def sync_marker(meta: Mapping[str, str]) -> bytes:
+    """A sync marker derived from the header metadata, so equal inputs give equal bytes."""
+    text = "\n".join(f"{k}={meta[k]}" for k in sorted(meta))
+    return hashlib.sha256(text.encode()).digest()[:16]
 
 
 def read_container(

@@ -125,6 +125,7 @@ def write_checkpoint(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     previous: Checkpoint | None = None,
     dirty: Iterable[tuple[int, int]] | None = None,
+    created_us: int | None = None,
 ) -> Checkpoint:
     """Store a checkpoint of ``image`` (the volume after point ``offset``) and return it.
 
@@ -177,7 +178,7 @@ def write_checkpoint(
         image_sha256=_image_digest(
             (c, min((i + 1) * chunk_size, size) - i * chunk_size) for i, c in enumerate(chunks)
         ),
-        created_us=time.time_ns() // 1000,
+        created_us=time.time_ns() // 1000 if created_us is None else created_us,
     )
     store.put(cp.key, cp.to_json())
     return cp

@@ -1,0 +1,59 @@
+"""Turn a window's change events into its forward and backward extents (pure).
+
+The union of the events' ranges is read once from the image (the bytes before the
+window: the backward increment); the forward increment is those bytes with every event
+overlaid in order. Pieces are split at 1 MiB; a piece whose bytes are all zero becomes a
+zero extent in either direction. Nothing is written to the image here.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+
+from schemas.events import DATA_KINDS, WriteEvent
+from streams.extents import MAX_EXTENT, Extent, split_ranges, union_ranges
+
+_ZEROS = bytes(MAX_EXTENT)
+
+
+def _extents(
+    pieces: Sequence[tuple[int, int]],
+    ranges: Sequence[tuple[int, int]],
+    bufs: Sequence[bytes | bytearray],
+) -> list[Extent]:
+    out: list[Extent] = []
+    ri = 0
+    for start, end in pieces:
+        while ranges[ri][1] < end:
+            ri += 1
+        base = ranges[ri][0]
+        chunk = bytes(memoryview(bufs[ri])[start - base : end - base])
+        zero = not chunk[0] and chunk == _ZEROS[: end - start]
+        out.append(Extent(start, end - start, None if zero else chunk))
+    return out
+
+
+def assemble(
+    changes: Sequence[WriteEvent], read: Callable[[int, int], bytes]
+) -> tuple[list[Extent], list[Extent], list[tuple[int, int]]]:
+    """``(forward, backward, ranges)`` for change events in offset order.
+
+    ``read(offset, length)`` returns the image bytes before the window; ``ranges`` is the
+    union of the events' ranges (sorted, merged).
+    """
+    ranges = union_ranges((e.offset, e.offset + e.length) for e in changes)
+    if not ranges:
+        return [], [], []
+    before = [read(s, e - s) for s, e in ranges]
+    after = [bytearray(b) for b in before]
+    starts = [s for s, _ in ranges]
+    for ev in changes:
+        ri = bisect.bisect_right(starts, ev.offset) - 1
+        pos = ev.offset - starts[ri]
+        if ev.kind in DATA_KINDS:
+            after[ri][pos : pos + ev.length] = ev.data
+        else:
+            after[ri][pos : pos + ev.length] = bytes(ev.length)
+    pieces = split_ranges(ranges)
+    return _extents(pieces, ranges, after), _extents(pieces, ranges, before), ranges

@@ -1,0 +1,381 @@
+"""One volume's increment builder: window membership, objects, manifest, replica image.
+
+:class:`VolumeBuilder` is Faust-free. The partition processor (:mod:`streams.builder`)
+hands it events in offset order; it keeps the open window in memory (bounded by the
+policy's ``max_bytes``) and on close writes, in this order (docs/FORMAT.md "Ordering
+invariants"): forward increment, backward increment, write log, manifest; then calls
+``on_window`` (the announcement), applies the forward increment to the local image, syncs
+it and records the applied offset in ``<image>.kcdp-replica.json``. Every
+``checkpoint_windows`` windows or ``checkpoint_bytes`` written bytes it uploads a
+checkpoint of the image (only changed chunks).
+
+Resume (:meth:`VolumeBuilder.resume`) trusts the store: the last manifest gives the
+durable offset, session, sequence and consistency; the image is brought to that manifest
+by replaying forward increments after the replica state's applied offset, or rebuilt from
+the newest checkpoint plus forward increments when the state is missing or unknown.
+Re-applying a forward increment over a partly applied one gives the same image, so a crash
+between applying and recording the state is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from connectors.errors import GapError, IntegrityError
+from connectors.store.base import ObjectStore
+from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
+from streams import keys
+from streams.assemble import assemble
+from streams.checkpoint import (
+    DEFAULT_CHUNK_SIZE,
+    Checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    materialize_checkpoint,
+    write_checkpoint,
+)
+from streams.extents import union_ranges
+from streams.image import Image
+from streams.increment import read_increment, write_increment
+from streams.manifest import (
+    Bookmark,
+    Manifest,
+    ObjectRef,
+    get_verified,
+    list_window_keys,
+    load_manifest,
+)
+from streams.window import WindowCutter, WindowPolicy
+from streams.writelog import LogRecord, read_log, write_log
+
+log = logging.getLogger("kcdp.volume")
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOptions:
+    """Settings shared by the builders of one worker.
+
+    ``checkpoint_windows`` (default 64) and ``checkpoint_bytes`` (default 1 GiB of written
+    data): a checkpoint is taken after the window that reaches either since the last one;
+    0 disables that trigger. ``chunk_size``: checkpoint chunk size (4 MiB).
+    """
+
+    topic: str
+    partition: int
+    workdir: Path
+    policy: WindowPolicy
+    checkpoint_windows: int = 64
+    checkpoint_bytes: int = 1 << 30
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    clock: Callable[[], int] = now_us
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a synced temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class VolumeBuilder:
+    """Builds the windows of one volume of one partition."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        options: BuildOptions,
+        *,
+        volume: str,
+        group: str,
+        volume_size: int,
+        on_window: Callable[[Manifest], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.opt = options
+        self.volume = keys.check_name(volume)
+        self.group = group
+        self.size = volume_size
+        self.on_window = on_window
+        self.cutter = WindowCutter(options.policy)
+        options.workdir.mkdir(parents=True, exist_ok=True)
+        self.image_path = options.workdir / f"{volume}.img"
+        self.state_path = options.workdir / f"{volume}.img.kcdp-replica.json"
+        self.image: Image | None = None
+        # history
+        self.durable_offset = -1  # last offset of the last manifest
+        self.previous: tuple[int, int] | None = None
+        self.session = ""
+        self.next_seq: int | None = None  # None: no session seen yet
+        self.ended_session: str | None = None  # session that ended with SESSION_END
+        self.consistent = False
+        self.resync = False  # after a retention gap: accept the next sequence as it comes
+        self.last_offset_seen = -1
+        # checkpoints
+        self.checkpoint: Checkpoint | None = None
+        self.windows_since_cp = 0
+        self.bytes_since_cp = 0
+        self.dirty: list[tuple[int, int]] = []
+        self._reset_window()
+
+    # -- window membership ---------------------------------------------------------------
+    def _reset_window(self) -> None:
+        self.members: list[tuple[int, WriteEvent]] = []
+        self.win_first: int | None = None
+        self.win_last = -1
+        self.win_first_seq: int | None = None
+        self.win_last_seq = -1
+        self.win_session = self.session
+        self.restorable_from: int | None = None
+        self.bookmarks: list[Bookmark] = []
+
+    @property
+    def open(self) -> bool:
+        return self.win_first is not None
+
+    def _member(self, offset: int, event: WriteEvent) -> None:
+        if self.win_first is None:
+            self.win_first = offset
+            self.win_first_seq = event.sequence
+        self.win_last = offset
+        self.win_last_seq = event.sequence
+        self.win_session = event.session
+        self.last_offset_seen = offset
+        if self.consistent and self.restorable_from is None:
+            self.restorable_from = offset
+
+    def add(self, offset: int, event: WriteEvent, t_us: int) -> str | None:
+        """Add a valid event (clamped time ``t_us``); return a close reason or None."""
+        if event.kind is EventKind.BASELINE_END:
+            self.consistent = True
+        elif event.kind is EventKind.SESSION_END:
+            self.ended_session = event.session
+        elif event.kind is EventKind.BOOKMARK:
+            self.bookmarks.append(Bookmark(event.name, offset, t_us))
+        self.members.append((offset, event))
+        self._member(offset, event)
+        data = event.length if event.kind in DATA_KINDS else 0
+        changed = event.length if event.kind in CHANGE_KINDS else 0
+        return self.cutter.add(t_us, data, changed)
+
+    def add_rejected(self, offset: int, event: WriteEvent) -> None:
+        """Count a dead-lettered event of the current session as seen (window member)."""
+        self.cutter.touch(self.cutter.max_time_us)
+        self._member(offset, event)
+
+    # -- closing -------------------------------------------------------------------------
+    def close_window(self, reason: str) -> Manifest | None:
+        """Store the open window (objects, then manifest), update the image; None if none."""
+        if self.win_first is None:
+            return None
+        first, last = self.win_first, self.win_last
+        if self.image is None:
+            self.image = Image(self.image_path, self.size)
+        changes = [e for _, e in self.members if e.kind in CHANGE_KINDS]
+        forward, backward, ranges = assemble(changes, self.image.pread)
+        v = self.volume
+        fbuf, bbuf, lbuf = io.BytesIO(), io.BytesIO(), io.BytesIO()
+        finfo = write_increment(
+            fbuf, forward, direction="forward", volume=v, first_offset=first, last_offset=last
+        )
+        binfo = write_increment(
+            bbuf, backward, direction="backward", volume=v, first_offset=first, last_offset=last
+        )
+        nrec = write_log(
+            lbuf,
+            (LogRecord.from_event(e, o) for o, e in self.members),
+            volume=v,
+            first_offset=first,
+            last_offset=last,
+        )
+        refs = []
+        for part, buf, counts in (
+            ("fwd", fbuf, {"extents": finfo.extents, "logical_bytes": finfo.logical_bytes}),
+            ("bwd", bbuf, {"extents": binfo.extents, "logical_bytes": binfo.logical_bytes}),
+            ("log", lbuf, {"records": nrec}),
+        ):
+            key = keys.data_key(v, first, last, part)
+            blob = buf.getvalue()
+            self.store.put(key, blob)
+            refs.append(ObjectRef.of(key, blob, **counts))
+        events = [e for _, e in self.members]
+        data_bytes = sum(e.length for e in events if e.kind in DATA_KINDS)
+        c = self.cutter
+        manifest = Manifest(
+            volume=v,
+            group=self.group,
+            topic=self.opt.topic,
+            partition=self.opt.partition,
+            volume_size=self.size,
+            first_offset=first,
+            last_offset=last,
+            first_time_us=c.first_time_us,
+            last_time_us=c.last_time_us,
+            session=self.win_session,
+            first_sequence=self.win_first_seq if self.win_first_seq is not None else -1,
+            last_sequence=self.win_last_seq,
+            events=len(events),
+            bytes_written=data_bytes,
+            policy=self.opt.policy.to_dict(),
+            period_us=c.period_us,
+            close_reason=reason,
+            previous=self.previous,
+            restorable_from=self.restorable_from,
+            consistent=self.consistent,
+            bookmarks=tuple(self.bookmarks),
+            ranges_sha256=finfo.ranges_sha256,
+            forward=refs[0],
+            backward=refs[1],
+            writelog=refs[2],
+            created_us=self.opt.clock(),
+        )
+        self.store.put(manifest.key, manifest.to_json())
+        if self.on_window is not None:
+            self.on_window(manifest)
+        self.image.apply(forward)
+        self.image.sync()
+        self._write_state(last)
+        self.durable_offset = last
+        self.previous = (first, last)
+        self.cutter.closed()
+        self._reset_window()
+        self.windows_since_cp += 1
+        self.bytes_since_cp += data_bytes
+        self.dirty = union_ranges([*self.dirty, *ranges])
+        self._maybe_checkpoint(last)
+        return manifest
+
+    def _maybe_checkpoint(self, offset: int) -> None:
+        o = self.opt
+        if not (
+            (o.checkpoint_windows and self.windows_since_cp >= o.checkpoint_windows)
+            or (o.checkpoint_bytes and self.bytes_since_cp >= o.checkpoint_bytes)
+        ):
+            return
+        assert self.image is not None
+        self.checkpoint = write_checkpoint(
+            self.store,
+            self.image,
+            volume=self.volume,
+            offset=offset,
+            chunk_size=o.chunk_size,
+            previous=self.checkpoint,
+            dirty=self.dirty if self.checkpoint is not None else None,
+            created_us=o.clock(),
+        )
+        self.windows_since_cp = 0
+        self.bytes_since_cp = 0
+        self.dirty = []
+
+    def _write_state(self, applied: int) -> None:
+        state = {
+            "format": "kcdp-replica",
+            "version": 1,
+            "volume": self.volume,
+            "topic": self.opt.topic,
+            "partition": self.opt.partition,
+            "applied_offset": applied,
+            "session": self.session,
+            "sequence": (self.next_seq or 0) - 1,
+        }
+        write_atomic(self.state_path, orjson.dumps(state))
+
+    def _read_state(self) -> int | None:
+        try:
+            state = orjson.loads(self.state_path.read_bytes())
+            if state.get("format") == "kcdp-replica" and state.get("volume") == self.volume:
+                return int(state["applied_offset"])
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            pass
+        return None
+
+    # -- resume --------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Load the volume's history from the store and bring the image up to it.
+
+        Returns False (and starts a fresh image) when the store holds no window yet."""
+        windows = list_window_keys(self.store, self.volume)
+        if not windows:
+            self._fresh_image()
+            return False
+        last = load_manifest(self.store, windows[-1][2])
+        self.size = last.volume_size
+        self.group = last.group
+        self.durable_offset = last.last_offset
+        self.last_offset_seen = last.last_offset
+        self.previous = (last.first_offset, last.last_offset)
+        self.session = self.win_session = last.session
+        self.next_seq = last.last_sequence + 1
+        self.consistent = last.consistent
+        records = list(read_log(get_verified(self.store, last.writelog), name=last.writelog.key))
+        if records and records[-1].kind is EventKind.SESSION_END:
+            self.ended_session = last.session
+        self.cutter.resume(
+            last_time_us=last.last_time_us,
+            period_us=last.period_us,
+            dur_us=last.last_time_us - last.first_time_us,
+            data_bytes=last.bytes_written,
+        )
+        cps = [o for o in list_checkpoints(self.store, self.volume) if o <= last.last_offset]
+        if cps:
+            self.checkpoint = load_checkpoint(self.store, self.volume, cps[-1])
+        self.windows_since_cp = sum(1 for w in windows if w[1] > (cps[-1] if cps else -1))
+        self._catch_up(windows)
+        return True
+
+    def _fresh_image(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.state_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            os.truncate(self.image_path, 0)
+        self.image = Image(self.image_path, self.size)
+
+    def _catch_up(self, windows: list[tuple[int, int, str]]) -> None:
+        applied = self._read_state()
+        lasts = [w[1] for w in windows]
+        if applied is not None and (applied == -1 or applied in lasts) and self.image_path.exists():
+            start = applied
+            self.image = Image(self.image_path, self.size)
+        else:
+            log.info("volume %s: rebuilding the replica image from the store", self.volume)
+            self._fresh_image()
+            start = -1
+            if self.checkpoint is not None:
+                assert self.image is not None
+                materialize_checkpoint(self.store, self.checkpoint, self.image)
+                start = self.checkpoint.offset
+        assert self.image is not None
+        prev_last = start
+        todo = [w for w in windows if w[1] > start]
+        for _first, last, key in todo:
+            m = load_manifest(self.store, key)
+            if prev_last >= 0 and (m.previous is None or m.previous[1] != prev_last):
+                raise GapError(
+                    f"volume {self.volume}: manifest {key} does not follow window ending at "
+                    f"{prev_last}: the chain is broken"
+                )
+            data = get_verified(self.store, m.forward)
+            extents = list(read_increment(data, expect_direction="forward", name=m.forward.key))
+            if m.volume_size != self.size:
+                raise IntegrityError(f"{key}: volume size differs from the last manifest's")
+            self.image.apply(extents)
+            self.dirty = union_ranges([*self.dirty, *((e.offset, e.end) for e in extents)])
+            prev_last = last
+        if todo or applied != self.durable_offset:
+            self.image.sync()
+            self._write_state(self.durable_offset)
+
+    def close(self) -> None:
+        if self.image is not None:
+            self.image.close()
+            self.image = None
