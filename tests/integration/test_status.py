@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +24,16 @@ from connectors.status import StatusReader, list_volumes
 from connectors.store import MemoryStore, open_store
 from connectors.store.base import ObjectStore
 from schemas.codec import AvroCodec
-from schemas.events import EventKind, WriteEvent, crc32c
 from streams import keys
 from streams.builder import PartitionProcessor
 from streams.gaps import Gap
 from streams.volume import BuildOptions
 from streams.window import WindowPolicy
+from tests.status_support import Topic, Writer
 
 T0 = 1_795_571_270_000_000
 SIZE = 1 << 20
 PARTITIONS = 2
-
-
-@dataclass
-class Topic:
-    bootstrap: str
-    name: str
-    dlq: str
-
-    def conf(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap}
 
 
 @pytest.fixture
@@ -52,54 +41,6 @@ def topic(bootstrap: str) -> Topic:
     t = Topic(bootstrap, f"status-{uuid.uuid4().hex[:8]}", f"status-dlq-{uuid.uuid4().hex[:8]}")
     ensure_topics(t.conf(), {t.name: PARTITIONS, t.dlq: 1})
     return t
-
-
-class Writer:
-    """Produces one volume's events (consistent new volume, then writes) to a topic."""
-
-    def __init__(self, topic: Topic, volume: str) -> None:
-        self.topic, self.volume = topic, volume
-        self.codec = AvroCodec()
-        self.seq = 0
-        self.t_us = T0
-        self.producer = Producer(producer_config(topic.conf()))
-        self.offsets: list[int] = []
-
-    def event(self, kind: EventKind, offset: int = 0, data: bytes = b"") -> int:
-        self.t_us += 10_000
-        ev = WriteEvent(
-            group=self.volume,
-            volume=self.volume,
-            sequence=self.seq,
-            kind=kind,
-            timestamp_us=self.t_us,
-            offset=offset,
-            length=len(data),
-            data=data,
-            volume_size=SIZE,
-            crc32c=crc32c(data),
-            session="s" * 32,
-        )
-        self.seq += 1
-        got: list[int | None] = []
-        self.producer.produce(
-            self.topic.name,
-            key=self.volume.encode(),
-            value=self.codec.encode(ev.to_record()),
-            on_delivery=lambda err, msg: got.append(-1 if err else msg.offset()),
-        )
-        self.producer.flush(10)
-        at = got[0] if got else None
-        assert at is not None and at >= 0
-        self.offsets.append(at)
-        return at
-
-    def start(self) -> None:
-        for kind in (EventKind.SESSION_START, EventKind.BASELINE_START, EventKind.BASELINE_END):
-            self.event(kind)
-
-    def write(self, offset: int, data: bytes) -> int:
-        return self.event(EventKind.WRITE, offset, data)
 
 
 def read_partition(topic: Topic, partition: int, upto: int) -> list[tuple[Any, Any, Any]]:
@@ -161,7 +102,7 @@ def history(topic: Topic, tmp_path: Path) -> Iterator[tuple[MemoryStore, Writer]
     """Volume ``db``: 3 start markers + 6 writes produced; windows built through offset of
     the 4th write; a gap record and a dead letter for ``db``."""
     store = MemoryStore()
-    w = Writer(topic, "db")
+    w = Writer(topic, "db", size=SIZE, t0_us=T0)
     w.start()
     for i in range(6):
         w.write(i * 4096, bytes([i + 1]) * (1000 + i))
@@ -216,7 +157,7 @@ def test_status_reports_durable_lag_rpo_points_and_dlq(
 
 def test_rpo_is_zero_when_everything_is_durable(topic: Topic, tmp_path: Path) -> None:
     store = MemoryStore()
-    w = Writer(topic, "calm")
+    w = Writer(topic, "calm", size=SIZE, t0_us=T0)
     w.start()
     w.write(0, b"x" * 512)
     build_windows(store, topic, partition_for("calm", PARTITIONS), w.offsets[-1], tmp_path)
@@ -233,7 +174,7 @@ def test_bounded_scan_reads_back_for_the_last_capture(
     store, w = history
     part = partition_for("db", PARTITIONS)
     other = next(n for n in (f"o{i}" for i in range(200)) if partition_for(n, PARTITIONS) == part)
-    ow = Writer(topic, other)
+    ow = Writer(topic, other, size=SIZE, t0_us=T0)
     ow.start()
     w.write(0, b"z" * 10)
     ow.write(0, b"y" * 10)
@@ -272,7 +213,7 @@ def test_cli_status_json_and_table(
     topic: Topic, s3_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = open_store(s3_url)
-    w = Writer(topic, "web")
+    w = Writer(topic, "web", size=SIZE, t0_us=T0)
     w.start()
     w.write(0, b"a" * 4096)
     w.write(8192, b"b" * 100)
