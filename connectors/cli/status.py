@@ -21,8 +21,9 @@ from connectors.status import DEFAULT_BATCH, DEFAULT_MAX_SCAN, StatusReader, Vol
 from connectors.store import open_store
 from schemas.codec import AvroCodec
 
-#: The worker's consumer group when ``--group-id`` is not given (the Faust app id).
-DEFAULT_GROUP_ID = "kcdp-worker"
+#: The worker's consumer group when ``--group-id`` is not given: the Faust app id, the
+#: default of ``streams.app.WorkerOptions.group_id`` (not imported: it pulls in Faust).
+DEFAULT_GROUP_ID = "kcdp-increments"
 
 
 def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:

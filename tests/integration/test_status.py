@@ -227,7 +227,7 @@ def test_cli_status_json_and_table(
     assert doc["last_durable_offset"] == w.offsets[3]
     assert doc["lag_events"] == 1 and doc["lag_bytes"] == 100
     assert doc["rpo_seconds"] > 0
-    assert doc["worker"]["group_id"] == "kcdp-worker"
+    assert doc["worker"]["group_id"] == "kcdp-increments"
     assert kcdp(["status", "web", *common]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["VOLUME", "PART", "CAPTURED", "DURABLE"]
