@@ -20,7 +20,7 @@ from connectors.errors import KcdpError
 from connectors.logs import setup_logging
 
 #: modules of this package that register commands, in help order.
-COMMANDS: list[str] = ["broker", "check", "capture", "restore", "demo", "status"]
+COMMANDS: list[str] = ["broker", "check", "capture", "restore", "demo", "status", "worker"]
 
 log = logging.getLogger("kcdp")
 

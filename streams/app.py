@@ -1,0 +1,374 @@
+"""The Faust app of the increments worker, built by :func:`create_app` (no module global).
+
+Design (docs/FORMAT.md "Ordering invariants"):
+
+* One agent over ``kcdp.writes`` with raw key/value serializers, batched with
+  ``stream.take_events``. Values are decoded by the pure
+  :class:`~streams.builder.PartitionProcessor`, so an undecodable record becomes a dead
+  letter instead of crashing Faust. Blocking work (decoding, object uploads, image I/O)
+  runs in one worker thread, which also serializes it against partition assignment.
+* **Commits are explicit.** The topic is declared with ``acks=False``: Faust then never
+  records acknowledgements for it and so never commits its offsets on its own (neither
+  on its commit interval nor on rebalance); the ``exactly_once`` guarantee is not used.
+  After each batch the agent publishes dead letters and window announcements, flushes
+  the producer (acknowledged by Kafka), and commits the processor's
+  :attr:`~streams.builder.PartitionProcessor.commit_offset` — the first offset of the
+  oldest open window, else the next offset — through the Faust consumer's ``_commit``
+  (the aiokafka consumer's commit, restricted to assigned partitions). Faust offers no
+  public call to commit an arbitrary offset; this is the narrowest one that does.
+* **Assignment.** On ``on_partitions_assigned`` each new partition's processor resumes
+  every volume the store places there (partition markers, last manifest, image rebuild)
+  and learns the group's committed offset (to detect offsets lost to retention); Faust
+  itself seeks to the committed offset, and records at or below a volume's last manifest
+  are skipped, so the store stays the source of truth. Revoked partitions are dropped.
+* **Timer.** Every ``tick_interval`` the worker produces a ``TICK`` into each partition
+  whose oldest open window is past its deadline plus the grace; the window closes when
+  the TICK is consumed, so timer closes are in the log and reproducible.
+* **Failure.** Any error in the agent, timer or assignment is logged, kept in
+  :attr:`IncrementsWorker.failure` and stops the worker with SIGTERM, so ``kcdp worker``
+  exits non-zero instead of leaving a silently dead agent. Nothing is lost: offsets only
+  ever cover durable windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+from prometheus_client import generate_latest
+
+from connectors.config import Settings
+from connectors.errors import DeliveryError
+from connectors.kafka import producer_config
+from connectors.store.base import ObjectStore
+from schemas.codec import AvroCodec
+from schemas.events import EventKind, WriteEvent, now_us
+from streams.builder import Outcome, PartitionProcessor, Record
+from streams.manifest import Manifest
+from streams.metrics import VolumeState, WorkerMetrics
+from streams.volume import BuildOptions
+from streams.window import US, WindowPolicy
+
+log = logging.getLogger("kcdp.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """Worker configuration (defaults in brackets).
+
+    ``workdir``: replica images and Faust data. ``group_id`` [kcdp-increments]: consumer
+    group and Faust app id. ``web_port`` [None: no web server]: serves ``/metrics``.
+    ``session_timeout`` [6 s] / ``heartbeat_interval`` [1 s]: Kafka group timings.
+    ``batch_size`` [4000 records] / ``batch_within`` [0.05 s]: agent batching.
+    ``tick_interval`` [0.25 s]: how often deadlines are checked. ``checkpoint_windows``
+    [64] / ``checkpoint_bytes`` [1 GiB]: checkpoint cadence per volume.
+    """
+
+    workdir: Path
+    policy: WindowPolicy
+    group_id: str = "kcdp-increments"
+    web_port: int | None = None
+    web_host: str = "127.0.0.1"
+    session_timeout: float = 6.0
+    heartbeat_interval: float = 1.0
+    batch_size: int = 4000
+    batch_within: float = 0.05
+    tick_interval: float = 0.25
+    checkpoint_windows: int = 64
+    checkpoint_bytes: int = 1 << 30
+    flush_timeout: float = 30.0
+
+
+class IncrementsWorker:
+    """State of one worker: partition processors, producer, metrics. Thread-confined:
+    every method but :meth:`volume_states` runs on :attr:`executor`'s single thread."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, options: WorkerOptions) -> None:
+        from confluent_kafka import Producer
+
+        self.settings = settings
+        self.store = store
+        self.opt = options
+        self.metrics = WorkerMetrics()
+        self.metrics.watch(self.volume_states)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcdp-build")
+        self.processors: dict[int, PartitionProcessor] = {}
+        self.producer = Producer(producer_config(settings.kafka_config()))
+        self.event_codec = AvroCodec("WriteEvent")
+        self.dlq_codec = AvroCodec("DeadLetter")
+        self.announce_codec = AvroCodec("WindowCommitted")
+        self.failure: BaseException | None = None
+        self._ticked: dict[int, int] = {}
+        self._pending = 0
+        self._committed: dict[int, int] = {}
+
+    # -- partitions ----------------------------------------------------------------------
+    def assign(self, partitions: set[int]) -> None:
+        for p in sorted(set(self.processors) - partitions):
+            log.info("partition %d revoked", p)
+            self.processors.pop(p).close()
+        for p in sorted(partitions - set(self.processors)):
+            self._open(p)
+
+    def _open(self, partition: int) -> PartitionProcessor:
+        opts = BuildOptions(
+            topic=self.settings.topic,
+            partition=partition,
+            workdir=self.opt.workdir / "images" / str(partition),
+            policy=self.opt.policy,
+            checkpoint_windows=self.opt.checkpoint_windows,
+            checkpoint_bytes=self.opt.checkpoint_bytes,
+        )
+        proc = PartitionProcessor(
+            self.store, opts, codec=self.event_codec, on_window=self._announce
+        )
+        start = self._committed_offset(partition)
+        proc.open(start)
+        log.info(
+            "partition %d assigned: %d volume(s) resumed, committed offset %s",
+            partition,
+            len(proc.volumes),
+            start,
+        )
+        self.processors[partition] = proc
+        return proc
+
+    def _committed_offset(self, partition: int) -> int | None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        conf = self.settings.kafka_config(**{"group.id": self.opt.group_id})
+        conf["enable.auto.commit"] = False
+        c = Consumer(conf)
+        try:
+            (tp,) = c.committed([TopicPartition(self.settings.topic, partition)], timeout=10)
+            return tp.offset if tp.offset >= 0 else None
+        except Exception as exc:  # retention detection is best effort; log why it is off
+            log.warning("cannot read the committed offset of partition %d: %s", partition, exc)
+            return None
+        finally:
+            c.close()
+
+    # -- processing ----------------------------------------------------------------------
+    def process(self, partition: int, records: list[Record]) -> int | None:
+        """Feed a batch; publish its dead letters; return the offset to commit (or None)."""
+        proc = self.processors.get(partition) or self._open(partition)
+        self.metrics.events.inc(len(records))
+        out = proc.feed(records)
+        self._dead_letters(partition, out)
+        for gap in out.gaps:
+            self.metrics.gaps.labels(gap.volume, gap.kind).inc()
+        if self._pending:
+            self._flush()
+        if self._committed.get(partition) == out.commit_offset:
+            return None
+        return out.commit_offset
+
+    def committed(self, partition: int, offset: int) -> None:
+        self._committed[partition] = offset
+        self.metrics.committed.labels(str(partition)).set(offset)
+
+    def _dead_letters(self, partition: int, out: Outcome) -> None:
+        for d in out.dead_letters:
+            log.warning("dead letter at %d:%d (%s): %s", partition, d.offset, d.error, d.reason)
+            value = self.dlq_codec.encode(
+                {
+                    "format_version": 1,
+                    "source_topic": self.settings.topic,
+                    "source_partition": partition,
+                    "source_offset": d.offset,
+                    "key": d.key,
+                    "value": d.value,
+                    "volume": d.volume,
+                    "error": d.error,
+                    "reason": d.reason,
+                    "time_us": now_us(),
+                }
+            )
+            self.producer.produce(self.settings.dlq_topic, value=value, key=d.key)
+            self.metrics.dlq.labels(d.error).inc()
+            self._pending += 1
+
+    def _announce(self, m: Manifest) -> None:
+        value = self.announce_codec.encode(
+            {
+                "format_version": 1,
+                "volume": m.volume,
+                "group": m.group,
+                "topic": m.topic,
+                "partition": m.partition,
+                "first_offset": m.first_offset,
+                "last_offset": m.last_offset,
+                "first_time_us": m.first_time_us,
+                "last_time_us": m.last_time_us,
+                "events": m.events,
+                "bytes_written": m.bytes_written,
+                "forward_bytes": m.forward.size,
+                "backward_bytes": m.backward.size,
+                "writelog_bytes": m.writelog.size,
+                "close_reason": m.close_reason,
+                "manifest_key": m.key,
+                "consistent": m.consistent,
+                "committed_time_us": m.created_us,
+            }
+        )
+        self.producer.produce(self.settings.increments_topic, value=value, key=m.volume.encode())
+        self.metrics.window(m)
+        self._pending += 1
+
+    def _flush(self) -> None:
+        left = self.producer.flush(self.opt.flush_timeout)
+        if left:
+            raise DeliveryError(
+                f"{left} dead letter(s)/announcement(s) not acknowledged by Kafka "
+                f"within {self.opt.flush_timeout:.0f}s"
+            )
+        self._pending = 0
+
+    # -- ticks ---------------------------------------------------------------------------
+    def send_ticks(self) -> int:
+        """Produce a TICK into every partition with a window past deadline + grace."""
+        now = now_us()
+        grace = round(self.opt.policy.grace * US)
+        sent = 0
+        for p, proc in self.processors.items():
+            deadline = proc.next_deadline()
+            if deadline is None or now < deadline + grace or self._ticked.get(p, -1) >= deadline:
+                continue
+            ts = max(now, deadline)
+            tick = WriteEvent(
+                group="", volume="", sequence=-1, kind=EventKind.TICK, timestamp_us=ts
+            )
+            self.producer.produce(
+                self.settings.topic, value=self.event_codec.encode(tick.to_record()), partition=p
+            )
+            self._ticked[p] = deadline
+            sent += 1
+        if sent:
+            self._flush()
+        return sent
+
+    # -- metrics -------------------------------------------------------------------------
+    def volume_states(self) -> Iterator[VolumeState]:
+        for proc in list(self.processors.values()):
+            for vb in list(proc.volumes.values()):
+                cp = vb.checkpoint
+                yield VolumeState(
+                    volume=vb.volume,
+                    oldest_pending_us=vb.cutter.first_time_us if vb.open else None,
+                    checkpoint_us=cp.created_us if cp is not None else None,
+                    pending_events=vb.cutter.events if vb.open else 0,
+                    pending_bytes=vb.cutter.data_bytes if vb.open else 0,
+                )
+
+    def close(self) -> None:
+        for proc in self.processors.values():
+            proc.close()
+        self.processors.clear()
+        self.producer.flush(5)
+        self.executor.shutdown(wait=True)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record a fatal error and stop the process's worker (SIGTERM)."""
+        if self.failure is None:
+            self.failure = exc
+            log.critical("increments worker failed: %s", exc, exc_info=exc)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def create_app(
+    settings: Settings, *, store: ObjectStore, options: WorkerOptions
+) -> tuple[faust.App, IncrementsWorker]:
+    """Build the Faust app and its worker state; nothing starts until the app runs."""
+    worker = IncrementsWorker(settings, store, options)
+    brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        options.group_id,
+        broker=brokers,
+        key_serializer="raw",
+        value_serializer="raw",
+        datadir=str(options.workdir / "faust"),
+        web_enabled=options.web_port is not None,
+        web_port=options.web_port or 6066,
+        web_bind=options.web_host,
+        web_host=options.web_host,
+        broker_session_timeout=options.session_timeout,
+        broker_heartbeat_interval=options.heartbeat_interval,
+        broker_rebalance_timeout=max(options.session_timeout, 10.0),
+        consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=16 << 20,
+        stream_buffer_maxsize=max(4096, options.batch_size * 2),
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        stream_wait_empty=False,
+    )
+    topic = app.topic(
+        settings.topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        acks=False,
+    )
+
+    async def in_thread(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(worker.executor, fn, *args)
+
+    @app.agent(topic, name="kcdp-increments")
+    async def build(stream: Any) -> None:
+        try:
+            async for events in stream.take_events(options.batch_size, within=options.batch_within):
+                assigned = {
+                    tp.partition
+                    for tp in app.consumer.assignment()
+                    if tp.topic == topic.get_topic_name()
+                }
+                by_partition: dict[int, list[Record]] = {}
+                for ev in events:
+                    msg = ev.message
+                    if msg.partition in assigned:
+                        by_partition.setdefault(msg.partition, []).append(
+                            (msg.offset, msg.key, msg.value)
+                        )
+                for p, records in by_partition.items():
+                    offset = await in_thread(worker.process, p, records)
+                    if offset is not None:
+                        tp = faust.types.TP(settings.topic, p)
+                        consumer: Any = app.consumer
+                        if await consumer._commit({tp: offset}):
+                            worker.committed(p, offset)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            worker.fail(exc)
+            raise
+
+    @app.timer(options.tick_interval)
+    async def ticks() -> None:
+        try:
+            await in_thread(worker.send_ticks)
+        except Exception as exc:
+            worker.fail(exc)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # signal kwarg typing
+    async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", set())
+        mine = {tp.partition for tp in assigned if tp.topic == settings.topic}
+        try:
+            await in_thread(worker.assign, mine)
+        except Exception as exc:
+            worker.fail(exc)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(worker.metrics.registry), content_type="text/plain")
+
+    return app, worker
