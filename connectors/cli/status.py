@@ -142,7 +142,7 @@ def render_table(rows: Sequence[VolumeStatus]) -> str:
         w = s.worker
         worker = w.state
         if w.uncommitted is not None:
-            worker += f" ({w.uncommitted} uncommitted)"
+            worker += f", {w.uncommitted} uncommitted"
         body.append(
             (
                 s.volume,
