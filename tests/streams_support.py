@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
@@ -105,3 +108,56 @@ def check_chain(
 def blob_of(store: ObjectStore) -> dict[str, bytes]:
     """Every object of a store (for determinism comparisons)."""
     return {info.key: store.get(info.key) for info in store.list("")}
+
+
+def produce(
+    bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], *, partition: int | None = None
+) -> list[tuple[int, int]]:
+    """Produce ``(key, value)`` records in order; return their ``(partition, offset)``."""
+    from confluent_kafka import Producer
+
+    from connectors.kafka import producer_config
+
+    p = Producer(producer_config({"bootstrap.servers": bootstrap}))
+    where: list[tuple[int, int] | None] = [None] * len(items)
+
+    def done(i: int) -> Any:
+        def cb(err: Any, msg: Any) -> None:
+            assert err is None, err
+            where[i] = (msg.partition(), msg.offset())
+
+        return cb
+
+    for i, (key, value) in enumerate(items):
+        kw: dict[str, Any] = {} if partition is None else {"partition": partition}
+        p.produce(topic, key=key, value=value, on_delivery=done(i), **kw)
+        if i % 500 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+    return [w for w in where if w is not None]
+
+
+def states_after(events: list[WriteEvent], offsets: list[int], size: int) -> dict[int, bytes]:
+    """``{offset: volume bytes after that event}`` for one volume's events (and -1)."""
+    model = bytearray(size)
+    out = {-1: bytes(size)}
+    for ev, off in zip(events, offsets, strict=True):
+        if ev.kind in DATA_KINDS:
+            model[ev.offset : ev.offset + ev.length] = ev.data
+        elif ev.kind in CHANGE_KINDS:
+            model[ev.offset : ev.offset + ev.length] = bytes(ev.length)
+        out[off] = bytes(model)
+    return out
+
+
+def wait_for(
+    predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.3
+) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting until {what}")
