@@ -22,6 +22,21 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (tests swap it per test)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Send log lines to stderr with secrets redacted; idempotent."""
     root = logging.getLogger()
@@ -29,7 +44,7 @@ def setup_logging(level: str = "INFO") -> None:
         if getattr(handler, "_kcdp", False):
             root.setLevel(level.upper())
             return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     handler._kcdp = True  # type: ignore[attr-defined]
