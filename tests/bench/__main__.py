@@ -132,7 +132,7 @@ def machine() -> list[tuple[str, str]]:
         ("Tansu", _tansu_version()),
         (
             "confluent-kafka",
-            f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})",
+            f"{_version('confluent-kafka')} (librdkafka {confluent_kafka.libversion()[0]})",
         ),
         ("faust-streaming", _version("faust-streaming")),
     ]

@@ -49,7 +49,7 @@ def render_svg(figures: Sequence[Figure], title: str) -> str:
         )
         out.append(
             f'<text x="{px:.1f}" y="{axis_y + 16}" text-anchor="middle" fill="#555">'
-            f"{escape(format_value(10.0**power, ''))}</text>"
+            f"{10.0**power:g}</text>"
         )
     for i, f in enumerate(shown):
         y = TOP + i * ROW
