@@ -91,15 +91,33 @@ def ext4_on_export(uri: str, *, label: str = "kcdp-demo") -> Iterator[MountedVol
         mounted = True
         yield MountedVolume(mnt, loop)
     finally:
+        problems = []
         if mounted:
             subprocess.run(["fsfreeze", "--unfreeze", str(mnt)], capture_output=True, check=False)
-            run_tool(["umount", str(mnt)], check=False)
+            problems.append(_undo(["umount", str(mnt)], ["umount", "--lazy", str(mnt)]))
         if loop:
-            run_tool(["losetup", "-d", loop], check=False)
-        run_tool(["fusermount3", "-u", str(fuse_dir)], check=False)
+            problems.append(_undo(["losetup", "-d", loop]))
+        problems.append(
+            _undo(["fusermount3", "-u", str(fuse_dir)], ["fusermount3", "-uz", str(fuse_dir)])
+        )
         try:
             fuse.wait(30)
         except subprocess.TimeoutExpired:
             fuse.kill()
             fuse.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        if not any(problems):
+            shutil.rmtree(work, ignore_errors=True)
+    if any(problems):
+        raise ExternalToolError("; ".join(p for p in problems if p))
+
+
+def _undo(cmd: list[str], fallback: list[str] | None = None) -> str:
+    """Run a clean-up command (then ``fallback`` if it fails); '' or what went wrong."""
+    first = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if first.returncode == 0:
+        return ""
+    if fallback is not None:
+        second = subprocess.run(fallback, capture_output=True, text=True, check=False)
+        if second.returncode == 0:
+            return ""
+    return f"{' '.join(cmd)} failed: {first.stderr.strip()}"

@@ -121,6 +121,7 @@ def _worker(opts: DemoOptions, bootstrap: str, store_url: str, work: Path) -> It
         "--bootstrap-servers", bootstrap, "--store", store_url,
         "--window-seconds", str(opts.window_seconds),
         "--web-port", str(free_port()), "--workdir", str(work / "worker"),
+        "--session-timeout", "6",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
@@ -149,8 +150,7 @@ def _filesystem_story(
         say(opts, f"[3/5] NBD export {export.uri} -> nbdfuse -> loop -> ext4; writing phases")
         with ext4_on_export(export.uri) as fs:
             wl = FilesystemWorkload(fs, backing, work / "models", scale=opts.scale)
-            points = [wl.phase_install(), wl.phase_update(), wl.phase_cleanup()]
-            end = wl.phase_churn()
+            points, end = _phases(wl, opts.window_seconds)
         if export.stop() != 0:
             raise KcdpError(f"nbdkit did not stop cleanly: {export.log_tail()}")
     return points, end
@@ -162,9 +162,23 @@ def _api_story(
     say(opts, "[3/5] Python API intercept; writing phases")
     with InterceptedVolume(backing, VOLUME, opts.size, bootstrap_servers=bootstrap) as vol:
         wl = ApiWorkload(vol, backing, work / "models", scale=opts.scale)
-        points = [wl.phase_install(), wl.phase_update(), wl.phase_cleanup()]
-        end = wl.phase_churn()
+        points, end = _phases(wl, opts.window_seconds)
     return points, end
+
+
+def _phases(wl: FilesystemWorkload | ApiWorkload, period: float) -> tuple[list[Point], int]:
+    """Run the phases paced by the window period: the first point is marked just after a
+    window opens and writes follow it at once, so it lands between window edges; the
+    other phases are a window and a half apart. Returns the points and the end offset."""
+    time.sleep(period - time.time() % period + 0.05 * period)  # just past a window start
+    install = wl.phase_install()
+    wl.phase_edit()
+    time.sleep(1.5 * period)
+    update = wl.phase_update()
+    time.sleep(1.5 * period)
+    cleanup = wl.phase_cleanup()
+    time.sleep(1.5 * period)
+    return [install, update, cleanup], wl.phase_churn()
 
 
 def _wait_durable(store: object, offset: int, *, timeout: float) -> Catalog:
@@ -220,6 +234,7 @@ def _restore_and_prove(
 
 def _report(opts: DemoOptions, outcomes: list[Outcome], mode: str) -> None:
     head = ("point", "target", "offset", "window", "path", "read", "secs", "bytes", "fsck", "files")
+    # a window label marks a point strictly between the window's edges with "<" ">"
     rows = [head]
     for o in outcomes:
         p = o.proof
@@ -229,7 +244,7 @@ def _report(opts: DemoOptions, outcomes: list[Outcome], mode: str) -> None:
             else (f"{p.files_checked} ok" if p.files_ok else f"{len(p.mismatched)} differ")
         )
         rows.append((
-            o.point.label, o.point.how, str(o.point.offset), f"{o.window[0]}-{o.window[1]}",
+            o.point.label, o.point.how, str(o.point.offset), _window_label(o),
             o.direction or "-", f"{o.bytes_read / MiB:.1f} MiB", f"{o.seconds:.2f}",
             "-" if p is None else ("equal" if p.bytes_equal else f"differ@{p.first_diff}"),
             "-" if p is None or p.fsck_ok is None else ("clean" if p.fsck_ok else "ERRORS"),
@@ -244,6 +259,12 @@ def _report(opts: DemoOptions, outcomes: list[Outcome], mode: str) -> None:
     for o in outcomes:
         if o.error:
             say(opts, f"  {o.point.label}: {o.error}")
+
+
+def _window_label(o: Outcome) -> str:
+    first, last = o.window
+    inside = first < o.point.offset < last
+    return f"{first}<{o.point.offset}<{last}" if inside else f"{first}-{last}"
 
 
 def _timeline(catalog: Catalog, outcomes: list[Outcome], path: Path) -> None:

@@ -8,10 +8,12 @@ through the Python API when this machine cannot mount FUSE or loop devices.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,18 @@ class Point:
     bookmark: str
     model: Path  # the volume's bytes at that moment
     files: dict[str, str] | None  # file checksums at that moment (filesystem form)
+
+
+@contextlib.contextmanager
+def _db(path: Path) -> Iterator[sqlite3.Connection]:
+    """A sqlite3 transaction whose connection is closed afterwards (an open connection
+    keeps the filesystem busy and makes the unmount fail)."""
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            yield con
+    finally:
+        con.close()
 
 
 def _blob(seed: int, size: int) -> bytes:
@@ -73,7 +87,7 @@ class FilesystemWorkload:
         docs.mkdir()
         for i in range(12):
             (docs / f"report-{i:02d}.bin").write_bytes(_blob(i, self._size((i + 1) * 97 * KiB)))
-        with sqlite3.connect(self.db) as con:
+        with _db(self.db) as con:
             con.execute("CREATE TABLE orders(id INTEGER PRIMARY KEY, item TEXT, qty INTEGER)")
             con.executemany(
                 "INSERT INTO orders VALUES (?, ?, ?)",
@@ -81,14 +95,19 @@ class FilesystemWorkload:
             )
         return self._capture("install", "offset", lambda: self._bookmark("install"))
 
-    def phase_update(self) -> Point:
+    def phase_edit(self) -> None:
+        """Overwrite unaligned ranges in the middle of files (no point of its own)."""
         rng = random.Random(7)
-        for i in range(0, 12, 2):  # overwrite unaligned ranges in the middle of files
+        for i in range(0, 12, 2):
             path = self.root / "docs" / f"report-{i:02d}.bin"
             with path.open("r+b") as fh:
                 fh.seek(rng.randrange(1, max(2, path.stat().st_size // 2)))
                 fh.write(_blob(100 + i, 3333))
-        with sqlite3.connect(self.db) as con:
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def phase_update(self) -> Point:
+        with _db(self.db) as con:
             con.execute("UPDATE orders SET qty = qty + 100 WHERE id % 3 = 0")
         (self.root / "notes.txt").write_text("second phase\n" * 500)
 
@@ -101,16 +120,16 @@ class FilesystemWorkload:
     def phase_cleanup(self) -> Point:
         for i in range(1, 12, 3):
             (self.root / "docs" / f"report-{i:02d}.bin").unlink()
-        with sqlite3.connect(self.db) as con:
+        with _db(self.db) as con:
             con.execute("DELETE FROM orders WHERE qty > 100")
-        with sqlite3.connect(self.db) as con:
+        with _db(self.db) as con:
             con.execute("VACUUM")
         return self._capture("cleanup", "bookmark", lambda: self._bookmark("cleanup"))
 
     def phase_churn(self) -> int:
         """More writes after the last point, so every point lies in the past."""
         (self.root / "churn.bin").write_bytes(_blob(999, self._size(2 * MiB)))
-        with sqlite3.connect(self.db) as con:
+        with _db(self.db) as con:
             con.execute("INSERT INTO orders VALUES (100000, 'late', 1)")
         self.fs.freeze()
         try:
@@ -148,10 +167,14 @@ class ApiWorkload:
             self._file(i, (i + 1) * 97 * KiB)
         return self._capture("install", "offset", "install")
 
-    def phase_update(self) -> Point:
+    def phase_edit(self) -> None:
         for i in range(40):
             off = self.rng.randrange(0, self.vol.size - 5000)
             self.vol.write(off, _blob(200 + i, self.rng.randrange(1, 5000)))
+
+    def phase_update(self) -> Point:
+        for i in range(20):
+            self._file(300 + i, 50 * KiB + i)
         return self._capture("update", "timestamp", "")
 
     def phase_cleanup(self) -> Point:
