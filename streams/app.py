@@ -160,8 +160,8 @@ class IncrementsWorker:
     def process(self, partition: int, records: list[Record]) -> int | None:
         """Feed a batch; publish its dead letters; return the offset to commit (or None)."""
         proc = self.processors.get(partition) or self._open(partition)
-        self.metrics.events.inc(len(records))
         out = proc.feed(records)
+        self.metrics.events.inc(len(records))
         self._dead_letters(partition, out)
         for gap in out.gaps:
             self.metrics.gaps.labels(gap.volume, gap.kind).inc()

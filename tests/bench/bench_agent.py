@@ -1,0 +1,257 @@
+"""Increments agent throughput per worker vs a plain per-event Faust agent (same run).
+
+For 4 KiB and 64 KiB writes, a workload of WRITE events for 4 volumes is produced to a
+topic of the embedded Tansu broker first. Then, on that topic:
+
+* **plain**: a minimal Faust agent that iterates the stream event by event and only
+  decodes each value (the baseline), in its own process;
+* **kcdp**: ``kcdp worker`` (one process, file store on local disk, 32 MiB / 2 s windows),
+  measured from its first processed batch until ``kcdp_events_total`` (counted after each
+  batch is processed, its closed windows durable) reaches the workload size. The last,
+  partly filled window of each volume closes later by time; that wait is not throughput.
+
+Figures: MB/s and events/s of each, the kcdp/plain ratio, and objects and bytes stored per
+GiB written. Worker start-up time is excluded from both.
+``python -m tests.bench.bench_agent [--quick]``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from tests.bench.common import Figure, print_figures, quick_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+VOLUMES = 4
+VOLUME_SIZE = 1 << 30
+
+
+def _produce(bootstrap: str, topic: str, write_size: int, total: int) -> dict[str, int]:
+    """Produce ``total`` bytes of WRITEs; return each volume's last Kafka offset."""
+    from confluent_kafka import Producer
+
+    from connectors.kafka import ensure_topics, producer_config
+    from schemas.codec import AvroCodec
+    from tests.streams_support import Volume
+
+    ensure_topics({"bootstrap.servers": bootstrap}, {topic: 1})
+    p = Producer(producer_config({"bootstrap.servers": bootstrap}, **{"linger.ms": 20}))
+    codec = AvroCodec()
+    vols = [Volume(f"bench{i}", VOLUME_SIZE) for i in range(VOLUMES)]
+    rng = random.Random(1)
+    payload = rng.randbytes(64 << 20)  # incompressible; far beyond zstd's match window
+    last: dict[str, int] = {}
+
+    def done(err: object, msg: object) -> None:
+        assert err is None, err
+        last[msg.key().decode()] = max(last.get(msg.key().decode(), -1), msg.offset())  # type: ignore[attr-defined]
+
+    events = [e for v in vols for e in v.start()]
+    for i in range(total // write_size):
+        v = vols[i % VOLUMES]
+        off = rng.randrange(VOLUME_SIZE // write_size) * write_size
+        start = (i * write_size) % (len(payload) - write_size)
+        events.append(v.write(off, payload[start : start + write_size], dt_us=50))
+        if len(events) >= 2000:
+            for e in events:
+                p.produce(
+                    topic, key=e.group.encode(), value=codec.encode(e.to_record()), on_delivery=done
+                )
+                p.poll(0)
+            events.clear()
+    for e in events:
+        p.produce(topic, key=e.group.encode(), value=codec.encode(e.to_record()), on_delivery=done)
+    assert p.flush(60) == 0
+    return last
+
+
+def _plain(bootstrap: str, topic: str, count: int, out: Path) -> None:
+    """Child process: a per-event Faust agent that only decodes; writes (first, last) times."""
+    import faust
+
+    from schemas.codec import AvroCodec
+
+    codec = AvroCodec()
+    app = faust.App(
+        f"plain-{uuid.uuid4().hex[:6]}",
+        broker=f"kafka://{bootstrap}",
+        value_serializer="raw",
+        web_enabled=False,
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=16 << 20,
+        datadir=str(out.parent / "plain-data"),
+    )
+    topic_ = app.topic(topic, value_type=bytes, value_serializer="raw")
+    seen = [0, 0.0]
+
+    @app.agent(topic_)
+    async def decode(stream):  # type: ignore[no-untyped-def]
+        async for value in stream:
+            codec.decode(value)
+            seen[0] += 1
+            if seen[0] == 1:
+                seen[1] = time.perf_counter()
+            if seen[0] == count:
+                out.write_text(f"{seen[1]} {time.perf_counter()}")
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def _run_plain(bootstrap: str, topic: str, count: int, tmp: Path) -> float:
+    out = tmp / f"plain-{topic}.txt"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.bench_agent",
+            "--plain",
+            bootstrap,
+            topic,
+            str(count),
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        proc.wait(600)
+    finally:
+        proc.kill()
+    first, last = map(float, out.read_text().split())
+    return last - first
+
+
+def _run_kcdp(
+    bootstrap: str, topic: str, last: dict[str, int], count: int, tmp: Path
+) -> tuple[float, int, int]:
+    """Seconds from the first to the last processed record; objects and bytes stored."""
+    from connectors.store import open_store
+    from infra.broker import free_port
+    from streams.manifest import list_window_keys
+    from tests.worker_process import WorkerProcess, metric_values
+
+    store_dir = tmp / f"store-{topic}"
+    w = WorkerProcess(
+        bootstrap=bootstrap,
+        store_url=f"file://{store_dir}",
+        topic=topic,
+        workdir=tmp / f"w-{topic}",
+        web_port=free_port(),
+        window_seconds=2.0,
+        extra=["--window-bytes", "32M", "--group-id", f"bench-{topic}", "--log-level", "WARNING"],
+    )
+    store = open_store(f"file://{store_dir}")
+    with w:
+        w.wait_ready(120)
+        while True:
+            m = metric_values(w.metrics_text())
+            if m.get(("kcdp_events_total", ()), 0) > 0:
+                start = time.perf_counter()
+                break
+            time.sleep(0.02)
+        while metric_values(w.metrics_text()).get(("kcdp_events_total", ()), 0) < count:
+            time.sleep(0.05)
+        end = time.perf_counter()
+        while True:  # then wait for the last windows, for the storage figures
+            keys = {v: list_window_keys(store, v) for v in last}
+            if all(k and k[-1][1] == last[v] for v, k in keys.items()):
+                break
+            time.sleep(0.05)
+    infos = list(store.list(""))
+    store.close()
+    return end - start, len(infos), sum(i.size for i in infos)
+
+
+def figures(quick: bool = False) -> list[Figure]:
+    from infra.broker import EmbeddedBroker
+
+    total = (16 if quick else 256) << 20
+    out: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        broker = EmbeddedBroker()
+        broker.start()
+        try:
+            for size in (4096, 65536):
+                topic = f"bench-{size}-{uuid.uuid4().hex[:6]}"
+                last = _produce(broker.bootstrap_servers, topic, size, total)
+                count = total // size + 3 * VOLUMES
+                plain_s = _run_plain(broker.bootstrap_servers, topic, count, tmp)
+                kcdp_s, objects, stored = _run_kcdp(
+                    broker.bootstrap_servers, topic, last, count, tmp
+                )
+                label = f"{size // 1024} KiB"
+                mb = total / 1e6
+                out += [
+                    Figure(
+                        "agent",
+                        f"plain agent {label} events/s",
+                        count / plain_s,
+                        "ev/s",
+                        detail=f"{count} events in {plain_s:.2f}s",
+                    ),
+                    Figure(
+                        "agent",
+                        f"kcdp worker {label} events/s",
+                        count / kcdp_s,
+                        "ev/s",
+                        detail=f"{count} events in {kcdp_s:.2f}s",
+                    ),
+                    Figure(
+                        "agent",
+                        f"kcdp worker {label} MB/s",
+                        mb / kcdp_s,
+                        "MB/s",
+                        goal=(">=", 100.0) if size == 4096 else None,
+                        detail=f"plain agent {mb / plain_s:.1f} MB/s",
+                    ),
+                    Figure(
+                        "agent",
+                        f"kcdp / plain throughput {label}",
+                        plain_s / kcdp_s,
+                        detail="ratio of events/s, same run",
+                    ),
+                    Figure(
+                        "agent",
+                        f"objects per GiB written {label}",
+                        objects * (1 << 30) / total,
+                        "",
+                        detail=f"{objects} objects for {total >> 20} MiB",
+                    ),
+                    Figure(
+                        "agent",
+                        f"bytes stored per byte written {label}",
+                        stored / total,
+                        detail="fwd + bwd + log + manifests + checkpoints; random data",
+                    ),
+                ]
+        finally:
+            broker.stop()
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--plain":
+        _plain(sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5]))
+        return
+    parser = quick_parser(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    print_figures(figures(args.quick))
+
+
+if __name__ == "__main__":
+    main()
