@@ -126,6 +126,7 @@ class VolumeBuilder:
         self.windows_since_cp = 0
         self.bytes_since_cp = 0
         self.dirty: list[tuple[int, int]] = []
+        self.dirty_known = True  # False after a resume: the next checkpoint re-hashes all
         self._reset_window()
 
     # -- window membership ---------------------------------------------------------------
@@ -270,12 +271,13 @@ class VolumeBuilder:
             offset=offset,
             chunk_size=o.chunk_size,
             previous=self.checkpoint,
-            dirty=self.dirty if self.checkpoint is not None else None,
+            dirty=self.dirty if self.checkpoint is not None and self.dirty_known else None,
             created_us=o.clock(),
         )
         self.windows_since_cp = 0
         self.bytes_since_cp = 0
         self.dirty = []
+        self.dirty_known = True
 
     def _write_state(self, applied: int) -> None:
         state = {
@@ -331,6 +333,7 @@ class VolumeBuilder:
             self.checkpoint = load_checkpoint(self.store, self.volume, cps[-1])
         self.windows_since_cp = sum(1 for w in windows if w[1] > (cps[-1] if cps else -1))
         self._catch_up(windows)
+        self.dirty_known = False
         return True
 
     def _fresh_image(self) -> None:
@@ -369,7 +372,6 @@ class VolumeBuilder:
             if m.volume_size != self.size:
                 raise IntegrityError(f"{key}: volume size differs from the last manifest's")
             self.image.apply(extents)
-            self.dirty = union_ranges([*self.dirty, *((e.offset, e.end) for e in extents)])
             prev_last = last
         if todo or applied != self.durable_offset:
             self.image.sync()

@@ -213,3 +213,37 @@ def test_retention_gap_when_records_were_deleted(tmp_path: Path) -> None:
     q = _proc(tmp_path, WindowPolicy(count=5), store, start=out.commit_offset)
     later = q.feed_events(evs[out.commit_offset + 2 :])
     assert [(g.kind, g.at_offset) for g in later.gaps] == [("retention", out.commit_offset + 2)]
+
+
+def test_checkpoints_after_resume_match_the_model(tmp_path: Path) -> None:
+    from streams.checkpoint import list_checkpoints, load_checkpoint, materialize_checkpoint
+    from streams.image import Image
+    from tests.streams_support import states_after
+
+    size = 8 * 4096
+    v = Volume("cp", size)
+    evs = [*v.start(), v.write(10, b"chunk0"), v.write(5 * 4096 + 1, b"chunk5")]
+    evs += [v.write(k * 4096 + 3, b"chunk%d" % k) for k in (1, 2, 3)]
+    numbered = list(enumerate(evs))
+    store = MemoryStore()
+
+    def proc(start: int) -> PartitionProcessor:
+        o = BuildOptions(
+            topic="t", partition=0, workdir=tmp_path, checkpoint_windows=4, chunk_size=4096, **opts
+        )  # type: ignore[arg-type]
+        p = PartitionProcessor(store, o)
+        p.open(start)
+        return p
+
+    p = proc(0)
+    p.feed_events(numbered[:5])  # windows 0..4, a checkpoint after window 3
+    p.close()  # crash after window 4 (chunk 5 written after the checkpoint)
+    q = proc(5)
+    q.feed_events(numbered[5:])  # windows 5..7, the next checkpoint after window 7
+    q.close()
+    states = states_after(evs, list(range(len(evs))), size)
+    assert list_checkpoints(store, "cp") == [3, 7]
+    for off in (3, 7):
+        with Image(tmp_path / f"cp{off}", size) as img:
+            materialize_checkpoint(store, load_checkpoint(store, "cp", off), img)
+            assert img.pread(0, size) == states[off], f"checkpoint at {off} is wrong"
