@@ -229,8 +229,13 @@ def test_checkpoints_after_resume_match_the_model(tmp_path: Path) -> None:
 
     def proc(start: int) -> PartitionProcessor:
         o = BuildOptions(
-            topic="t", partition=0, workdir=tmp_path, checkpoint_windows=4, chunk_size=4096, **opts
-        )  # type: ignore[arg-type]
+            topic="t",
+            partition=0,
+            workdir=tmp_path,
+            policy=WindowPolicy(count=1),
+            checkpoint_windows=4,
+            chunk_size=4096,
+        )
         p = PartitionProcessor(store, o)
         p.open(start)
         return p
