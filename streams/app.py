@@ -3,7 +3,8 @@
 Design (docs/FORMAT.md "Ordering invariants"):
 
 * One agent over ``kcdp.writes`` with raw key/value serializers, batched with
-  ``stream.take_events``. Values are decoded by the pure
+  ``stream.take_events``, hands batches through a 2-deep queue to a task that processes
+  them in the build thread, so fetching overlaps building. Values are decoded by the pure
   :class:`~streams.builder.PartitionProcessor`, so an undecodable record becomes a dead
   letter instead of crashing Faust. Blocking work (decoding, object uploads, image I/O)
   runs in one worker thread, which also serializes it against partition assignment.
@@ -322,29 +323,44 @@ def create_app(
     async def in_thread(fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(worker.executor, fn, *args)
 
+    # Faust fetches the next batch while the build thread processes the previous one.
+    batches: asyncio.Queue[tuple[int, list[Record]]] = asyncio.Queue(maxsize=2)
+
+    def assigned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topic}
+
     @app.agent(topic, name="kcdp-increments")
     async def build(stream: Any) -> None:
         try:
             async for events in stream.take_events(options.batch_size, within=options.batch_within):
-                assigned = {
-                    tp.partition
-                    for tp in app.consumer.assignment()
-                    if tp.topic == topic.get_topic_name()
-                }
                 by_partition: dict[int, list[Record]] = {}
                 for ev in events:
                     msg = ev.message
-                    if msg.partition in assigned:
-                        by_partition.setdefault(msg.partition, []).append(
-                            (msg.offset, msg.key, msg.value)
-                        )
-                for p, records in by_partition.items():
-                    offset = await in_thread(worker.process, p, records)
-                    if offset is not None:
-                        tp = faust.types.TP(settings.topic, p)
-                        consumer: Any = app.consumer
-                        if await consumer._commit({tp: offset}):
-                            worker.committed(p, offset)
+                    by_partition.setdefault(msg.partition, []).append(
+                        (msg.offset, msg.key, msg.value)
+                    )
+                for item in by_partition.items():
+                    await batches.put(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            worker.fail(exc)
+            raise
+
+    @app.task
+    async def commit_durable() -> None:
+        """Process queued batches in the build thread; commit what became durable."""
+        consumer: Any = app.consumer
+        try:
+            while True:
+                p, records = await batches.get()
+                if p not in assigned():
+                    continue  # revoked meanwhile: its new owner reads it again
+                offset = await in_thread(worker.process, p, records)
+                if offset is not None and await consumer._commit(
+                    {faust.types.TP(settings.topic, p): offset}
+                ):
+                    worker.committed(p, offset)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -362,6 +378,8 @@ def create_app(
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", set())
         mine = {tp.partition for tp in assigned if tp.topic == settings.topic}
+        while not batches.empty():  # fetched before the rebalance: Faust delivers them again
+            batches.get_nowait()
         try:
             await in_thread(worker.assign, mine)
         except Exception as exc:
