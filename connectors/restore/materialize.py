@@ -73,8 +73,9 @@ class RestoreResult:
         }
 
 
-class BadObject(KcdpError):
-    """Internal: ``error`` was raised while reading ``key``; lets the caller re-plan."""
+class BadObject(Exception):
+    """Internal control flow, not part of the error hierarchy: ``error`` was raised while
+    reading ``key``; :func:`restore_point` re-plans around it or re-raises ``error``."""
 
     def __init__(self, key: str, error: KcdpError) -> None:
         super().__init__(error.message)
@@ -142,7 +143,7 @@ def restore_point(
             raise bad.error from None
         retried = bad.key
         log.warning(
-            "%s; retrying with the %s path, which avoids it", bad.message, plan.path.direction
+            "%s; retrying with the %s path, which avoids it", bad.error.message, plan.path.direction
         )
     try:
         source = execute(
