@@ -136,3 +136,31 @@ def test_kill_9_and_restart_keeps_an_exact_unbroken_chain(
         assert list_gaps(store, v.name) == []
     assert any(k.key.endswith(".json") for k in store.list("v1/volumes/ka/checkpoints/"))
     store.close()
+
+
+def test_worker_exits_loudly_on_a_corrupt_store(bootstrap: str, tmp_path: Path) -> None:
+    """A manifest that does not parse stops the worker with the integrity exit code."""
+    from connectors.kafka import ensure_topics
+    from streams import keys
+
+    topic = f"bad-{uuid.uuid4().hex[:8]}"
+    ensure_topics({"bootstrap.servers": bootstrap}, {topic: 1})
+    store_url = f"file://{tmp_path / 'store'}"
+    store = open_store(store_url)
+    store.put(keys.partition_marker_key(topic, 0, "vx"), b"")
+    store.put(keys.manifest_key("vx", 0, 1), b"not a manifest")
+    store.close()
+    w = WorkerProcess(
+        bootstrap=bootstrap,
+        store_url=store_url,
+        topic=topic,
+        workdir=tmp_path / "w",
+        web_port=free_port(),
+        extra=["--group-id", f"g-{topic}"],
+    )
+    with w:
+        assert w.proc is not None
+        code = w.proc.wait(90)
+    log = w.log_path.read_text(errors="replace")
+    assert code == 6, log[-2000:]
+    assert "increments worker failed" in log and "not JSON" in log
