@@ -144,7 +144,8 @@ def markdown(results: list[Result], *, quick: bool) -> str:
     lines = [
         f"Measured {when} with `make bench`"
         + (" (`--quick`: smoke-sized, not representative)" if quick else "")
-        + ". Every figure is a ratio or a median measured in the same run.",
+        + ". Ratios compare with a baseline measured in the same run; MB/s, events/s and "
+        "seconds are measured in this run on the machine below.",
         "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in machine()) + ".",
         "",
