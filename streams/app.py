@@ -68,7 +68,7 @@ class WorkerOptions:
     ``workdir``: replica images and Faust data. ``group_id`` [kcdp-increments]: consumer
     group and Faust app id. ``web_port`` [None: no web server]: serves ``/metrics``.
     ``session_timeout`` [6 s] / ``heartbeat_interval`` [1 s]: Kafka group timings.
-    ``batch_size`` [4000 records] / ``batch_within`` [0.05 s]: agent batching.
+    ``batch_size`` [1000 records] / ``batch_within`` [0.05 s]: agent batching.
     ``tick_interval`` [0.25 s]: how often deadlines are checked. ``checkpoint_windows``
     [64] / ``checkpoint_bytes`` [1 GiB]: checkpoint cadence per volume.
     """
@@ -80,7 +80,7 @@ class WorkerOptions:
     web_host: str = "127.0.0.1"
     session_timeout: float = 6.0
     heartbeat_interval: float = 1.0
-    batch_size: int = 4000
+    batch_size: int = 1000
     batch_within: float = 0.05
     tick_interval: float = 0.25
     checkpoint_windows: int = 64
@@ -306,7 +306,7 @@ def create_app(
         broker_rebalance_timeout=max(options.session_timeout, 10.0),
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=16 << 20,
-        stream_buffer_maxsize=max(4096, options.batch_size * 2),
+        stream_buffer_maxsize=options.batch_size * 2,
         topic_disable_leader=True,
         topic_allow_declare=False,
         stream_wait_empty=False,

@@ -81,7 +81,7 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--session-timeout", type=_positive(float), default=6.0, help="Kafka session, seconds"
     )
-    p.add_argument("--batch-size", type=_positive(int), default=4000, help="records per batch")
+    p.add_argument("--batch-size", type=_positive(int), default=1000, help="records per batch")
     p.add_argument(
         "--checkpoint-windows", type=int, default=64, help="checkpoint every N windows (0: off)"
     )
