@@ -26,6 +26,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from connectors.errors import ConfigError, DecodeError
 from schemas import load_schema, schema_json
+from schemas.events import WriteEvent
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -65,6 +66,9 @@ class AvroCodec:
             else to_parsing_canonical_form(reader_schema)
         )
         self._fingerprint = schema_fingerprint(self.schema)
+        # the WriteEvent fast path applies to the project's own WriteEvent schema only
+        self._fast = schema_name == "WriteEvent" and reader_schema is None
+        self._heads: dict[tuple[int, str, str, str, str], bytes] = {}
         self._writers: dict[bytes, Any] = {self._fingerprint: self.schema}
         self._registry: Any = None
         self._schema_id: int | None = None
@@ -87,15 +91,153 @@ class AvroCodec:
     # -- encoding -----------------------------------------------------------------------
     def encode(self, record: dict[str, Any]) -> bytes:
         """Frame and encode ``record`` with this codec's schema."""
+        if self._fast:
+            try:
+                fast = self._encode_write_event(
+                    record["format_version"],
+                    record["group"],
+                    record["volume"],
+                    record["session"],
+                    record["host"],
+                    record["sequence"],
+                    record["kind"],
+                    record["offset"],
+                    record["length"],
+                    record["data"],
+                    record["volume_size"],
+                    record["timestamp_us"],
+                    record["crc32c"],
+                    record["name"],
+                )
+            except KeyError:  # a field left to its schema default: the general path
+                fast = None
+            if fast is not None:
+                return fast
         buf = io.BytesIO()
-        if self._registry is None:
-            buf.write(SINGLE_OBJECT_MAGIC)
-            buf.write(self._fingerprint)
-        else:
-            buf.write(CONFLUENT_MAGIC)
-            buf.write(struct.pack(">I", self._registered_id()))
+        buf.write(self._header())
         fastavro.schemaless_writer(buf, self.schema, record)
         return buf.getvalue()
+
+    def encode_event(self, event: WriteEvent) -> bytes:
+        """``encode(event.to_record())`` without building the record (WriteEvent codecs)."""
+        if self._fast:
+            fast = self._encode_write_event(
+                event.format_version,
+                event.group,
+                event.volume,
+                event.session,
+                event.host,
+                event.sequence,
+                event.kind,
+                event.offset,
+                event.length,
+                event.data,
+                event.volume_size,
+                event.timestamp_us,
+                event.crc32c,
+                event.name,
+            )
+            if fast is not None:
+                return fast
+        return self.encode(event.to_record())
+
+    def _header(self) -> bytes:
+        if self._registry is None:
+            return SINGLE_OBJECT_MAGIC + self._fingerprint
+        return CONFLUENT_MAGIC + struct.pack(">I", self._registered_id())
+
+    def _encode_write_event(
+        self,
+        format_version: Any,
+        group: Any,
+        volume: Any,
+        session: Any,
+        host: Any,
+        sequence: Any,
+        kind: Any,
+        offset: Any,
+        length: Any,
+        data: Any,
+        volume_size: Any,
+        timestamp_us: Any,
+        crc: Any,
+        name: Any,
+    ) -> bytes | None:
+        """The framed WriteEvent, byte-identical to fastavro's; None if a value is unusual.
+
+        Only exact ``int``/``str``/``bytes`` values in range take this path; anything else
+        (wrong types, out-of-range numbers, unknown kinds) returns None so the general
+        encoder produces its usual result or error.
+        """
+        if (
+            type(sequence) is not int
+            or type(offset) is not int
+            or type(length) is not int
+            or type(volume_size) is not int
+            or type(timestamp_us) is not int
+            or type(crc) is not int
+            or type(data) is not bytes
+            or type(name) is not str
+            or min(sequence, offset, length, volume_size, timestamp_us, crc) < _LONG_MIN
+            or max(sequence, offset, length, volume_size, timestamp_us, crc) > _LONG_MAX
+        ):
+            return None
+        kind_index = _KIND_INDEX.get(kind) if isinstance(kind, str) else None
+        if kind_index is None:
+            return None
+        head = self._heads.get((format_version, group, volume, session, host))
+        if head is None:
+            head = self._head(format_version, group, volume, session, host)
+            if head is None:
+                return None
+        out = bytearray(head)
+        _put_long(out, sequence)
+        out.append(kind_index)
+        _put_long(out, offset)
+        _put_long(out, length)
+        _put_long(out, len(data))
+        tail = bytearray()
+        _put_long(tail, volume_size)
+        _put_long(tail, timestamp_us)
+        _put_long(tail, crc)
+        if name:
+            try:
+                raw = name.encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+            _put_long(tail, len(raw))
+            tail += raw
+        else:
+            tail.append(0)
+        return b"".join((out, data, tail))
+
+    def _head(
+        self, format_version: Any, group: Any, volume: Any, session: Any, host: Any
+    ) -> bytes | None:
+        """Header plus the per-session fields (cached: they repeat on every event)."""
+        if (
+            type(format_version) is not int
+            or not _INT_MIN <= format_version <= _INT_MAX
+            or type(group) is not str
+            or type(volume) is not str
+            or type(session) is not str
+            or type(host) is not str
+        ):
+            return None
+        out = bytearray(self._header())
+        _put_long(out, format_version)
+        for text in (group, volume, session, host):
+            try:
+                raw = text.encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+            _put_long(out, len(raw))
+            out += raw
+        head = bytes(out)
+        if len(self._heads) >= _MAX_HEADS:
+            self._heads.clear()
+        self._heads[(format_version, group, volume, session, host)] = head
+        return head
 
     # -- decoding -----------------------------------------------------------------------
     def decode(self, payload: bytes) -> dict[str, Any]:
@@ -165,6 +307,30 @@ class AvroCodec:
             raise DecodeError(f"unknown schema id {schema_id}: {exc}") from None
         self._writers_by_id[schema_id] = writer
         return writer
+
+
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+#: Distinct (format_version, group, volume, session, host) heads kept by one codec.
+_MAX_HEADS = 256
+#: Each WriteEvent kind's enum index as its one-byte zig-zag varint (indexes are < 64).
+_KIND_INDEX: dict[str, int] = {
+    symbol: index << 1
+    for index, symbol in enumerate(
+        next(f for f in schema_json("WriteEvent")["fields"] if f["name"] == "kind")["type"][
+            "symbols"
+        ]
+    )
+}
+
+
+def _put_long(out: bytearray, n: int) -> None:
+    """Append Avro's zig-zag varint of the 64-bit ``n`` to ``out``."""
+    n = (n << 1) ^ (n >> 63)
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
 
 
 def _registry_client(url: str, extra: dict[str, str]) -> Any:

@@ -76,7 +76,7 @@ def is_zero(chunk: bytes) -> bool:
 
 
 def pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
-    done = 0
+    done = os.pwrite(fd, buf, offset)  # almost always the whole buffer: no slice
     while done < len(buf):
         done += os.pwrite(fd, buf[done:], offset + done)
 

@@ -81,10 +81,12 @@ class Publisher:
     def send(self, key: bytes, value: bytes) -> Delivery:
         """Enqueue one record (never empty); blocks while in-flight bytes exceed the bound."""
         size = len(value)
-        deadline = time.monotonic() + self.delivery_timeout
+        deadline = 0.0  # set on the first wait: most sends never wait
         with self._cond:
             self._raise_if_failed()
             while self._in_flight and self._in_flight_bytes + size > self.max_in_flight_bytes:
+                if not deadline:
+                    deadline = time.monotonic() + self.delivery_timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeliveryError(
@@ -102,6 +104,8 @@ class Publisher:
                 self._producer.produce(self.topic, value, key, on_delivery=callback)
                 return delivery
             except BufferError:
+                if not deadline:
+                    deadline = time.monotonic() + self.delivery_timeout
                 if time.monotonic() > deadline:
                     self._settle(delivery, -1, -1, "local producer queue full")
                     raise DeliveryError("local producer queue stayed full") from None

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from connectors.errors import (
-    ConfigError,
     DeliveryError,
     InvalidEventError,
     KcdpError,
@@ -30,6 +28,13 @@ from connectors.errors import (
 from connectors.intercept.backing import Backing, clear_range, pwrite_all
 from connectors.intercept.baseline import BaselineCopy
 from connectors.intercept.control import ControlServer, socket_path
+from connectors.intercept.options import (
+    DEFAULT_BASELINE_CHUNK,
+    DEFAULT_MAX_IN_FLIGHT,
+    BaselinePolicy,
+    Mode,
+    check_options,
+)
 from connectors.intercept.publisher import Delivery, Publisher
 from connectors.intercept.state import InterceptState, load_state, save_state
 from connectors.kafka import MAX_EVENT_DATA, ensure_topics, producer_config
@@ -37,15 +42,6 @@ from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent, crc32c, now_us
 
 log = logging.getLogger("kcdp.intercept")
-
-VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-Mode = Literal["sync", "async"]
-BaselinePolicy = Literal["auto", "always", "never"]
-
-#: Default bound on unacknowledged event bytes (async mode, and baselines in either mode).
-DEFAULT_MAX_IN_FLIGHT = 64 * 1024 * 1024
-#: Default size of one baseline read.
-DEFAULT_BASELINE_CHUNK = 1024 * 1024
 
 
 class InterceptedVolume:
@@ -88,22 +84,16 @@ class InterceptedVolume:
         run_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         group = group or volume
-        for what, value in (("volume", volume), ("group", group)):
-            if not isinstance(value, str) or not VOLUME_NAME.fullmatch(value):
-                raise ConfigError(f"invalid {what} name {value!r}: use [A-Za-z0-9][A-Za-z0-9._-]*")
-        if mode not in ("sync", "async"):
-            raise ConfigError(f"mode must be 'sync' or 'async', not {mode!r}")
-        if baseline not in ("auto", "always", "never"):
-            raise ConfigError(f"baseline must be auto, always or never, not {baseline!r}")
-        for what, number in (
-            ("max_in_flight_bytes", max_in_flight_bytes),
-            ("baseline_chunk", baseline_chunk),
-            ("max_event_data", max_event_data),
-        ):
-            if number <= 0:
-                raise ConfigError(f"{what} must be positive, not {number}")
-        if delivery_timeout <= 0:
-            raise ConfigError("delivery_timeout must be positive")
+        check_options(
+            volume=volume,
+            group=group,
+            mode=mode,
+            baseline=baseline,
+            max_in_flight_bytes=max_in_flight_bytes,
+            baseline_chunk=baseline_chunk,
+            max_event_data=max_event_data,
+            delivery_timeout=delivery_timeout,
+        )
         self.path = Path(path)
         self.volume, self.group, self.topic, self.mode = volume, group, topic, mode
         self.max_event_data = max_event_data
@@ -404,8 +394,8 @@ class InterceptedVolume:
             host=self._host,
             name=name,
         )
-        event.validate()
-        value = self._codec.encode(_record(event))
+        event.validate_trusting_crc()  # crc32c was just computed from data above
+        value = self._codec.encode_event(event)
         try:
             delivery = self._publisher.send(self._key, value)
         except KcdpError as exc:  # nothing of this call may be half-published silently
@@ -504,23 +494,3 @@ class InterceptedVolume:
             self._baseline.stop()
         self._publisher.close()
         os.close(self._fd)
-
-
-def _record(event: WriteEvent) -> dict[str, Any]:
-    """``event.to_record()`` without dataclasses.asdict's deep copy (hot path)."""
-    return {
-        "format_version": event.format_version,
-        "group": event.group,
-        "volume": event.volume,
-        "session": event.session,
-        "host": event.host,
-        "sequence": event.sequence,
-        "kind": str(event.kind),
-        "offset": event.offset,
-        "length": event.length,
-        "data": event.data,
-        "volume_size": event.volume_size,
-        "timestamp_us": event.timestamp_us,
-        "crc32c": event.crc32c,
-        "name": event.name,
-    }

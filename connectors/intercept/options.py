@@ -1,0 +1,47 @@
+"""Options of :class:`connectors.intercept.volume.InterceptedVolume`: names, defaults, checks."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from connectors.errors import ConfigError
+
+VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+Mode = Literal["sync", "async"]
+BaselinePolicy = Literal["auto", "always", "never"]
+
+#: Default bound on unacknowledged event bytes (async mode, and baselines in either mode).
+DEFAULT_MAX_IN_FLIGHT = 64 * 1024 * 1024
+#: Default size of one baseline read.
+DEFAULT_BASELINE_CHUNK = 1024 * 1024
+
+
+def check_options(
+    *,
+    volume: str,
+    group: str,
+    mode: str,
+    baseline: str,
+    max_in_flight_bytes: int,
+    baseline_chunk: int,
+    max_event_data: int,
+    delivery_timeout: float,
+) -> None:
+    """Raise :class:`ConfigError` naming the first invalid option."""
+    for what, value in (("volume", volume), ("group", group)):
+        if not isinstance(value, str) or not VOLUME_NAME.fullmatch(value):
+            raise ConfigError(f"invalid {what} name {value!r}: use [A-Za-z0-9][A-Za-z0-9._-]*")
+    if mode not in ("sync", "async"):
+        raise ConfigError(f"mode must be 'sync' or 'async', not {mode!r}")
+    if baseline not in ("auto", "always", "never"):
+        raise ConfigError(f"baseline must be auto, always or never, not {baseline!r}")
+    for what, number in (
+        ("max_in_flight_bytes", max_in_flight_bytes),
+        ("baseline_chunk", baseline_chunk),
+        ("max_event_data", max_event_data),
+    ):
+        if number <= 0:
+            raise ConfigError(f"{what} must be positive, not {number}")
+    if delivery_timeout <= 0:
+        raise ConfigError("delivery_timeout must be positive")
