@@ -28,13 +28,23 @@ def write_container(
     metadata = {**meta, "kcdp.count": str(len(records))}
     fastavro.writer(
         fh,
-        schema,
+        sorted_keys(schema),
         records,
         codec=CODEC,
         metadata=metadata,
         sync_interval=SYNC_INTERVAL,
         sync_marker=sync_marker(metadata),
     )
+
+
+def sorted_keys(value: Any) -> Any:
+    """``value`` with every dict's keys sorted: fastavro embeds the parsed schema as JSON in
+    the header, and the parsed key order varies with the process's hash seed."""
+    if isinstance(value, dict):
+        return {k: sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_keys(v) for v in value]
+    return value
 
 
 def sync_marker(meta: Mapping[str, str]) -> bytes:

@@ -265,3 +265,33 @@ def test_gap_round_trip() -> None:
     assert list_gaps(store, "v") == [g]
     with pytest.raises(IntegrityError):
         Gap.from_json(b'{"format":"kcdp-gap","version":1}')
+
+
+def test_container_bytes_do_not_depend_on_the_process_hash_seed() -> None:
+    import hashlib
+    import subprocess
+    import sys
+
+    code = (
+        "import io,hashlib;from streams.increment import write_increment;"
+        "from streams.extents import Extent;b=io.BytesIO();"
+        "write_increment(b,[Extent(0,3,b'abc')],direction='forward',volume='v',"
+        "first_offset=0,last_offset=1);print(hashlib.sha256(b.getvalue()).hexdigest())"
+    )
+    root = Path(__file__).resolve().parents[2]
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=root,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in (1, 2, 3, 4)
+    }
+    buf = io.BytesIO()
+    write_increment(
+        buf, [Extent(0, 3, b"abc")], direction="forward", volume="v", first_offset=0, last_offset=1
+    )
+    assert digests == {hashlib.sha256(buf.getvalue()).hexdigest()}
