@@ -20,6 +20,7 @@ import zstandard
 from connectors.errors import GapError, IntegrityError, ObjectNotFound
 from connectors.store.base import ObjectStore
 from streams import keys
+from streams.document import load_document
 from streams.extents import intersects, union_ranges
 from streams.image import Image
 
@@ -74,14 +75,7 @@ class Checkpoint:
     @classmethod
     def from_json(cls, data: bytes, *, name: str = "checkpoint") -> Checkpoint:
         """Parse a checkpoint; :class:`IntegrityError` naming ``name`` if malformed."""
-        try:
-            d = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise IntegrityError(f"{name}: not JSON ({exc})") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise IntegrityError(f"{name}: not a kafka-cdp checkpoint")
-        if d.get("version") != VERSION:
-            raise IntegrityError(f"{name}: unsupported checkpoint version {d.get('version')!r}")
+        d = load_document(data, fmt=FORMAT, version=VERSION, what="checkpoint", name=name)
         try:
             cp = cls(
                 volume=str(d["volume"]),

@@ -9,6 +9,7 @@ import orjson
 from connectors.errors import IntegrityError
 from connectors.store.base import ObjectStore
 from streams import keys
+from streams.document import load_document
 
 FORMAT = "kcdp-gap"
 VERSION = 1
@@ -53,10 +54,8 @@ class Gap:
     @classmethod
     def from_json(cls, data: bytes, *, name: str = "gap record") -> Gap:
         """Parse a gap record; :class:`IntegrityError` naming ``name`` if malformed."""
+        d = load_document(data, fmt=FORMAT, version=VERSION, what="gap record", name=name)
         try:
-            d = orjson.loads(data)
-            if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != VERSION:
-                raise IntegrityError(f"{name}: not a version {VERSION} kafka-cdp gap record")
             if d["kind"] not in KINDS:
                 raise IntegrityError(f"{name}: unknown gap kind {d['kind']!r}")
             return cls(
@@ -72,7 +71,7 @@ class Gap:
                 detail=str(d["detail"]),
                 detected_us=int(d["detected_us"]),
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"{name}: malformed gap record ({exc})") from None
 
 

@@ -16,6 +16,7 @@ import orjson
 from connectors.errors import GapError, IntegrityError, ObjectNotFound
 from connectors.store.base import ObjectStore
 from streams import keys
+from streams.document import load_document
 
 FORMAT = "kcdp-manifest"
 VERSION = 1
@@ -143,14 +144,7 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes, *, name: str = "manifest") -> Manifest:
         """Parse a manifest; :class:`IntegrityError` naming ``name`` if malformed."""
-        try:
-            d = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise IntegrityError(f"{name}: not JSON ({exc})") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise IntegrityError(f"{name}: not a kafka-cdp manifest")
-        if d.get("version") != VERSION:
-            raise IntegrityError(f"{name}: unsupported manifest version {d.get('version')!r}")
+        d = load_document(data, fmt=FORMAT, version=VERSION, what="manifest", name=name)
         try:
             prev = d["previous"]
             objs = d["objects"]
