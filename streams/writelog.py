@@ -3,11 +3,16 @@
 A write log is an Avro container file of ``io.kcdp.v1.WriteLogRecord``, zstd-compressed:
 every event of one window in Kafka offset order, markers included. Replaying its change
 records onto the image at the window's start lands on any point inside the window.
+
+A WRITE/BASELINE record marked ``in_forward`` carries no data: the window's forward
+increment holds exactly its bytes (no later change event of the window overlaps it), so
+replaying such a record takes them from there, checked against the record's CRC-32C.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import bisect
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -15,12 +20,17 @@ from connectors.errors import IntegrityError
 from schemas import load_schema
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
 from streams.avrofile import read_container, write_container
+from streams.extents import Extent
 from streams.image import Image
 
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    """One event of a window with its Kafka offset."""
+    """One event of a window with its Kafka offset.
+
+    ``in_forward``: ``data`` is empty because the window's forward increment holds exactly
+    this WRITE/BASELINE event's bytes (``crc32c`` still is their CRC-32C).
+    """
 
     kafka_offset: int
     sequence: int
@@ -31,9 +41,15 @@ class LogRecord:
     crc32c: int
     data: bytes = b""
     name: str = ""
+    in_forward: bool = False
 
     @classmethod
-    def from_event(cls, event: WriteEvent, kafka_offset: int) -> LogRecord:
+    def from_event(
+        cls, event: WriteEvent, kafka_offset: int, *, in_forward: bool = False
+    ) -> LogRecord:
+        """The record of ``event``; ``in_forward`` drops a WRITE/BASELINE event's data
+        (it is ignored for other kinds)."""
+        in_forward = in_forward and event.kind in DATA_KINDS
         return cls(
             kafka_offset=kafka_offset,
             sequence=event.sequence,
@@ -42,8 +58,9 @@ class LogRecord:
             length=event.length,
             timestamp_us=event.timestamp_us,
             crc32c=event.crc32c,
-            data=event.data,
+            data=b"" if in_forward else event.data,
             name=event.name,
+            in_forward=in_forward,
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -57,6 +74,7 @@ class LogRecord:
             "crc32c": self.crc32c,
             "data": self.data,
             "name": self.name,
+            "in_forward": self.in_forward,
         }
 
 
@@ -86,6 +104,8 @@ def read_log(source: bytes | BinaryIO, *, name: str = "write log") -> Iterator[L
 
     Raises :class:`IntegrityError` naming ``name`` on corruption, truncation, an unknown
     kind, offsets out of order or a CRC mismatch. The header is checked before this returns.
+    Records of logs written before ``in_forward`` existed read with ``in_forward`` False;
+    the bytes of ``in_forward`` records are checked by :func:`apply_records`.
     """
     _, records = read_container(source, fmt="writelog", what=name)
     return _records(records, name)
@@ -103,7 +123,14 @@ def _records(records: Iterator[dict[str, Any]], name: str) -> Iterator[LogRecord
             raise IntegrityError(f"{name}: Kafka offset {ko} not after {last}")
         last = ko
         data = rec["data"]
-        if kind in DATA_KINDS and (len(data) != rec["length"] or crc32c(data) != rec["crc32c"]):
+        in_forward = bool(rec.get("in_forward", False))
+        if in_forward:
+            if kind not in DATA_KINDS or data:
+                raise IntegrityError(
+                    f"{name}: the {kind} record at Kafka offset {ko} is marked in_forward "
+                    "but is not a WRITE/BASELINE record without data"
+                )
+        elif kind in DATA_KINDS and (len(data) != rec["length"] or crc32c(data) != rec["crc32c"]):
             raise IntegrityError(f"{name}: data of the record at Kafka offset {ko} is corrupt")
         yield LogRecord(
             kafka_offset=ko,
@@ -115,23 +142,96 @@ def _records(records: Iterator[dict[str, Any]], name: str) -> Iterator[LogRecord
             crc32c=rec["crc32c"],
             data=data,
             name=rec["name"],
+            in_forward=in_forward,
         )
 
 
+class ForwardBytes:
+    """Byte ranges of a window's forward increment: ``extents`` sorted, non-overlapping.
+
+    ``name`` (the increment's key) is used in error messages.
+    """
+
+    def __init__(self, extents: Iterable[Extent], *, name: str = "forward increment") -> None:
+        self.extents = sorted(extents, key=lambda e: e.offset)
+        self.starts = [e.offset for e in self.extents]
+        self.name = name
+
+    def read(self, offset: int, length: int) -> bytes:
+        """The forward bytes at ``[offset, offset+length)``; IntegrityError if not covered."""
+        out = bytearray()
+        pos, end = offset, offset + length
+        k = bisect.bisect_right(self.starts, pos) - 1
+        while pos < end:
+            if (
+                k < 0
+                or k >= len(self.extents)
+                or not (self.extents[k].offset <= pos < self.extents[k].end)
+            ):
+                raise IntegrityError(
+                    f"{self.name} does not cover bytes [{pos}, {end}) that the write log "
+                    "expects it to hold"
+                )
+            ext = self.extents[k]
+            stop = min(end, ext.end)
+            if ext.data is None:
+                out += bytes(stop - pos)
+            else:
+                out += memoryview(ext.data)[pos - ext.offset : stop - ext.offset]
+            pos = stop
+            k += 1
+        return bytes(out)
+
+
+def needs_forward(records: Iterable[LogRecord], *, upto_offset: int | None = None) -> bool:
+    """Whether replaying ``records`` up to ``upto_offset`` takes bytes from the forward."""
+    for rec in records:
+        if upto_offset is not None and rec.kafka_offset > upto_offset:
+            return False
+        if rec.in_forward:
+            return True
+    return False
+
+
 def apply_records(
-    image: Image, records: Iterable[LogRecord], *, upto_offset: int | None = None
+    image: Image,
+    records: Iterable[LogRecord],
+    *,
+    upto_offset: int | None = None,
+    forward: ForwardBytes | Sequence[Extent] | None = None,
+    name: str = "write log",
 ) -> None:
     """Replay the change records (WRITE, BASELINE, ZERO, TRIM) with offset ≤ ``upto_offset``.
 
     Records are taken in the given (offset) order; replay stops at the first record past
-    ``upto_offset``. ``None`` replays all.
+    ``upto_offset``. ``None`` replays all. ``in_forward`` records take their bytes from
+    ``forward`` (the window's forward increment: its extents or a :class:`ForwardBytes`)
+    and check them against the record's CRC-32C. Raises :class:`IntegrityError` naming the
+    log ``name`` on a mismatch, or when such a record is reached and ``forward`` is None.
     """
+    fwd = forward if forward is None or isinstance(forward, ForwardBytes) else ForwardBytes(forward)
     for rec in records:
         if upto_offset is not None and rec.kafka_offset > upto_offset:
             break
         if rec.kind not in CHANGE_KINDS:
             continue
-        if rec.kind in DATA_KINDS:
+        if rec.in_forward:
+            if fwd is None:
+                raise IntegrityError(
+                    f"{name}: the record at Kafka offset {rec.kafka_offset} is in the window's "
+                    "forward increment, which was not given: replaying this log needs it"
+                )
+            try:
+                data = fwd.read(rec.offset, rec.length)
+            except IntegrityError as exc:
+                raise IntegrityError(f"{name}: {exc.message}") from None
+            if crc32c(data) != rec.crc32c:
+                raise IntegrityError(
+                    f"{name}: the bytes of the record at Kafka offset {rec.kafka_offset} in "
+                    f"{fwd.name} do not match the record's CRC-32C"
+                )
+            image.pwrite(rec.offset, data)
+        elif rec.kind in DATA_KINDS:
             image.pwrite(rec.offset, rec.data)
         else:
             image.zero(rec.offset, rec.length)

@@ -7,7 +7,9 @@ against the window's recorded ``ranges_sha256``: after a forward increment is ap
 before a backward increment is applied (the image must then hold the window's end state).
 Single writes come from Kafka while the broker still retains the window's offsets (when a
 :class:`~connectors.restore.kafka_source.KafkaReplay` is given), else from the archived
-write log.
+write log; when a log record up to the point is ``in_forward`` (its bytes live only in the
+window's forward increment), that increment is fetched and verified too, and each such
+record's bytes are checked against its CRC-32C.
 
 A file output is written to a temporary file beside it and renamed at the end, so a failed
 restore leaves no half-written output; a block device is written in place (and zeroed
@@ -48,7 +50,7 @@ from streams.extents import Extent
 from streams.image import Image
 from streams.increment import read_increment
 from streams.manifest import get_verified
-from streams.writelog import LogRecord, apply_records, read_log
+from streams.writelog import ForwardBytes, LogRecord, apply_records, needs_forward, read_log
 
 log = logging.getLogger("kcdp.restore")
 
@@ -187,8 +189,8 @@ def execute(
                 bar.advance(plan.path.checkpoint_bytes)
             _apply_steps(store, plan, image, workers, bar)
             source = _replay(store, plan, image, kafka)
-            if bar and plan.path.replay and plan.path.replay.ref:
-                bar.advance(plan.path.replay.ref.size)
+            if bar and plan.path.replay:
+                bar.advance(plan.path.replay.bytes)
             image.sync()
         if not is_block:
             os.replace(target, output)
@@ -312,7 +314,19 @@ def _replay(store: ObjectStore, plan: Plan, image: Image, kafka: KafkaReplay | N
         logged: list[LogRecord] = list(read_log(data, name=ref.key))
     except (IntegrityError, GapError) as exc:
         raise BadObject(ref.key, exc) from None
-    apply_records(image, logged, upto_offset=replay.upto)
+    forward: ForwardBytes | None = None
+    if replay.forward is not None and needs_forward(logged, upto_offset=replay.upto):
+        fkey = replay.forward.key
+        try:
+            fdata = get_verified(store, replay.forward)
+            extents = read_increment(fdata, expect_direction="forward", name=fkey)
+            forward = ForwardBytes(extents, name=fkey)
+        except (IntegrityError, GapError) as exc:
+            raise BadObject(fkey, exc) from None
+    try:
+        apply_records(image, logged, upto_offset=replay.upto, forward=forward, name=ref.key)
+    except IntegrityError as exc:
+        raise BadObject(ref.key, exc) from None
     return "log"
 
 

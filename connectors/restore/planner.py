@@ -14,7 +14,10 @@ log up to N. Two candidate paths reach the edge (docs/FORMAT.md "Restore"):
 A path is refused when the window chain on it is broken (a manifest missing: ``previous``
 does not link), when a recorded gap lies between its checkpoint and the edge, or when it
 uses an object in ``avoid`` (known bad). Each path costs the bytes it reads: checkpoint
-chunks + increments + the write log. ``auto`` takes the cheaper (forward on a tie).
+chunks + increments + the write log + the target window's forward increment, which a
+write-log replay may need for its ``in_forward`` records (docs/FORMAT.md "Write log"; the
+executor fetches it only when a record up to N is ``in_forward``, so this is an upper
+bound). ``auto`` takes the cheaper (forward on a tie).
 """
 
 from __future__ import annotations
@@ -46,12 +49,24 @@ class Step:
 class Replay:
     """Replay window ``first``-``last``'s write log up to offset ``upto``; ``ref`` None:
     the tail after the newest window (offsets ``first..upto``), only in Kafka, continuing
-    the event at offset ``first - 1``."""
+    the event at offset ``first - 1``. ``forward``: the window's forward increment, which
+    holds the bytes of the log's ``in_forward`` records (None with ``ref`` None)."""
 
     first: int
     last: int
     ref: ObjectRef | None
     upto: int
+    forward: ObjectRef | None = None
+
+    @property
+    def bytes(self) -> int:
+        """Bytes to read from the store: the log and (at most) the forward increment."""
+        if self.ref is None:
+            return 0
+        return self.ref.size + (self.forward.size if self.forward else 0)
+
+    def keys(self) -> set[str]:
+        return {r.key for r in (self.ref, self.forward) if r is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +87,7 @@ class Path:
         return (
             self.checkpoint_bytes
             + sum(s.ref.size for s in self.steps)
-            + (self.replay.ref.size if self.replay and self.replay.ref else 0)
+            + (self.replay.bytes if self.replay else 0)
         )
 
     @property
@@ -81,7 +96,7 @@ class Path:
             len(self.chunk_keys)
             + (1 if self.checkpoint_key else 0)
             + len(self.steps)
-            + (1 if self.replay else 0)
+            + ((2 if self.replay.forward else 1) if self.replay else 0)
         )
 
     def keys(self) -> set[str]:
@@ -89,8 +104,8 @@ class Path:
         out = {s.ref.key for s in self.steps} | set(self.chunk_keys)
         if self.checkpoint_key:
             out.add(self.checkpoint_key)
-        if self.replay and self.replay.ref:
-            out.add(self.replay.ref.key)
+        if self.replay:
+            out |= self.replay.keys()
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,8 +122,9 @@ class Path:
             else {
                 "window": [self.replay.first, self.replay.last],
                 "key": self.replay.ref.key if self.replay.ref else None,
+                "forward_key": self.replay.forward.key if self.replay.forward else None,
                 "source": "log" if self.replay.ref else "kafka",
-                "bytes": self.replay.ref.size if self.replay.ref else 0,
+                "bytes": self.replay.bytes,
                 "upto": self.replay.upto,
             },
             "objects": self.objects,
@@ -161,7 +177,7 @@ class Plan:
         if p.replay and p.replay.ref:
             lines.append(
                 f"  replay      window {p.replay.first}-{p.replay.last} up to {p.replay.upto} "
-                f"({_size(p.replay.ref.size)})"
+                f"({_size(p.replay.bytes)} with the forward increment)"
             )
         elif p.replay:
             lines.append(
@@ -252,7 +268,7 @@ def _edge(catalog: Catalog, offset: int) -> tuple[int, Replay | None, Manifest]:
     index, m = catalog.check_point(offset)
     if offset >= m.last_offset:
         return index, None, m
-    return index - 1, Replay(m.first_offset, m.last_offset, m.writelog, offset), m
+    return index - 1, Replay(m.first_offset, m.last_offset, m.writelog, offset, m.forward), m
 
 
 def _check_chain(catalog: Catalog, lo: int, hi: int) -> None:

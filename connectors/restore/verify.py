@@ -5,7 +5,8 @@ window chain is continuous (each ``previous`` links to the window before it, no 
 that every object exists with the recorded size, and lists recorded gaps. With
 ``read_data`` it downloads every object and checkpoint chunk and checks its SHA-256, every
 extent's and record's CRC-32C, and that each forward increment hashes to the manifest's
-``ranges_sha256``.
+``ranges_sha256``; the bytes of ``in_forward`` write-log records are checked against their
+CRC-32C in the window's forward increment (docs/FORMAT.md "Write log").
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Any
 from connectors.errors import GapError, IntegrityError, KcdpError, ObjectNotFound
 from connectors.restore.catalog import Catalog
 from connectors.store.base import ObjectStore
+from schemas.events import crc32c
 from streams import keys
 from streams.checkpoint import fetch_chunk
+from streams.extents import Extent
 from streams.increment import ranges_digest, read_increment
 from streams.manifest import Manifest, ObjectRef, get_verified
-from streams.writelog import read_log
+from streams.writelog import ForwardBytes, read_log
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +102,13 @@ def verify_volume(
             manifests.append(None)
             report.problems.append(Problem(_kind(exc), w.key, exc.message))
     _check_chain(catalog, manifests, report)
-    refs = [r for m in manifests if m is not None for r in (m.forward, m.backward, m.writelog)]
-    digests = {m.forward.key: m.ranges_sha256 for m in manifests if m is not None}
-    check = _read_object if read_data else _stat_object
+    present = [m for m in manifests if m is not None]
+    check = _read_window if read_data else _stat_window
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for ref, found in zip(
-            refs, pool.map(lambda r: check(store, r, digests), refs), strict=True
-        ):
-            report.objects_checked += 1
-            report.bytes_checked += ref.size if read_data else 0
-            if found is not None:
-                report.problems.append(found)
+        for m, found in zip(present, pool.map(lambda m: check(store, m), present), strict=True):
+            report.objects_checked += 3
+            report.bytes_checked += _refs_size(m) if read_data else 0
+            report.problems.extend(found)
         chunks: dict[str, int] = {}
         for offset in catalog.checkpoints:
             try:
@@ -123,10 +122,10 @@ def verify_volume(
                     chunks[digest] = end - start
         if read_data:
             items = list(chunks.items())
-            for found in pool.map(lambda it: _read_chunk(store, it[0], it[1]), items):
+            for bad in pool.map(lambda it: _read_chunk(store, it[0], it[1]), items):
                 report.objects_checked += 1
-                if found is not None:
-                    report.problems.append(found)
+                if bad is not None:
+                    report.problems.append(bad)
     return report
 
 
@@ -156,7 +155,16 @@ def _check_chain(catalog: Catalog, manifests: list[Manifest | None], report: Ver
             )
 
 
-def _stat_object(store: ObjectStore, ref: ObjectRef, digests: dict[str, str]) -> Problem | None:
+def _refs_size(m: Manifest) -> int:
+    return m.forward.size + m.backward.size + m.writelog.size
+
+
+def _stat_window(store: ObjectStore, m: Manifest) -> list[Problem]:
+    found = (_stat_object(store, r) for r in (m.forward, m.backward, m.writelog))
+    return [p for p in found if p is not None]
+
+
+def _stat_object(store: ObjectStore, ref: ObjectRef) -> Problem | None:
     try:
         size = store.stat(ref.key).size
     except ObjectNotFound:
@@ -166,19 +174,49 @@ def _stat_object(store: ObjectStore, ref: ObjectRef, digests: dict[str, str]) ->
     return None
 
 
-def _read_object(store: ObjectStore, ref: ObjectRef, digests: dict[str, str]) -> Problem | None:
+def _read_window(store: ObjectStore, m: Manifest) -> list[Problem]:
+    """Read a window's three objects; check the log's in_forward records in the forward."""
+    problems: list[Problem] = []
+    forward: list[Extent] | None = None
+    for ref, direction in ((m.forward, "forward"), (m.backward, "backward")):
+        try:
+            extents = list(
+                read_increment(get_verified(store, ref), expect_direction=direction, name=ref.key)
+            )
+        except (IntegrityError, GapError) as exc:
+            problems.append(Problem(_kind(exc), ref.key, exc.message))
+            continue
+        if direction == "forward":
+            if ranges_digest(extents) != m.ranges_sha256:
+                problems.append(
+                    Problem("integrity", ref.key, "content does not match ranges_sha256")
+                )
+            else:
+                forward = extents
+    ref = m.writelog
     try:
-        data = get_verified(store, ref)
-        if ref.key.endswith(".log"):
-            for _ in read_log(data, name=ref.key):
-                pass
-        else:
-            extents = list(read_increment(data, name=ref.key))
-            if ref.key in digests and ranges_digest(extents) != digests[ref.key]:
-                return Problem("integrity", ref.key, "content does not match ranges_sha256")
+        records = read_log(get_verified(store, ref), name=ref.key)
+        fwd = ForwardBytes(forward, name=m.forward.key) if forward is not None else None
+        for rec in records:
+            if not rec.in_forward:
+                continue
+            if fwd is None:
+                problems.append(
+                    Problem(
+                        "integrity",
+                        ref.key,
+                        f"in_forward records cannot be checked: {m.forward.key} is unusable",
+                    )
+                )
+                break
+            if crc32c(fwd.read(rec.offset, rec.length)) != rec.crc32c:
+                raise IntegrityError(
+                    f"{ref.key}: the bytes of the record at Kafka offset {rec.kafka_offset} "
+                    f"in {m.forward.key} do not match the record's CRC-32C"
+                )
     except (IntegrityError, GapError) as exc:
-        return Problem(_kind(exc), ref.key, exc.message)
-    return None
+        problems.append(Problem(_kind(exc), ref.key, exc.message))
+    return problems
 
 
 def _read_chunk(store: ObjectStore, digest: str, length: int) -> Problem | None:
