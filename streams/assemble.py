@@ -4,6 +4,9 @@ The union of the events' ranges is read once from the image (the bytes before th
 window: the backward increment); the forward increment is those bytes with every event
 overlaid in order. Pieces are split at 1 MiB; a piece whose bytes are all zero becomes a
 zero extent in either direction. Nothing is written to the image here.
+
+:func:`in_forward_flags` decides which write-log records may omit their data because the
+forward increment holds exactly their bytes (docs/FORMAT.md "Write log").
 """
 
 from __future__ import annotations
@@ -57,3 +60,29 @@ def assemble(
             after[ri][pos : pos + ev.length] = bytes(ev.length)
     pieces = split_ranges(ranges)
     return _extents(pieces, ranges, after), _extents(pieces, ranges, before), ranges
+
+
+def in_forward_flags(changes: Sequence[WriteEvent]) -> list[bool]:
+    """Per change event (offset order): True iff it is a WRITE/BASELINE event that no later
+    change event of the window overlaps, so the forward increment holds exactly its bytes.
+
+    A reverse sweep keeps the ranges written later as a sorted set of disjoint intervals
+    (touching ones merged); each event is one bisect to test and one to insert.
+    """
+    starts: list[int] = []
+    ends: list[int] = []
+    flags = [False] * len(changes)
+    for k in range(len(changes) - 1, -1, -1):
+        ev = changes[k]
+        a, b = ev.offset, ev.offset + ev.length
+        if a == b:
+            continue
+        i = bisect.bisect_left(starts, b) - 1  # the last interval starting before b
+        flags[k] = ev.kind in DATA_KINDS and (i < 0 or ends[i] <= a)
+        lo = bisect.bisect_left(ends, a)  # first interval ending at or after a
+        hi = bisect.bisect_right(starts, b)  # intervals starting at or before b
+        if lo < hi:
+            a, b = min(a, starts[lo]), max(b, ends[hi - 1])
+        starts[lo:hi] = [a]
+        ends[lo:hi] = [b]
+    return flags

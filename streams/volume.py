@@ -5,7 +5,9 @@ hands it events in offset order; it keeps the open window in memory (bounded by 
 policy's ``max_bytes``) and on close writes, in this order (docs/FORMAT.md "Ordering
 invariants"): forward increment, backward increment, write log, manifest; then calls
 ``on_window`` (the announcement), applies the forward increment to the local image, syncs
-it and records the applied offset in ``<image>.kcdp-replica.json``. Every
+it and records the applied offset in ``<image>.kcdp-replica.json``. Write-log records of
+writes that no later change of the window overlaps are ``in_forward`` (no data: the forward
+increment holds their bytes; :func:`streams.assemble.in_forward_flags`). Every
 ``checkpoint_windows`` windows or ``checkpoint_bytes`` written bytes it uploads a
 checkpoint of the image (only changed chunks).
 
@@ -33,7 +35,7 @@ from connectors.errors import GapError, IntegrityError
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
 from streams import keys
-from streams.assemble import assemble
+from streams.assemble import assemble, in_forward_flags
 from streams.checkpoint import (
     DEFAULT_CHUNK_SIZE,
     Checkpoint,
@@ -184,6 +186,8 @@ class VolumeBuilder:
             self.image = Image(self.image_path, self.size)
         changes = [e for _, e in self.members if e.kind in CHANGE_KINDS]
         forward, backward, ranges = assemble(changes, self.image.pread)
+        flags = iter(in_forward_flags(changes))
+        in_forward = [e.kind in CHANGE_KINDS and next(flags) for _, e in self.members]
         v = self.volume
         fbuf, bbuf, lbuf = io.BytesIO(), io.BytesIO(), io.BytesIO()
         finfo = write_increment(
@@ -194,7 +198,10 @@ class VolumeBuilder:
         )
         nrec = write_log(
             lbuf,
-            (LogRecord.from_event(e, o) for o, e in self.members),
+            (
+                LogRecord.from_event(e, o, in_forward=f)
+                for (o, e), f in zip(self.members, in_forward, strict=True)
+            ),
             volume=v,
             first_offset=first,
             last_offset=last,

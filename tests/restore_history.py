@@ -5,7 +5,8 @@ manifests, checkpoints, gap records).
 The writer here is deliberately independent of the agents' window builder: it computes
 both increments straight from the reference model (bytes before / after each window), so
 restore tests check the restore code against the model and the format, not against the
-builder's own arithmetic.
+builder's own arithmetic. Write-log records are marked ``in_forward`` by a naive
+quadratic check of the FORMAT.md rule (no later change event of the window overlaps).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connectors.restore.planner import Plan
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
 from streams import keys
@@ -27,7 +29,7 @@ from streams.gaps import Gap
 from streams.image import Image
 from streams.increment import write_increment
 from streams.manifest import Bookmark, Manifest, ObjectRef
-from streams.writelog import LogRecord, write_log
+from streams.writelog import LogRecord, needs_forward, read_log, write_log
 
 T0 = 1_795_571_270_000_000  # µs
 
@@ -242,9 +244,10 @@ def write_store(
                 if part == "fwd":
                     ranges_sha = info.ranges_sha256
             buf = io.BytesIO()
+            omit = in_forward_offsets(win)
             n = write_log(
                 buf,
-                [LogRecord.from_event(e, o) for o, e in win],
+                [LogRecord.from_event(e, o, in_forward=o in omit) for o, e in win],
                 volume=volume,
                 first_offset=first,
                 last_offset=last,
@@ -301,6 +304,29 @@ def write_store(
                 put_checkpoint(store, volume, last, after)
         out[volume] = manifests
     return out
+
+
+def in_forward_offsets(win: list[tuple[int, WriteEvent]]) -> set[int]:
+    """Offsets of the WRITE/BASELINE events of ``win`` that no later change event overlaps."""
+    out = set()
+    for k, (o, e) in enumerate(win):
+        if e.kind in DATA_KINDS and not any(
+            f.kind in CHANGE_KINDS
+            and f.offset < e.offset + e.length
+            and e.offset < f.offset + f.length
+            for _, f in win[k + 1 :]
+        ):
+            out.add(o)
+    return out
+
+
+def replays_from_forward(store: ObjectStore, plan: Plan) -> bool:
+    """Whether ``plan`` replays a stored write log up to an ``in_forward`` record (so the
+    restore takes bytes from the target window's forward increment)."""
+    replay = plan.path.replay
+    if replay is None or replay.ref is None:
+        return False
+    return needs_forward(read_log(store.get(replay.ref.key)), upto_offset=replay.upto)
 
 
 def put_checkpoint(store: ObjectStore, volume: str, offset: int, image: bytes) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import random
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,11 @@ from connectors.restore.materialize import restore_point
 from connectors.restore.planner import plan_restore
 from connectors.restore.verify import verify_volume
 from connectors.store import MemoryStore
+from streams.extents import Extent
 from streams.gaps import Gap
+from streams.increment import read_increment, write_increment
+from streams.manifest import Manifest, ObjectRef
+from streams.writelog import read_log
 from tests.restore_history import POLICIES, History, random_history, write_store
 
 
@@ -99,6 +106,103 @@ def test_corrupt_write_log_fails_in_every_direction(
     with pytest.raises(IntegrityError, match=plan.path.replay.ref.key):
         restore_point(store, catalog, point, tmp_path / "o.img", progress=False)
     assert not (tmp_path / "o.img").exists()
+
+
+def _in_forward_points(store: MemoryStore, catalog: Catalog) -> list[tuple[int, int, Manifest]]:
+    """(first in_forward record's offset, window index, manifest) of windows whose log has
+    an in_forward record before the window's last offset (a mid-window point needing it)."""
+    out = []
+    for i in range(len(catalog.windows) // 2, len(catalog.windows)):
+        m = catalog.manifest(i)
+        hits = [
+            r.kafka_offset
+            for r in read_log(store.get(m.writelog.key))
+            if r.in_forward and r.kafka_offset < m.last_offset
+        ]
+        if hits:
+            out.append((hits[0], i, m))
+    assert out, "no window of the workload has an in_forward record mid-window"
+    return out
+
+
+@pytest.mark.parametrize("damage", [_flip, _truncate, _delete], ids=["flipped", "cut", "missing"])
+def test_corrupt_forward_breaks_mid_window_replays_and_is_named(
+    store: MemoryStore, history: History, tmp_path: Path, damage: Callable[[MemoryStore, str], None]
+) -> None:
+    """The target window's forward holds the bytes of in_forward log records: a replay up
+    to such a record fails naming it, in every direction (auto included)."""
+    catalog = Catalog(store, "va")
+    point, _, m = _in_forward_points(store, catalog)[0]
+    plan = plan_restore(catalog, point)
+    assert plan.path.replay is not None and plan.path.replay.forward == m.forward
+    needed = plan.path.keys()
+    assert m.forward.key in needed and plan.path.bytes >= m.forward.size
+    damage(store, m.forward.key)
+    for direction in ("forward", "backward", "auto"):
+        with pytest.raises((IntegrityError, GapError), match=m.forward.key):
+            restore_point(
+                store, catalog, point, tmp_path / "o.img", direction=direction, progress=False
+            )
+    assert list(tmp_path.iterdir()) == []
+    report = verify_volume(store, "va", read_data=damage is not _delete)
+    assert m.forward.key in {p.key for p in report.problems}
+
+
+def test_replay_before_any_in_forward_record_does_not_need_the_forward(
+    store: MemoryStore, history: History, tmp_path: Path
+) -> None:
+    catalog = Catalog(store, "va")
+    hit, _, m = next(
+        (h, i, m) for h, i, m in _in_forward_points(store, catalog) if h > m.first_offset
+    )
+    point = hit - 1
+    _flip(store, m.forward.key)
+    for direction in ("forward", "backward"):
+        result = restore_point(
+            store, catalog, point, tmp_path / "o.img", direction=direction, progress=False
+        )
+        assert result.replay_source == "log"
+        assert (tmp_path / "o.img").read_bytes() == history.image_at("va", point)
+
+
+def test_forward_bytes_not_matching_the_log_crc_are_named(
+    store: MemoryStore, history: History, tmp_path: Path
+) -> None:
+    """A well-formed forward increment (digest recorded) whose bytes differ from what an
+    in_forward record's CRC-32C says: the replay fails naming the log and the forward."""
+    catalog = Catalog(store, "va")
+    point, _, m = _in_forward_points(store, catalog)[0]
+    rec = next(r for r in read_log(store.get(m.writelog.key)) if r.kafka_offset == point)
+    extents = []
+    for ext in read_increment(store.get(m.forward.key)):
+        if ext.offset <= rec.offset < ext.end:
+            data = bytearray(ext.data if ext.data is not None else bytes(ext.length))
+            data[rec.offset - ext.offset] ^= 0x01
+            ext = Extent(ext.offset, ext.length, bytes(data))
+        extents.append(ext)
+    buf = io.BytesIO()
+    info = write_increment(
+        buf,
+        extents,
+        direction="forward",
+        volume="va",
+        first_offset=m.first_offset,
+        last_offset=m.last_offset,
+    )
+    blob = buf.getvalue()
+    store.put(m.forward.key, blob)
+    ref = ObjectRef.of(m.forward.key, blob, extents=info.extents, logical_bytes=info.logical_bytes)
+    store.put(m.key, replace(m, forward=ref).to_json())
+    catalog = Catalog(store, "va")
+    for direction in ("forward", "backward"):
+        with pytest.raises(
+            IntegrityError, match=f"{m.writelog.key}: .* in {m.forward.key} .*CRC-32C"
+        ):
+            restore_point(
+                store, catalog, point, tmp_path / "o.img", direction=direction, progress=False
+            )
+    report = verify_volume(store, "va", read_data=True)
+    assert m.writelog.key in {p.key for p in report.problems}
 
 
 def test_corrupt_checkpoint_chunk_is_named(

@@ -21,7 +21,7 @@ from connectors.store import MemoryStore
 from streams.builder import PartitionProcessor
 from streams.volume import BuildOptions
 from streams.window import WindowPolicy
-from tests.restore_history import random_history
+from tests.restore_history import random_history, replays_from_forward
 
 POLICIES = {
     "count5": WindowPolicy(count=5),
@@ -51,6 +51,7 @@ def test_builder_stores_restore_exactly(policy: str, tmp_path: Path) -> None:
     rng = random.Random(policy)
     out = tmp_path / "out.img"
     restores = {"forward": 0, "backward": 0}
+    from_forward = 0
     for volume in history.sizes:
         catalog = Catalog(store, volume)
         assert len(catalog) >= 3, "the policy cut too few windows"
@@ -63,7 +64,11 @@ def test_builder_stores_restore_exactly(policy: str, tmp_path: Path) -> None:
                     plan_restore(catalog, point, direction=direction)
                 except NotRestorableError:
                     continue  # no later checkpoint to roll back from
-                restore_point(store, catalog, point, out, direction=direction, progress=False)
+                result = restore_point(
+                    store, catalog, point, out, direction=direction, progress=False
+                )
                 assert out.read_bytes() == want, f"{direction} {volume}@{point}"
                 restores[direction] += 1
+                from_forward += replays_from_forward(store, result.plan)
     assert restores["forward"] == 16 and restores["backward"] > 0
+    assert from_forward > 0, "no restore replayed in_forward records mid-window"
