@@ -1,11 +1,11 @@
-"""Options of :class:`connectors.intercept.volume.InterceptedVolume`: names, defaults, checks."""
+"""Options and argument checks of :class:`connectors.intercept.volume.InterceptedVolume`."""
 
 from __future__ import annotations
 
 import re
 from typing import Literal
 
-from connectors.errors import ConfigError
+from connectors.errors import ConfigError, InvalidEventError
 
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 Mode = Literal["sync", "async"]
@@ -45,3 +45,19 @@ def check_options(
             raise ConfigError(f"{what} must be positive, not {number}")
     if delivery_timeout <= 0:
         raise ConfigError("delivery_timeout must be positive")
+
+
+def check_range(volume: str, size: int, what: str, offset: int, length: int) -> None:
+    """Raise :class:`InvalidEventError` unless ``[offset, offset+length)`` is a non-empty
+    range inside volume ``volume`` of ``size`` bytes (``what`` names the operation)."""
+    if not isinstance(offset, int) or not isinstance(length, int):
+        raise InvalidEventError(f"{what}: offset and length must be integers")
+    if offset < 0 or length < 0:
+        raise InvalidEventError(f"{what}: negative offset or length ({offset}, {length})")
+    if length == 0:
+        raise InvalidEventError(f"{what}: empty {what} at {offset} on volume {volume}")
+    if offset + length > size:
+        raise InvalidEventError(
+            f"{what} [{offset}, {offset + length}) ends past the end of volume "
+            f"{volume} ({size} bytes)"
+        )

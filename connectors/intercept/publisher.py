@@ -61,7 +61,9 @@ class Publisher:
         self._last_offset = -1
         self._error: str | None = None
         try:
-            self._producer = Producer({**conf, "error_cb": self._on_error})
+            self._producer = Producer(
+                {**conf, "error_cb": self._on_error, "on_delivery": self._on_untracked}
+            )
         except KafkaException as exc:
             raise BrokerError(f"invalid Kafka producer configuration: {exc}") from None
         self._stop = threading.Event()
@@ -78,8 +80,13 @@ class Publisher:
         """Largest acknowledged offset so far (-1 before the first)."""
         return self._last_offset
 
-    def send(self, key: bytes, value: bytes) -> Delivery:
-        """Enqueue one record (never empty); blocks while in-flight bytes exceed the bound."""
+    def send(self, key: bytes, value: bytes, *, track: bool = True) -> Delivery:
+        """Enqueue one record (never empty); blocks while in-flight bytes exceed the bound.
+
+        With ``track`` False (for records nobody waits for) the returned :class:`Delivery`
+        is never completed; the record still counts in the bound, :meth:`drain` and the
+        failure, through the producer-wide delivery callback.
+        """
         size = len(value)
         deadline = 0.0  # set on the first wait: most sends never wait
         with self._cond:
@@ -98,10 +105,13 @@ class Publisher:
             self._in_flight += 1
             self._in_flight_bytes += size
         delivery = Delivery(size)
-        callback = functools.partial(self._on_delivery, delivery)
         while True:
             try:
-                self._producer.produce(self.topic, value, key, on_delivery=callback)
+                if track:
+                    callback = functools.partial(self._on_delivery, delivery)
+                    self._producer.produce(self.topic, value, key, on_delivery=callback)
+                else:
+                    self._producer.produce(self.topic, value, key)
                 return delivery
             except BufferError:
                 if not deadline:
@@ -165,18 +175,30 @@ class Publisher:
         else:
             self._settle(delivery, msg.offset(), msg.partition(), None)
 
+    def _on_untracked(self, err: Any, msg: Any) -> None:
+        self._account(len(msg), -1 if err is not None else msg.offset(), err)
+
     def _settle(self, delivery: Delivery, offset: int, partition: int, error: str | None) -> None:
         delivery.offset, delivery.partition, delivery.error = offset, partition, error
+        self._account(delivery.size, offset, error, delivery)
+
+    def _account(
+        self, size: int, offset: int, error: Any, delivery: Delivery | None = None
+    ) -> None:
+        """One record left flight: update the bound, the failure, the last offset; wake waiters."""
+        if error is not None and not isinstance(error, str):
+            error = redact_text(str(error))
         with self._cond:
             self._in_flight -= 1
-            self._in_flight_bytes -= delivery.size
+            self._in_flight_bytes -= size
             if error is not None:
                 if self._error is None:
                     log.error("delivery to %s failed: %s", self.topic, error)
                     self._error = error
             elif offset > self._last_offset:
                 self._last_offset = offset
-            delivery.done = True
+            if delivery is not None:
+                delivery.done = True
             self._cond.notify_all()
 
     def _on_error(self, err: Any) -> None:

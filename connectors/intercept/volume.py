@@ -34,6 +34,7 @@ from connectors.intercept.options import (
     BaselinePolicy,
     Mode,
     check_options,
+    check_range,
 )
 from connectors.intercept.publisher import Delivery, Publisher
 from connectors.intercept.state import InterceptState, load_state, save_state
@@ -171,29 +172,30 @@ class InterceptedVolume:
             raise InvalidEventError(
                 f"write data must be bytes-like, not {type(data).__name__}"
             ) from None
-        self._check_range("write", offset, len(buf))
+        check_range(self.volume, self._size, "write", offset, len(buf))
         deliveries: list[Delivery] = []
+        track = self.mode == "sync"  # async writes are never waited for one by one
         with self._lock:
             self._check_usable()
-            whole = len(buf) <= self.max_event_data  # bytes need no copy then
-            for start in range(0, len(buf), self.max_event_data):
-                piece = (
-                    data
-                    if whole and isinstance(data, bytes)
-                    else bytes(buf[start : start + self.max_event_data])
-                )
-                deliveries.append(
-                    self._emit(
-                        EventKind.WRITE, offset=offset + start, length=len(piece), data=piece
+            if len(buf) <= self.max_event_data:  # one event; bytes need no copy
+                piece = data if isinstance(data, bytes) else bytes(buf)
+                deliveries.append(self._emit(EventKind.WRITE, offset, piece, track=track))
+            else:
+                for start in range(0, len(buf), self.max_event_data):
+                    piece = bytes(buf[start : start + self.max_event_data])
+                    deliveries.append(
+                        self._emit(EventKind.WRITE, offset + start, piece, track=track)
                     )
-                )
-            self._apply(lambda: pwrite_all(self._fd, buf, offset))
+            try:
+                pwrite_all(self._fd, buf, offset)
+            except OSError as exc:
+                raise self._apply_failed(exc) from None
         return self._settle(deliveries)
 
     def read(self, offset: int, length: int) -> bytes:
         """The volume's bytes ``[offset, offset+length)`` (reads are not captured)."""
         self._check_open()
-        self._check_range("read", offset, length)
+        check_range(self.volume, self._size, "read", offset, length)
         out = bytearray()
         while len(out) < length:
             part = os.pread(self._fd, length - len(out), offset + len(out))
@@ -360,25 +362,31 @@ class InterceptedVolume:
     def _emit(
         self,
         kind: EventKind,
-        *,
         offset: int = 0,
-        length: int = 0,
         data: bytes = b"",
+        *,
+        length: int | None = None,
         name: str = "",
+        track: bool = True,
     ) -> Delivery:
         if self._baseline is not None:
             self._baseline.flush_pending_zero()
-        return self._emit_event(kind, offset=offset, length=length, data=data, name=name)
+        return self._emit_event(kind, offset, data, length=length, name=name, track=track)
 
     def _emit_event(
         self,
         kind: EventKind,
-        *,
         offset: int = 0,
-        length: int = 0,
         data: bytes = b"",
+        *,
+        length: int | None = None,
         name: str = "",
+        track: bool = True,
     ) -> Delivery:
+        """Number, check, encode and publish one event (``length`` None: ``len(data)``).
+
+        ``track`` False: the returned Delivery is not followed (nobody waits for it).
+        """
         event = WriteEvent(
             group=self.group,
             volume=self.volume,
@@ -386,7 +394,7 @@ class InterceptedVolume:
             kind=kind,
             timestamp_us=now_us(),
             offset=offset,
-            length=length,
+            length=len(data) if length is None else length,
             data=data,
             volume_size=self._size,
             crc32c=crc32c(data) if data else 0,
@@ -397,7 +405,7 @@ class InterceptedVolume:
         event.validate_trusting_crc()  # crc32c was just computed from data above
         value = self._codec.encode_event(event)
         try:
-            delivery = self._publisher.send(self._key, value)
+            delivery = self._publisher.send(self._key, value, track=track)
         except KcdpError as exc:  # nothing of this call may be half-published silently
             self._fail(exc.message)
             raise
@@ -405,7 +413,7 @@ class InterceptedVolume:
         return delivery
 
     def _clear(self, kind: EventKind, offset: int, length: int) -> int:
-        self._check_range(kind.lower(), offset, length)
+        check_range(self.volume, self._size, kind.lower(), offset, length)
         with self._lock:
             self._check_usable()
             delivery = self._emit(kind, offset=offset, length=length)
@@ -416,8 +424,11 @@ class InterceptedVolume:
         try:
             action()
         except OSError as exc:
-            self._fail(f"backing file {self.path}: {exc}")
-            raise VolumeError(f"cannot update backing file {self.path}: {exc}") from None
+            raise self._apply_failed(exc) from None
+
+    def _apply_failed(self, exc: OSError) -> VolumeError:
+        self._fail(f"backing file {self.path}: {exc}")
+        return VolumeError(f"cannot update backing file {self.path}: {exc}")
 
     def _settle(self, deliveries: list[Delivery], *, always_wait: bool = False) -> int:
         if self.mode == "async" and not always_wait:
@@ -430,19 +441,6 @@ class InterceptedVolume:
             self._fail(exc.message)
             raise
         return offset
-
-    def _check_range(self, what: str, offset: int, length: int) -> None:
-        if not isinstance(offset, int) or not isinstance(length, int):
-            raise InvalidEventError(f"{what}: offset and length must be integers")
-        if offset < 0 or length < 0:
-            raise InvalidEventError(f"{what}: negative offset or length ({offset}, {length})")
-        if length == 0:
-            raise InvalidEventError(f"{what}: empty {what} at {offset} on volume {self.volume}")
-        if offset + length > self._size:
-            raise InvalidEventError(
-                f"{what} [{offset}, {offset + length}) ends past the end of volume "
-                f"{self.volume} ({self._size} bytes)"
-            )
 
     def _check_open(self) -> None:
         if self._closed:
