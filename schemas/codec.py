@@ -190,25 +190,18 @@ class AvroCodec:
             head = self._head(format_version, group, volume, session, host)
             if head is None:
                 return None
-        out = bytearray(head)
-        _put_long(out, sequence)
-        out.append(kind_index)
-        _put_long(out, offset)
-        _put_long(out, length)
-        _put_long(out, len(data))
-        tail = bytearray()
-        _put_long(tail, volume_size)
-        _put_long(tail, timestamp_us)
-        _put_long(tail, crc)
         if name:
             try:
                 raw = name.encode("utf-8")
             except UnicodeEncodeError:
                 return None
-            _put_long(tail, len(raw))
-            tail += raw
         else:
-            tail.append(0)
+            raw = b""
+        out = bytearray(head)
+        _put_longs(out, (sequence, kind_index, offset, length, len(data)))
+        tail = bytearray()
+        _put_longs(tail, (volume_size, timestamp_us, crc, len(raw)))
+        tail += raw
         return b"".join((out, data, tail))
 
     def _head(
@@ -225,13 +218,13 @@ class AvroCodec:
         ):
             return None
         out = bytearray(self._header())
-        _put_long(out, format_version)
+        _put_longs(out, (format_version,))
         for text in (group, volume, session, host):
             try:
                 raw = text.encode("utf-8")
             except UnicodeEncodeError:
                 return None
-            _put_long(out, len(raw))
+            _put_longs(out, (len(raw),))
             out += raw
         head = bytes(out)
         if len(self._heads) >= _MAX_HEADS:
@@ -313,9 +306,9 @@ _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
 #: Distinct (format_version, group, volume, session, host) heads kept by one codec.
 _MAX_HEADS = 256
-#: Each WriteEvent kind's enum index as its one-byte zig-zag varint (indexes are < 64).
+#: Each WriteEvent kind's enum index (written as a long).
 _KIND_INDEX: dict[str, int] = {
-    symbol: index << 1
+    symbol: index
     for index, symbol in enumerate(
         next(f for f in schema_json("WriteEvent")["fields"] if f["name"] == "kind")["type"][
             "symbols"
@@ -324,13 +317,14 @@ _KIND_INDEX: dict[str, int] = {
 }
 
 
-def _put_long(out: bytearray, n: int) -> None:
-    """Append Avro's zig-zag varint of the 64-bit ``n`` to ``out``."""
-    n = (n << 1) ^ (n >> 63)
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
+def _put_longs(out: bytearray, values: tuple[int, ...]) -> None:
+    """Append Avro's zig-zag varint of each 64-bit value to ``out``."""
+    for n in values:
+        n = (n << 1) ^ (n >> 63)
+        while n > 0x7F:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
 
 
 def _registry_client(url: str, extra: dict[str, str]) -> Any:
