@@ -2,12 +2,17 @@
 
 Design (docs/FORMAT.md "Ordering invariants"):
 
-* One agent over ``kcdp.writes`` with raw key/value serializers, batched with
-  ``stream.take_events``, hands batches through a 2-deep queue to a task that processes
-  them in the build thread, so fetching overlaps building. Values are decoded by the pure
+* **Data path.** Faust stays the consumer group member (an agent subscribes to
+  ``kcdp.writes``), but it does not deliver the records: the worker pauses Faust's own
+  fetching of every assigned ``kcdp.writes`` partition (``consumer.pause_partitions``,
+  repeated after every batch because Faust resumes paused partitions when a rebalance's
+  recovery completes) and reads them with a :class:`~streams.reader.BulkReader` — a
+  confluent-kafka consumer in ``assign()`` mode, no group — in batches of up to
+  ``batch_size`` records (librdkafka prefetches in its own threads). Any record Faust
+  still delivers is ignored. Values are decoded by the pure
   :class:`~streams.builder.PartitionProcessor`, so an undecodable record becomes a dead
-  letter instead of crashing Faust. Blocking work (decoding, object uploads, image I/O)
-  runs in one worker thread, which also serializes it against partition assignment.
+  letter instead of crashing the worker. Blocking work (reading, decoding, object uploads,
+  image I/O) runs in one worker thread, which also serializes it against assignment.
 * **Commits are explicit.** The topic is declared with ``acks=False``: Faust then never
   records acknowledgements for it and so never commits its offsets on its own (neither
   on its commit interval nor on rebalance); the ``exactly_once`` guarantee is not used.
@@ -17,11 +22,15 @@ Design (docs/FORMAT.md "Ordering invariants"):
   oldest open window, else the next offset — through the Faust consumer's ``_commit``
   (the aiokafka consumer's commit, restricted to assigned partitions). Faust offers no
   public call to commit an arbitrary offset; this is the narrowest one that does.
-* **Assignment.** On ``on_partitions_assigned`` each new partition's processor resumes
-  every volume the store places there (partition markers, last manifest, image rebuild)
-  and learns the group's committed offset (to detect offsets lost to retention); Faust
-  itself seeks to the committed offset, and records at or below a volume's last manifest
-  are skipped, so the store stays the source of truth. Revoked partitions are dropped.
+* **Assignment.** On ``on_partitions_revoked`` the reader stops reading the revoked
+  partitions (in the build thread, so before the rebalance completes; the batch in
+  flight finishes first). On ``on_partitions_assigned`` each new partition's processor
+  resumes every volume the store places there (partition markers, last manifest, image
+  rebuild) and learns the group's committed offset (to detect offsets lost to
+  retention); the reader starts each assigned partition at its processor's next offset:
+  the committed offset for a new partition (the earliest kept if none), where it stopped
+  for one kept across the rebalance. Records at or below a volume's last manifest are
+  skipped, so the store stays the source of truth. Partitions not assigned are dropped.
 * **Timer.** Every ``tick_interval`` the worker produces a ``TICK`` into each partition
   whose oldest open window is past its deadline plus the grace; the window closes when
   the TICK is consumed, so timer closes are in the log and reproducible.
@@ -55,6 +64,7 @@ from schemas.events import EventKind, WriteEvent, now_us
 from streams.builder import Outcome, PartitionProcessor, Record
 from streams.manifest import Manifest
 from streams.metrics import VolumeState, WorkerMetrics
+from streams.reader import BulkReader
 from streams.volume import BuildOptions
 from streams.window import US, WindowPolicy
 
@@ -68,7 +78,8 @@ class WorkerOptions:
     ``workdir``: replica images and Faust data. ``group_id`` [kcdp-increments]: consumer
     group and Faust app id. ``web_port`` [None: no web server]: serves ``/metrics``.
     ``session_timeout`` [6 s] / ``heartbeat_interval`` [1 s]: Kafka group timings.
-    ``batch_size`` [1000 records] / ``batch_within`` [0.05 s]: agent batching.
+    ``batch_size`` [1000 records] / ``batch_within`` [0.05 s]: most records per read and
+    the longest a read waits for them.
     ``tick_interval`` [0.25 s]: how often deadlines are checked. ``checkpoint_windows``
     [64] / ``checkpoint_bytes`` [1 GiB]: checkpoint cadence per volume.
     """
@@ -110,14 +121,28 @@ class IncrementsWorker:
         self._ticked: dict[int, int] = {}
         self._pending = 0
         self._committed: dict[int, int] = {}
+        self.reader = BulkReader(
+            settings.kafka_config(),
+            settings.topic,
+            group_id=f"{options.group_id}.reader",
+            batch_size=options.batch_size,
+            timeout=options.batch_within,
+        )
 
     # -- partitions ----------------------------------------------------------------------
     def assign(self, partitions: set[int]) -> None:
+        """Own exactly ``partitions``: drop the others, open the new, read them all."""
+        self.reader.unassign(set(self.reader.assigned) - partitions)
         for p in sorted(set(self.processors) - partitions):
             log.info("partition %d revoked", p)
             self.processors.pop(p).close()
         for p in sorted(partitions - set(self.processors)):
             self._open(p)
+        self.reader.assign({p: self.processors[p].next_offset for p in partitions})
+
+    def revoke(self, partitions: set[int]) -> None:
+        """Stop reading ``partitions`` (their processors stay until :meth:`assign`)."""
+        self.reader.unassign(partitions)
 
     def _open(self, partition: int) -> PartitionProcessor:
         opts = BuildOptions(
@@ -158,6 +183,15 @@ class IncrementsWorker:
             c.close()
 
     # -- processing ----------------------------------------------------------------------
+    def pump(self) -> dict[int, int]:
+        """Read one batch and process it; return the offsets to commit by partition."""
+        offsets: dict[int, int] = {}
+        for p, records in self.reader.read().items():
+            offset = self.process(p, records)
+            if offset is not None:
+                offsets[p] = offset
+        return offsets
+
     def process(self, partition: int, records: list[Record]) -> int | None:
         """Feed a batch; publish its dead letters; return the offset to commit (or None)."""
         proc = self.processors.get(partition) or self._open(partition)
@@ -270,11 +304,12 @@ class IncrementsWorker:
                 )
 
     def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.reader.close()
         for proc in self.processors.values():
             proc.close()
         self.processors.clear()
         self.producer.flush(5)
-        self.executor.shutdown(wait=True)
 
     def fail(self, exc: BaseException) -> None:
         """Record a fatal error and stop the process's worker (SIGTERM)."""
@@ -323,44 +358,30 @@ def create_app(
     async def in_thread(fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(worker.executor, fn, *args)
 
-    # Faust fetches the next batch while the build thread processes the previous one.
-    batches: asyncio.Queue[tuple[int, list[Record]]] = asyncio.Queue(maxsize=2)
-
-    def assigned() -> set[int]:
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topic}
+    def mine() -> set[faust.types.TP]:
+        return {tp for tp in app.consumer.assignment() if tp.topic == settings.topic}
 
     @app.agent(topic, name="kcdp-increments")
-    async def build(stream: Any) -> None:
-        try:
-            async for events in stream.take_events(options.batch_size, within=options.batch_within):
-                by_partition: dict[int, list[Record]] = {}
-                for ev in events:
-                    msg = ev.message
-                    by_partition.setdefault(msg.partition, []).append(
-                        (msg.offset, msg.key, msg.value)
-                    )
-                for item in by_partition.items():
-                    await batches.put(item)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            worker.fail(exc)
-            raise
+    async def subscribe(stream: Any) -> None:
+        """Makes Faust subscribe (group membership); the records are read by the worker."""
+        async for _event in stream.events():
+            pass  # delivered before its partition was paused: the reader has it too
 
     @app.task
     async def commit_durable() -> None:
-        """Process queued batches in the build thread; commit what became durable."""
+        """Read and process batches in the build thread; commit what became durable."""
         consumer: Any = app.consumer
         try:
             while True:
-                p, records = await batches.get()
-                if p not in assigned():
-                    continue  # revoked meanwhile: its new owner reads it again
-                offset = await in_thread(worker.process, p, records)
-                if offset is not None and await consumer._commit(
-                    {faust.types.TP(settings.topic, p): offset}
+                offsets = await in_thread(worker.pump)
+                tps = mine()
+                consumer.pause_partitions(tps)  # Faust resumes them after rebalances
+                ours = {p for p in offsets if faust.types.TP(settings.topic, p) in tps}
+                if ours and await consumer._commit(
+                    {faust.types.TP(settings.topic, p): offsets[p] for p in ours}
                 ):
-                    worker.committed(p, offset)
+                    for p in ours:
+                        worker.committed(p, offsets[p])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -374,14 +395,23 @@ def create_app(
         except Exception as exc:
             worker.fail(exc)
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # signal kwarg typing
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        try:
+            await in_thread(
+                worker.revoke, {tp.partition for tp in revoked if tp.topic == settings.topic}
+            )
+        except Exception as exc:
+            worker.fail(exc)
+
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # signal kwarg typing
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", set())
-        mine = {tp.partition for tp in assigned if tp.topic == settings.topic}
-        while not batches.empty():  # fetched before the rebalance: Faust delivers them again
-            batches.get_nowait()
+        tps = {tp for tp in assigned if tp.topic == settings.topic}
+        app.consumer.pause_partitions(tps)
         try:
-            await in_thread(worker.assign, mine)
+            await in_thread(worker.assign, {tp.partition for tp in tps})
         except Exception as exc:
             worker.fail(exc)
 

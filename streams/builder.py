@@ -24,6 +24,7 @@ from connectors.store.base import ObjectStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
 from streams import keys
+from streams.decode import EventDecoder
 from streams.gaps import Gap
 from streams.manifest import Manifest
 from streams.volume import BuildOptions, VolumeBuilder
@@ -74,6 +75,7 @@ class PartitionProcessor:
         self.store = store
         self.opt = options
         self.codec = codec or AvroCodec("WriteEvent")
+        self._decode = EventDecoder(self.codec).decode
         self.on_window = on_window
         self.volumes: dict[str, VolumeBuilder] = {}
         self.next_offset: int | None = None
@@ -145,7 +147,7 @@ class PartitionProcessor:
             try:
                 if not value:
                     raise DecodeError("empty record value")
-                event = WriteEvent.from_record(self.codec.decode(value))
+                event = self._decode(value)
             except (DecodeError, ValueError, KeyError, TypeError) as exc:
                 reason = exc.message if isinstance(exc, DecodeError) else f"bad record: {exc}"
                 out.dead_letters.append(DeadLetter(offset, key, value, "", "DecodeError", reason))

@@ -1,0 +1,116 @@
+"""The worker's bulk data path: a confluent-kafka consumer in ``assign()`` mode.
+
+The Faust consumer stays the group member (assignment, commits); the records of the
+partitions it is assigned are read here instead, in batches, with no per-message Python
+work beyond building ``(offset, key, value)`` tuples. :class:`BulkReader` never joins a
+group and never commits: its ``group.id`` (``<group>.reader``) only satisfies librdkafka.
+
+Thread-confined: every method runs on the worker's build thread, so assignment changes
+never race a read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from connectors.errors import BrokerError
+from connectors.kafka import consumer_config
+from streams.builder import Record
+
+log = logging.getLogger("kcdp.reader")
+
+
+class BulkReader:
+    """Reads the partitions it is assigned of ``topic``, in offset order per partition.
+
+    ``conf``: librdkafka properties (bootstrap servers, ``-X`` options). ``group_id``:
+    only named to librdkafka (no membership, no commits). ``batch_size`` [1000]: records
+    per :meth:`read`; ``timeout`` [0.05 s]: the longest :meth:`read` waits for them.
+    The consumer is created on first assignment.
+    """
+
+    def __init__(
+        self,
+        conf: Mapping[str, Any],
+        topic: str,
+        *,
+        group_id: str,
+        batch_size: int = 1000,
+        timeout: float = 0.05,
+    ) -> None:
+        self.conf = consumer_config(
+            conf,
+            group_id,
+            **{"enable.partition.eof": False, "max.partition.fetch.bytes": 8 << 20},
+        )
+        self.topic = topic
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.assigned: set[int] = set()
+        self._consumer: Any = None
+
+    def assign(self, starts: Mapping[int, int | None]) -> None:
+        """Start reading each partition at its offset (None: the earliest kept)."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+        new = {p: o for p, o in starts.items() if p not in self.assigned}
+        if not new:
+            return
+        if self._consumer is None:
+            self._consumer = Consumer(self.conf)
+        tps = [
+            TopicPartition(self.topic, p, OFFSET_BEGINNING if o is None else o)
+            for p, o in sorted(new.items())
+        ]
+        try:
+            self._consumer.incremental_assign(tps)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"cannot assign {self.topic} partitions {sorted(new)}: {exc}"
+            ) from None
+        self.assigned.update(new)
+
+    def unassign(self, partitions: Iterable[int]) -> None:
+        """Stop reading these partitions; records already fetched for them are dropped."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        gone = sorted(set(partitions) & self.assigned)
+        if not gone:
+            return
+        self.assigned.difference_update(gone)
+        try:
+            self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
+        except KafkaException as exc:
+            raise BrokerError(f"cannot unassign {self.topic} partitions {gone}: {exc}") from None
+
+    def read(self) -> dict[int, list[Record]]:
+        """Up to ``batch_size`` records, grouped by partition, each list in offset order.
+
+        Waits at most ``timeout`` (returns ``{}`` at once when nothing is assigned)."""
+        if not self.assigned:
+            return {}
+        out: dict[int, list[Record]] = {}
+        assigned = self.assigned
+        for msg in self._consumer.consume(self.batch_size, self.timeout):
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise BrokerError(f"reading {self.topic}: {err.str()}")
+                log.warning("reading %s: %s", self.topic, err.str())
+                continue
+            p = msg.partition()
+            if p not in assigned:
+                continue  # fetched before its unassignment
+            batch = out.get(p)
+            if batch is None:
+                batch = out[p] = []
+            batch.append((msg.offset(), msg.key(), msg.value()))
+        return out
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self.assigned.clear()
