@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from schemas.events import DATA_KINDS, WriteEvent
+from schemas.events import DATA_KINDS, EventKind, WriteEvent
 from streams.extents import MAX_EXTENT, Extent, split_ranges, union_ranges
 
 _ZEROS = bytes(MAX_EXTENT)
@@ -62,7 +63,18 @@ def assemble(
     return _extents(pieces, ranges, after), _extents(pieces, ranges, before), ranges
 
 
-def in_forward_flags(changes: Sequence[WriteEvent]) -> list[bool]:
+class Change(Protocol):
+    """What :func:`in_forward_flags` reads of a change event (a WriteEvent or LogRecord)."""
+
+    @property
+    def kind(self) -> EventKind: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+
+
+def in_forward_flags(changes: Sequence[Change]) -> list[bool]:
     """Per change event (offset order): True iff it is a WRITE/BASELINE event that no later
     change event of the window overlaps, so the forward increment holds exactly its bytes.
 

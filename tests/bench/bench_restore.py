@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from connectors.restore.catalog import Catalog
@@ -35,6 +36,7 @@ from connectors.store import open_store
 from connectors.store.base import ObjectStore
 from schemas.events import EventKind, crc32c
 from streams import keys
+from streams.assemble import in_forward_flags
 from streams.checkpoint import Checkpoint, write_checkpoint
 from streams.extents import Extent, split_ranges, union_ranges
 from streams.image import Image
@@ -102,8 +104,12 @@ class Writer:
             )
             digest = digest or info.ranges_sha256
             refs[part] = self._put(keys.data_key(VOLUME, first, last, part), buf.getvalue())
+        flags = dict(zip((r.kafka_offset for r in changes), in_forward_flags(changes), strict=True))
+        logged = [
+            replace(r, data=b"", in_forward=True) if flags.get(r.kafka_offset) else r for r in recs
+        ]
         buf = io.BytesIO()
-        write_log(buf, recs, volume=VOLUME, first_offset=first, last_offset=last)
+        write_log(buf, logged, volume=VOLUME, first_offset=first, last_offset=last)
         refs["log"] = self._put(keys.data_key(VOLUME, first, last, "log"), buf.getvalue())
         consistent = self.base_end is not None
         m = Manifest(
