@@ -55,7 +55,9 @@ class Publisher:
         self.topic = topic
         self.delivery_timeout = delivery_timeout
         self.max_in_flight_bytes = max_in_flight_bytes
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # taken directly on hot paths (C, not Python)
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # threads inside a wait on _cond: notify only when > 0
         self._in_flight = 0
         self._in_flight_bytes = 0
         self._last_offset = -1
@@ -89,7 +91,7 @@ class Publisher:
         """
         size = len(value)
         deadline = 0.0  # set on the first wait: most sends never wait
-        with self._cond:
+        with self._lock:
             self._raise_if_failed()
             while self._in_flight and self._in_flight_bytes + size > self.max_in_flight_bytes:
                 if not deadline:
@@ -100,7 +102,7 @@ class Publisher:
                         f"{self._in_flight_bytes} bytes still unacknowledged after "
                         f"{self.delivery_timeout:g}s"
                     )
-                self._cond.wait(remaining)
+                self._wait(remaining)
                 self._raise_if_failed()
             self._in_flight += 1
             self._in_flight_bytes += size
@@ -127,8 +129,11 @@ class Publisher:
     def wait(self, delivery: Delivery) -> int:
         """The acknowledged offset of ``delivery``; DeliveryError on failure or timeout."""
         if not delivery.done:
-            with self._cond:
-                if not self._cond.wait_for(lambda: delivery.done, self.delivery_timeout + 5.0):
+            with self._lock:
+                deadline = time.monotonic() + self.delivery_timeout + 5.0
+                while not delivery.done and (remaining := deadline - time.monotonic()) > 0:
+                    self._wait(remaining)
+                if not delivery.done:
                     raise DeliveryError(
                         f"event to {self.topic} not acknowledged within {self.delivery_timeout:g}s"
                     )
@@ -142,7 +147,7 @@ class Publisher:
         """Wait until nothing is in flight; the last acknowledged offset, or DeliveryError."""
         limit = self.delivery_timeout + 5.0 if timeout is None else timeout
         deadline = time.monotonic() + limit
-        with self._cond:
+        with self._lock:
             while self._in_flight:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -150,7 +155,7 @@ class Publisher:
                         f"{self._in_flight} events to {self.topic} not acknowledged "
                         f"within {limit:g}s"
                     )
-                self._cond.wait(remaining)
+                self._wait(remaining)
             self._raise_if_failed()
             return self._last_offset
 
@@ -161,6 +166,14 @@ class Publisher:
         self._producer.flush(0)
 
     # -- internals ----------------------------------------------------------------------
+    def _wait(self, timeout: float) -> None:
+        """Wait on the condition (lock held) for at most ``timeout`` seconds."""
+        self._waiting += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiting -= 1
+
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise DeliveryError(f"an earlier event to {self.topic} failed: {self._error}")
@@ -188,7 +201,7 @@ class Publisher:
         """One record left flight: update the bound, the failure, the last offset; wake waiters."""
         if error is not None and not isinstance(error, str):
             error = redact_text(str(error))
-        with self._cond:
+        with self._lock:
             self._in_flight -= 1
             self._in_flight_bytes -= size
             if error is not None:
@@ -199,7 +212,8 @@ class Publisher:
                 self._last_offset = offset
             if delivery is not None:
                 delivery.done = True
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
     def _on_error(self, err: Any) -> None:
         text = redact_text(str(err))
