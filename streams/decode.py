@@ -28,22 +28,105 @@ _KINDS: tuple[EventKind, ...] = tuple(
 
 
 class EventDecoder:
-    """``decode(value) -> WriteEvent`` for one codec (single-object fast path, see module)."""
+    """``decode(value) -> WriteEvent`` for one codec (single-object fast path, see module).
+
+    The head of a value (format version, group, volume, session, host) repeats on every
+    event of a session; the last ``_MAX_HEADS`` distinct heads are kept as raw bytes, and a
+    value that starts with one of them reuses its parsed fields (same bytes, same fields).
+    """
 
     def __init__(self, codec: AvroCodec) -> None:
         self.codec = codec
         own = schema_fingerprint(codec.schema)
         fast = codec.framing == "single-object" and own == _WRITE_EVENT_FINGERPRINT
         self._prefix = SINGLE_OBJECT_MAGIC + own if fast else None
+        self._heads: list[_Head] = []
 
     def decode(self, value: bytes) -> WriteEvent:
         """The event in ``value``; raises what the general path raises (DecodeError, or
         ValueError/KeyError/TypeError from :meth:`WriteEvent.from_record`)."""
         if self._prefix is not None and type(value) is bytes and value[:10] == self._prefix:
-            event = _parse(value)
+            event = self._parse(value)
             if event is not None:
                 return event
         return WriteEvent.from_record(self.codec.decode(value))
+
+    def _parse(self, v: bytes) -> WriteEvent | None:
+        """The WriteEvent after the 10-byte header, or None on any irregularity."""
+        for head in self._heads:
+            if v.startswith(head[0], 10):
+                break
+        else:
+            found = _parse_head(v)
+            if found is None:
+                return None
+            head = found
+            if len(self._heads) >= _MAX_HEADS:
+                self._heads.pop()
+            self._heads.insert(0, head)
+        raw, fmt, group, volume, session, host = head
+        try:  # the remaining fields in schema order; bytes and strings length-prefixed
+            seq, p = _long(v, 10 + len(raw))
+            kind, p = _long(v, p)
+            offset, p = _long(v, p)
+            length, p = _long(v, p)
+            n, p = _long(v, p)
+            lengths = n
+            data = v[p : p + n]
+            p += n
+            volume_size, p = _long(v, p)
+            ts, p = _long(v, p)
+            crc, p = _long(v, p)
+            n, p = _long(v, p)
+            lengths |= n
+            name = v[p : p + n].decode()
+            p += n
+        except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
+            return None
+        if p != len(v) or lengths < 0 or not 0 <= kind < len(_KINDS):
+            return None
+        return WriteEvent(
+            group,
+            volume,
+            seq,
+            _KINDS[kind],
+            ts,
+            offset,
+            length,
+            data,
+            volume_size,
+            crc,
+            session,
+            host,
+            name,
+            fmt,
+        )
+
+
+#: A parsed head: its raw bytes after the 10-byte header, then format_version, group,
+#: volume, session and host.
+_Head = tuple[bytes, int, str, str, str, str]
+#: Distinct heads kept by one decoder.
+_MAX_HEADS = 8
+
+
+def _parse_head(v: bytes) -> _Head | None:
+    """The head fields of ``v`` (after the 10-byte header), or None if irregular."""
+    try:
+        fmt, p = _long(v, 10)
+        texts = []
+        for _ in range(4):  # group, volume, session, host
+            n, p = _long(v, p)
+            if n < 0 or p + n > len(v):
+                return None
+            texts.append(v[p : p + n].decode())
+            p += n
+    except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not _INT_MIN <= fmt <= _INT_MAX:
+        return None
+    group, volume, session, host = texts
+    return v[10:p], fmt, group, volume, session, host
 
 
 def _long(v: bytes, pos: int) -> tuple[int, int]:
@@ -66,65 +149,3 @@ def _long(v: bytes, pos: int) -> tuple[int, int]:
     if n >> 64:
         raise ValueError("varint beyond 64 bits")
     return (n >> 1) ^ -(n & 1), pos
-
-
-def _parse(v: bytes) -> WriteEvent | None:
-    """The WriteEvent body after the 10-byte header, or None on any irregularity."""
-    try:  # fields in schema order; strings and bytes are length-prefixed
-        fmt, p = _long(v, 10)
-        n, p = _long(v, p)
-        lengths = n
-        group = v[p : p + n].decode()
-        p += n
-        n, p = _long(v, p)
-        lengths |= n
-        volume = v[p : p + n].decode()
-        p += n
-        n, p = _long(v, p)
-        lengths |= n
-        session = v[p : p + n].decode()
-        p += n
-        n, p = _long(v, p)
-        lengths |= n
-        host = v[p : p + n].decode()
-        p += n
-        seq, p = _long(v, p)
-        kind, p = _long(v, p)
-        offset, p = _long(v, p)
-        length, p = _long(v, p)
-        n, p = _long(v, p)
-        lengths |= n
-        data = v[p : p + n]
-        p += n
-        volume_size, p = _long(v, p)
-        ts, p = _long(v, p)
-        crc, p = _long(v, p)
-        n, p = _long(v, p)
-        lengths |= n
-        name = v[p : p + n].decode()
-        p += n
-    except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
-        return None
-    if (
-        p != len(v)
-        or lengths < 0  # a negative length
-        or not _INT_MIN <= fmt <= _INT_MAX
-        or not 0 <= kind < len(_KINDS)
-    ):
-        return None
-    return WriteEvent(
-        group=group,
-        volume=volume,
-        sequence=seq,
-        kind=_KINDS[kind],
-        timestamp_us=ts,
-        offset=offset,
-        length=length,
-        data=data,
-        volume_size=volume_size,
-        crc32c=crc,
-        session=session,
-        host=host,
-        name=name,
-        format_version=fmt,
-    )
