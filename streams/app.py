@@ -374,6 +374,8 @@ def create_app(
         try:
             while True:
                 offsets = await in_thread(worker.pump)
+                if not worker.reader.assigned:
+                    continue
                 tps = mine()
                 consumer.pause_partitions(tps)  # Faust resumes them after rebalances
                 ours = {p for p in offsets if faust.types.TP(settings.topic, p) in tps}

@@ -12,6 +12,7 @@ never race a read.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -88,8 +89,9 @@ class BulkReader:
     def read(self) -> dict[int, list[Record]]:
         """Up to ``batch_size`` records, grouped by partition, each list in offset order.
 
-        Waits at most ``timeout`` (returns ``{}`` at once when nothing is assigned)."""
+        Waits at most ``timeout`` (all of it when nothing is assigned)."""
         if not self.assigned:
+            time.sleep(self.timeout)
             return {}
         out: dict[int, list[Record]] = {}
         assigned = self.assigned
