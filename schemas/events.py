@@ -94,9 +94,7 @@ class WriteEvent:
         """Raise :class:`InvalidEventError` if the event breaks a rule of docs/FORMAT.md."""
         self.validate_trusting_crc()
         if self.kind in DATA_KINDS and crc32c(self.data) != self.crc32c:
-            raise InvalidEventError(
-                f"volume {self.volume!r} sequence {self.sequence}: data does not match its CRC-32C"
-            )
+            raise InvalidEventError(f"{self._where()}: data does not match its CRC-32C")
 
     def validate_trusting_crc(self) -> None:
         """Every rule of :meth:`validate` except re-hashing ``data`` against ``crc32c``.
@@ -104,31 +102,34 @@ class WriteEvent:
         For producers that just computed ``crc32c`` from ``data`` themselves; consumers
         use :meth:`validate`.
         """
-        where = f"volume {self.volume!r} sequence {self.sequence}"
         if self.kind is EventKind.TICK:
             return
         if not self.volume:
             raise InvalidEventError(f"{self.kind} event without a volume name")
         if self.offset < 0 or self.length < 0:
             raise InvalidEventError(
-                f"{where}: negative offset or length ({self.offset}, {self.length})"
+                f"{self._where()}: negative offset or length ({self.offset}, {self.length})"
             )
         if self.volume_size <= 0:
-            raise InvalidEventError(f"{where}: volume_size must be positive")
+            raise InvalidEventError(f"{self._where()}: volume_size must be positive")
         if self.kind in CHANGE_KINDS:
             if self.length == 0:
-                raise InvalidEventError(f"{where}: empty {self.kind}")
+                raise InvalidEventError(f"{self._where()}: empty {self.kind}")
             if self.offset + self.length > self.volume_size:
                 raise InvalidEventError(
-                    f"{where}: {self.kind} [{self.offset}, {self.offset + self.length}) "
+                    f"{self._where()}: {self.kind} [{self.offset}, {self.offset + self.length}) "
                     f"ends past the volume end {self.volume_size}"
                 )
         if self.kind in DATA_KINDS:
             if len(self.data) != self.length:
                 raise InvalidEventError(
-                    f"{where}: length {self.length} but {len(self.data)} data bytes"
+                    f"{self._where()}: length {self.length} but {len(self.data)} data bytes"
                 )
         elif self.data:
-            raise InvalidEventError(f"{where}: {self.kind} must not carry data")
+            raise InvalidEventError(f"{self._where()}: {self.kind} must not carry data")
         if self.kind is EventKind.BOOKMARK and not self.name:
-            raise InvalidEventError(f"{where}: bookmark without a name")
+            raise InvalidEventError(f"{self._where()}: bookmark without a name")
+
+    def _where(self) -> str:
+        """Names the event in error messages (built only when raising)."""
+        return f"volume {self.volume!r} sequence {self.sequence}"
