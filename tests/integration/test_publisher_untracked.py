@@ -32,11 +32,13 @@ def test_untracked_sends_are_drained_in_order_with_tracked_ones(bootstrap: str) 
     consumer = Consumer(consumer_config({"bootstrap.servers": bootstrap}, "unused"))
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
-        values = []
+        values: list[bytes] = []
         while len(values) < 41:
             msg = consumer.poll(10.0)
             assert msg is not None, f"only {len(values)} records came back"
-            values.append(msg.value())
+            value = msg.value()
+            assert isinstance(value, bytes)
+            values.append(value)
     finally:
         consumer.close()
     assert [v[:3] for v in values[:40]] == [b"%03d" % i for i in range(40)]
