@@ -32,6 +32,7 @@ from pathlib import Path
 import orjson
 
 from connectors.errors import GapError, IntegrityError
+from connectors.fsutil import write_atomic
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
 from streams import keys
@@ -78,16 +79,6 @@ class BuildOptions:
     checkpoint_bytes: int = 1 << 30
     chunk_size: int = DEFAULT_CHUNK_SIZE
     clock: Callable[[], int] = now_us
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a synced temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class VolumeBuilder:

@@ -7,7 +7,6 @@ next open resume without a baseline; anything else requires one.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from connectors.errors import VolumeError
+from connectors.fsutil import write_atomic
 
 STATE_FORMAT = "kcdp-intercept-state"
 STATE_VERSION = 1
@@ -78,19 +78,7 @@ def save_state(backing: str | os.PathLike[str], state: InterceptState) -> None:
         "clean": state.clean,
         "volume_size": state.volume_size,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(doc))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(path, orjson.dumps(doc))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise VolumeError(f"cannot write intercept state {path}: {exc}") from None

@@ -41,6 +41,7 @@ from connectors.errors import (
     NotRestorableError,
     VolumeError,
 )
+from connectors.fsutil import fsync_dir
 from connectors.restore.catalog import Catalog
 from connectors.restore.kafka_source import KafkaReplay
 from connectors.restore.planner import Plan, Step, plan_restore
@@ -194,7 +195,7 @@ def execute(
             image.sync()
         if not is_block:
             os.replace(target, output)
-            _fsync_dir(output.parent)
+            fsync_dir(output.parent)
         ok = True
         return source
     finally:
@@ -328,11 +329,3 @@ def _replay(store: ObjectStore, plan: Plan, image: Image, kafka: KafkaReplay | N
     except IntegrityError as exc:
         raise BadObject(ref.key, exc) from None
     return "log"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,7 +18,6 @@ at sequence 0, or offsets already deleted from the topic stop the replica with
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -36,6 +35,7 @@ from connectors.errors import (
     NotRestorableError,
     VolumeError,
 )
+from connectors.fsutil import write_atomic
 from connectors.kafka import consumer_config
 from connectors.restore.coalesce import Coalescer
 from schemas.codec import AvroCodec
@@ -111,18 +111,7 @@ def load_state(output: str | Path) -> ReplicaState | None:
 
 def save_state(output: str | Path, state: ReplicaState) -> None:
     """Store ``state`` atomically: temp file, fsync, rename, fsync the directory."""
-    path = state_path(output)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(state.to_json())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(state_path(output), state.to_json())
 
 
 class Replica:

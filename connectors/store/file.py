@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from connectors.errors import ObjectNotFound, StoreError
+from connectors.fsutil import fsync_dir
 from connectors.store.base import ObjectInfo
 from connectors.store.validate import TEMP_SUFFIX, check_key, check_prefix, check_range
 
@@ -63,7 +64,7 @@ class FileStore:
             except FileExistsError:
                 if not d.is_dir():
                     raise NotADirectoryError(errno.ENOTDIR, "a key is in the way", str(d)) from None
-            _fsync_dir(d.parent)
+            fsync_dir(d.parent)
 
     # -- protocol ----------------------------------------------------------------------
 
@@ -104,7 +105,7 @@ class FileStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)
@@ -139,7 +140,7 @@ class FileStore:
             return
         except OSError as exc:
             raise self._error("delete", key, exc) from None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         d = path.parent
         while d != self.root:
             try:
@@ -194,11 +195,3 @@ class FileStore:
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
