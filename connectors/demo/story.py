@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -96,12 +96,16 @@ def run_demo(opts: DemoOptions) -> int:
         stack.enter_context(_worker(opts, bootstrap, store_url, work))
         say(opts, f"[2/5] worker running with {opts.window_seconds:g} s windows")
         backing = work / "volume.img"
-        if mode == "filesystem":
-            points, end = _filesystem_story(opts, bootstrap, backing, work)
-        else:
-            points, end = _api_story(opts, bootstrap, backing, work)
-        say(opts, f"[4/5] waiting until the worker has made offset {end} durable")
         store = open_store(store_url)
+
+        def protected() -> None:  # the volume's first window is durable: the worker is live
+            _wait_durable(store, 0, timeout=120)
+
+        if mode == "filesystem":
+            points, end = _filesystem_story(opts, bootstrap, backing, work, protected)
+        else:
+            points, end = _api_story(opts, bootstrap, backing, work, protected)
+        say(opts, f"[4/5] waiting until the worker has made offset {end} durable")
         catalog = _wait_durable(store, end, timeout=180)
         say(opts, "[5/5] restoring and proving each point")
         outcomes = [_restore_and_prove(opts, store, catalog, p, work) for p in points]
@@ -138,7 +142,7 @@ def _worker(opts: DemoOptions, bootstrap: str, store_url: str, work: Path) -> It
 
 
 def _filesystem_story(
-    opts: DemoOptions, bootstrap: str, backing: Path, work: Path
+    opts: DemoOptions, bootstrap: str, backing: Path, work: Path, protected: Callable[[], None]
 ) -> tuple[list[Point], int]:
     settings = {
         "path": backing,
@@ -147,6 +151,7 @@ def _filesystem_story(
         "bootstrap_servers": bootstrap,
     }
     with NbdExport(settings, unix=work / "nbd.sock") as export:
+        protected()
         say(opts, f"[3/5] NBD export {export.uri} -> nbdfuse -> loop -> ext4; writing phases")
         with ext4_on_export(export.uri) as fs:
             wl = FilesystemWorkload(fs, backing, work / "models", scale=opts.scale)
@@ -157,10 +162,11 @@ def _filesystem_story(
 
 
 def _api_story(
-    opts: DemoOptions, bootstrap: str, backing: Path, work: Path
+    opts: DemoOptions, bootstrap: str, backing: Path, work: Path, protected: Callable[[], None]
 ) -> tuple[list[Point], int]:
-    say(opts, "[3/5] Python API intercept; writing phases")
     with InterceptedVolume(backing, VOLUME, opts.size, bootstrap_servers=bootstrap) as vol:
+        protected()
+        say(opts, "[3/5] Python API intercept; writing phases")
         wl = ApiWorkload(vol, backing, work / "models", scale=opts.scale)
         points, end = _phases(wl, opts.window_seconds)
     return points, end
