@@ -4,11 +4,13 @@
 hands it events in offset order; it keeps the open window in memory (bounded by the
 policy's ``max_bytes``) and on close writes, in this order (docs/FORMAT.md "Ordering
 invariants"): forward increment, backward increment, write log, manifest; then calls
-``on_window`` (the announcement), applies the forward increment to the local image, syncs
-it and records the applied offset in ``<image>.kcdp-replica.json``. Write-log records of
-writes that no later change of the window overlaps are ``in_forward`` (no data: the forward
-increment holds their bytes; :func:`streams.assemble.in_forward_flags`). Every
-``checkpoint_windows`` windows or ``checkpoint_bytes`` written bytes it uploads a
+``on_window`` (the announcement) and applies the forward increment to the local image.
+Every ``image_sync_windows`` windows (and on :meth:`VolumeBuilder.close`) it syncs the image
+and then records the applied offset in ``<image>.kcdp-replica.json``, so the state never
+claims more than is on disk; the windows after it are replayed from the store on resume.
+Write-log records of writes that no later change of the window overlaps are ``in_forward``
+(no data: the forward increment holds their bytes; :func:`streams.assemble.in_forward_flags`).
+Every ``checkpoint_windows`` windows or ``checkpoint_bytes`` written bytes it uploads a
 checkpoint of the image (only changed chunks).
 
 Resume (:meth:`VolumeBuilder.resume`) trusts the store: the last manifest gives the
@@ -16,7 +18,9 @@ durable offset, session, sequence and consistency; the image is brought to that 
 by replaying forward increments after the replica state's applied offset, or rebuilt from
 the newest checkpoint plus forward increments when the state is missing or unknown.
 Re-applying a forward increment over a partly applied one gives the same image, so a crash
-between applying and recording the state is harmless.
+between applying (or syncing) and recording the state is harmless: forward increments hold
+the final bytes of every range their window changed. Backward increments are only ever read
+from the in-process image, which resume first brings to the store's head.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class BuildOptions:
     ``checkpoint_windows`` (default 64) and ``checkpoint_bytes`` (default 1 GiB of written
     data): a checkpoint is taken after the window that reaches either since the last one;
     0 disables that trigger. ``chunk_size``: checkpoint chunk size (4 MiB).
+    ``image_sync_windows`` (default 16, at least 1): the replica image is fsynced and its
+    applied offset recorded after every that many windows (and when the builder closes).
     """
 
     topic: str
@@ -78,6 +84,7 @@ class BuildOptions:
     checkpoint_windows: int = 64
     checkpoint_bytes: int = 1 << 30
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    image_sync_windows: int = 16
     clock: Callable[[], int] = now_us
 
 
@@ -118,7 +125,8 @@ class VolumeBuilder:
         self.checkpoint: Checkpoint | None = None
         self.windows_since_cp = 0
         self.bytes_since_cp = 0
-        self.dirty: list[tuple[int, int]] = []
+        self.dirty: list[tuple[int, int]] = []  # changed ranges since it, merged when taken
+        self.unsynced = 0  # windows applied to the image since its last sync
         self.dirty_known = True  # False after a resume: the next checkpoint re-hashes all
         self._reset_window()
 
@@ -242,17 +250,25 @@ class VolumeBuilder:
         if self.on_window is not None:
             self.on_window(manifest)
         self.image.apply(forward)
-        self.image.sync()
-        self._write_state(last)
+        self.unsynced += 1
         self.durable_offset = last
         self.previous = (first, last)
         self.cutter.closed()
         self._reset_window()
         self.windows_since_cp += 1
         self.bytes_since_cp += data_bytes
-        self.dirty = union_ranges([*self.dirty, *ranges])
+        self.dirty.extend(ranges)
         self._maybe_checkpoint(last)
+        if self.unsynced >= max(1, self.opt.image_sync_windows):
+            self._sync_image()
         return manifest
+
+    def _sync_image(self) -> None:
+        """fsync the image, then record the durable offset as applied."""
+        assert self.image is not None
+        self.image.sync()
+        self._write_state(self.durable_offset)
+        self.unsynced = 0
 
     def _maybe_checkpoint(self, offset: int) -> None:
         o = self.opt
@@ -269,7 +285,7 @@ class VolumeBuilder:
             offset=offset,
             chunk_size=o.chunk_size,
             previous=self.checkpoint,
-            dirty=self.dirty if self.checkpoint is not None and self.dirty_known else None,
+            dirty=union_ranges(self.dirty) if self.checkpoint and self.dirty_known else None,
             created_us=o.clock(),
         )
         self.windows_since_cp = 0
@@ -372,10 +388,12 @@ class VolumeBuilder:
             self.image.apply(extents)
             prev_last = last
         if todo or applied != self.durable_offset:
-            self.image.sync()
-            self._write_state(self.durable_offset)
+            self._sync_image()
 
     def close(self) -> None:
+        """Sync the image and record its applied offset if windows are pending; close it."""
         if self.image is not None:
+            if self.unsynced:
+                self._sync_image()
             self.image.close()
             self.image = None
