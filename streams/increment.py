@@ -22,7 +22,8 @@ DIRECTIONS = ("forward", "backward")
 
 @dataclass(frozen=True, slots=True)
 class IncrementInfo:
-    """What :func:`write_increment` wrote: extent count, bytes covered, content digest."""
+    """What :func:`write_increment` wrote: extent count, bytes covered, content digest
+    (``""`` when not asked for)."""
 
     extents: int
     logical_bytes: int
@@ -53,10 +54,12 @@ def write_increment(
     volume: str,
     first_offset: int,
     last_offset: int,
+    digest: bool = True,
 ) -> IncrementInfo:
     """Write an increment of ``extents`` (sorted, non-overlapping, ≤ 1 MiB each) to ``fh``.
 
-    Raises :class:`ValueError` if the extents break those rules (a bug in the caller).
+    ``digest`` (default True): compute ``ranges_sha256`` (the manifest needs only the
+    forward's). Raises :class:`ValueError` if the extents break those rules (a bug in the caller).
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be forward or backward, not {direction!r}")
@@ -97,7 +100,9 @@ def write_increment(
     }
     write_container(fh, load_schema("Extent"), records, meta)
     return IncrementInfo(
-        extents=len(exts), logical_bytes=logical, ranges_sha256=ranges_digest(exts)
+        extents=len(exts),
+        logical_bytes=logical,
+        ranges_sha256=ranges_digest(exts) if digest else "",
     )
 
 

@@ -30,7 +30,9 @@ import io
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -61,7 +63,7 @@ from streams.manifest import (
     load_manifest,
 )
 from streams.window import WindowCutter, WindowPolicy
-from streams.writelog import LogRecord, read_log, write_log
+from streams.writelog import read_log, write_event_log
 
 log = logging.getLogger("kcdp.volume")
 
@@ -127,6 +129,7 @@ class VolumeBuilder:
         self.bytes_since_cp = 0
         self.dirty: list[tuple[int, int]] = []  # changed ranges since it, merged when taken
         self.unsynced = 0  # windows applied to the image since its last sync
+        self._executor: ThreadPoolExecutor | None = None  # close_window's, made on first use
         self.dirty_known = True  # False after a resume: the next checkpoint re-hashes all
         self._reset_window()
 
@@ -189,32 +192,29 @@ class VolumeBuilder:
         in_forward = [e.kind in CHANGE_KINDS and next(flags) for _, e in self.members]
         v = self.volume
         fbuf, bbuf, lbuf = io.BytesIO(), io.BytesIO(), io.BytesIO()
-        finfo = write_increment(
-            fbuf, forward, direction="forward", volume=v, first_offset=first, last_offset=last
+        # compression, hashing and fsync release the GIL: build and upload in parallel
+        pool = self._pool()
+        span = partial(write_increment, volume=v, first_offset=first, last_offset=last)
+        ffut = pool.submit(span, fbuf, forward, direction="forward")
+        bfut = pool.submit(span, bbuf, backward, direction="backward", digest=False)
+        nrec = write_event_log(
+            lbuf, self.members, in_forward, volume=v, first_offset=first, last_offset=last
         )
-        binfo = write_increment(
-            bbuf, backward, direction="backward", volume=v, first_offset=first, last_offset=last
-        )
-        nrec = write_log(
-            lbuf,
-            (
-                LogRecord.from_event(e, o, in_forward=f)
-                for (o, e), f in zip(self.members, in_forward, strict=True)
-            ),
-            volume=v,
-            first_offset=first,
-            last_offset=last,
-        )
-        refs = []
-        for part, buf, counts in (
+        finfo, binfo = ffut.result(), bfut.result()
+        parts = [
             ("fwd", fbuf, {"extents": finfo.extents, "logical_bytes": finfo.logical_bytes}),
             ("bwd", bbuf, {"extents": binfo.extents, "logical_bytes": binfo.logical_bytes}),
             ("log", lbuf, {"records": nrec}),
-        ):
+        ]
+        puts = []
+        refs = []
+        for part, buf, counts in parts:
             key = keys.data_key(v, first, last, part)
             blob = buf.getvalue()
-            self.store.put(key, blob)
+            puts.append(pool.submit(self.store.put, key, blob))
             refs.append(ObjectRef.of(key, blob, **counts))
+        for fut in puts:  # the manifest only after all three are durable
+            fut.result()
         events = [e for _, e in self.members]
         data_bytes = sum(e.length for e in events if e.kind in DATA_KINDS)
         c = self.cutter
@@ -262,6 +262,11 @@ class VolumeBuilder:
         if self.unsynced >= max(1, self.opt.image_sync_windows):
             self._sync_image()
         return manifest
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="kcdp-close")
+        return self._executor
 
     def _sync_image(self) -> None:
         """fsync the image, then record the durable offset as applied."""
@@ -396,4 +401,7 @@ class VolumeBuilder:
             if self.unsynced:
                 self._sync_image()
             self.image.close()
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
             self.image = None

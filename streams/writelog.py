@@ -88,6 +88,48 @@ def write_log(
 ) -> int:
     """Write ``records`` (in Kafka offset order) as a write log; return how many."""
     recs = [r.to_record() for r in records]
+    _write(fh, recs, volume=volume, first_offset=first_offset, last_offset=last_offset)
+    return len(recs)
+
+
+def write_event_log(
+    fh: BinaryIO,
+    events: Sequence[tuple[int, WriteEvent]],
+    in_forward: Sequence[bool],
+    *,
+    volume: str,
+    first_offset: int,
+    last_offset: int,
+) -> int:
+    """Write ``(kafka_offset, event)`` pairs as a write log; return how many.
+
+    The bytes equal :func:`write_log` of ``LogRecord.from_event(event, offset,
+    in_forward=flag)`` for each pair and flag, without building the records.
+    """
+    recs = []
+    for (ko, ev), flag in zip(events, in_forward, strict=True):
+        flag = flag and ev.kind in DATA_KINDS
+        recs.append(
+            {
+                "kafka_offset": ko,
+                "sequence": ev.sequence,
+                "kind": str(ev.kind),
+                "offset": ev.offset,
+                "length": ev.length,
+                "timestamp_us": ev.timestamp_us,
+                "crc32c": ev.crc32c,
+                "data": b"" if flag else ev.data,
+                "name": ev.name,
+                "in_forward": flag,
+            }
+        )
+    _write(fh, recs, volume=volume, first_offset=first_offset, last_offset=last_offset)
+    return len(recs)
+
+
+def _write(
+    fh: BinaryIO, recs: list[dict[str, Any]], *, volume: str, first_offset: int, last_offset: int
+) -> None:
     meta = {
         "kcdp.format": "writelog",
         "kcdp.version": "1",
@@ -96,7 +138,6 @@ def write_log(
         "kcdp.last_offset": str(last_offset),
     }
     write_container(fh, load_schema("WriteLogRecord"), recs, meta)
-    return len(recs)
 
 
 def read_log(source: bytes | BinaryIO, *, name: str = "write log") -> Iterator[LogRecord]:

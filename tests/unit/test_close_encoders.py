@@ -1,0 +1,44 @@
+"""The window-close fast paths write exactly the bytes of the plain encoders."""
+
+from __future__ import annotations
+
+import io
+import random
+
+from schemas.events import EventKind
+from streams.extents import Extent
+from streams.increment import write_increment
+from streams.writelog import LogRecord, read_log, write_event_log, write_log
+from tests.streams_support import Volume
+
+
+def test_event_log_equals_the_log_of_records() -> None:
+    rng = random.Random(3)
+    v = Volume("enc", 1 << 20)
+    evs = [*v.start(), v.event(EventKind.BOOKMARK, name="b1")]
+    evs += [
+        v.write(rng.randrange(1 << 19), rng.randbytes(rng.randrange(1, 900))) for _ in range(40)
+    ]
+    evs += [v.event(EventKind.TRIM, 4096, length=512), v.write(7, b"x")]
+    members = [(10 + 2 * i, e) for i, e in enumerate(evs)]
+    flags = [rng.random() < 0.5 for _ in members]  # set on markers too: must be ignored
+    span = {"volume": "enc", "first_offset": 10, "last_offset": members[-1][0]}
+    fast, plain = io.BytesIO(), io.BytesIO()
+    n = write_event_log(fast, members, flags, **span)  # type: ignore[arg-type]
+    recs = [
+        LogRecord.from_event(e, o, in_forward=f) for (o, e), f in zip(members, flags, strict=True)
+    ]
+    assert n == write_log(plain, recs, **span) == len(evs)  # type: ignore[arg-type]
+    assert fast.getvalue() == plain.getvalue()
+    assert list(read_log(fast.getvalue())) == recs
+
+
+def test_increment_without_digest_has_the_same_bytes() -> None:
+    exts = [Extent(0, 4, b"abcd"), Extent(4096, 512, None), Extent(8192, 3, b"xyz")]
+    a, b = io.BytesIO(), io.BytesIO()
+    span = {"volume": "enc", "first_offset": 0, "last_offset": 9}
+    with_digest = write_increment(a, exts, direction="backward", **span)  # type: ignore[arg-type]
+    without = write_increment(b, exts, direction="backward", digest=False, **span)  # type: ignore[arg-type]
+    assert a.getvalue() == b.getvalue()
+    assert len(with_digest.ranges_sha256) == 64 and without.ranges_sha256 == ""
+    assert (without.extents, without.logical_bytes) == (3, 519)
