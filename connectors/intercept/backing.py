@@ -19,6 +19,9 @@ from connectors.errors import ConfigError, VolumeError
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
+_SYNC_FILE_RANGE_WRITE = 0x02
+#: Default bytes written between two writeback starts (see :class:`Writeback`).
+WRITEBACK_EVERY = 8 * 1024 * 1024
 _ZERO_BLOCK = bytes(1024 * 1024)
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -79,6 +82,28 @@ def pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
     done = os.pwrite(fd, buf, offset)  # almost always the whole buffer: no slice
     while done < len(buf):
         done += os.pwrite(fd, buf[done:], offset + done)
+
+
+class Writeback:
+    """Starts the kernel's writeback of ``fd`` every ``every`` bytes written.
+
+    Only a hint (``sync_file_range(SYNC_FILE_RANGE_WRITE)`` never waits): durability still
+    comes from fsync, which then finds little left to write. Failures are ignored.
+    """
+
+    __slots__ = ("every", "fd", "pending")
+
+    def __init__(self, fd: int, every: int = WRITEBACK_EVERY) -> None:
+        self.fd, self.every, self.pending = fd, every, 0
+
+    def wrote(self, n: int) -> None:
+        """Count ``n`` bytes written; start writeback once ``every`` bytes are pending."""
+        self.pending += n
+        if self.pending >= self.every:
+            self.pending = 0
+            _libc.sync_file_range(
+                self.fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE
+            )
 
 
 def clear_range(fd: int, offset: int, length: int, *, punch: bool) -> None:
