@@ -103,9 +103,17 @@ class WriteEvent:
         use :meth:`validate`.
         """
         if self.kind is EventKind.TICK:
+            if self.volume or self.sequence != -1 or self.data:
+                raise InvalidEventError("TICK must have no volume, sequence -1 and no data")
             return
         if not self.volume:
             raise InvalidEventError(f"{self.kind} event without a volume name")
+        if not self.session:
+            raise InvalidEventError(f"{self._where()}: {self.kind} event without a session id")
+        if self.sequence < 0 or (self.kind is EventKind.SESSION_START and self.sequence != 0):
+            raise InvalidEventError(
+                f"{self._where()}: sequence must be >= 0, and 0 for SESSION_START"
+            )
         if self.offset < 0 or self.length < 0:
             raise InvalidEventError(
                 f"{self._where()}: negative offset or length ({self.offset}, {self.length})"

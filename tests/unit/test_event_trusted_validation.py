@@ -24,6 +24,7 @@ def _write(**over: Any) -> WriteEvent:
         "data": DATA,
         "volume_size": 4096,
         "crc32c": crc32c(DATA),
+        "session": "ab" * 16,
     }
     fields.update(over)
     return WriteEvent(**fields)

@@ -33,6 +33,8 @@ def event(kind: EventKind, **over: Any) -> WriteEvent:
         base.update(name="mark")
     elif kind is EventKind.TICK:
         base.update(volume="", session="", sequence=-1, volume_size=0)
+    elif kind is EventKind.SESSION_START:
+        base.update(sequence=0)
     base.update(over)
     return WriteEvent(**base)
 
@@ -152,3 +154,27 @@ def test_from_record_ignores_unknown_fields_and_fills_defaults() -> None:
     ev = WriteEvent.from_record(rec)
     assert ev.kind is EventKind.SESSION_START
     assert (ev.offset, ev.length, ev.data, ev.name, ev.format_version) == (0, 0, b"", "", 1)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"session": ""}, {"sequence": -1}],
+    ids=["no-session", "negative-sequence"],
+)
+def test_non_tick_events_need_a_session_and_a_sequence(over: dict[str, Any]) -> None:
+    with pytest.raises(InvalidEventError):
+        event(EventKind.WRITE, **over).validate()
+
+
+def test_session_start_has_sequence_zero() -> None:
+    event(EventKind.SESSION_START, sequence=0).validate()
+    with pytest.raises(InvalidEventError, match="SESSION_START"):
+        event(EventKind.SESSION_START, sequence=5).validate()
+
+
+@pytest.mark.parametrize(
+    "over", [{"volume": "v"}, {"sequence": 0}, {"data": b"x"}], ids=["volume", "sequence", "data"]
+)
+def test_tick_is_only_a_marker(over: dict[str, Any]) -> None:
+    with pytest.raises(InvalidEventError, match="TICK"):
+        event(EventKind.TICK, **over).validate()
