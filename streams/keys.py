@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from connectors.errors import UsageError
+from connectors.errors import ConfigError
 
 LAYOUT = "v1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -17,9 +17,9 @@ _OFFSET = re.compile(r"(\d{20})\.json$")
 
 
 def check_name(name: str, what: str = "volume") -> str:
-    """Return ``name`` if it is a valid volume/group name, else raise :class:`UsageError`."""
+    """Return ``name`` if it is a valid volume/group name, else raise :class:`ConfigError`."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise UsageError(
+        raise ConfigError(
             f"invalid {what} name {name!r}: use 1-128 of A-Z a-z 0-9 . _ - "
             "starting with a letter or digit"
         )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from connectors.errors import ConfigError, InvalidEventError
+from streams.keys import check_name
 
-VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 Mode = Literal["sync", "async"]
 BaselinePolicy = Literal["auto", "always", "never"]
 
@@ -29,9 +28,8 @@ def check_options(
     delivery_timeout: float,
 ) -> None:
     """Raise :class:`ConfigError` naming the first invalid option."""
-    for what, value in (("volume", volume), ("group", group)):
-        if not isinstance(value, str) or not VOLUME_NAME.fullmatch(value):
-            raise ConfigError(f"invalid {what} name {value!r}: use [A-Za-z0-9][A-Za-z0-9._-]*")
+    check_name(volume, "volume")
+    check_name(group, "group")
     if mode not in ("sync", "async"):
         raise ConfigError(f"mode must be 'sync' or 'async', not {mode!r}")
     if baseline not in ("auto", "always", "never"):
