@@ -16,25 +16,27 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from schemas.events import DATA_KINDS, EventKind, WriteEvent
-from streams.extents import MAX_EXTENT, Extent, split_ranges, union_ranges
+from streams.extents import MAX_EXTENT, Extent, union_ranges
 
 _ZEROS = bytes(MAX_EXTENT)
 
 
-def _extents(
-    pieces: Sequence[tuple[int, int]],
-    ranges: Sequence[tuple[int, int]],
-    bufs: Sequence[bytes | bytearray],
-) -> list[Extent]:
+def _extents(ranges: Sequence[tuple[int, int]], bufs: Sequence[bytes]) -> list[Extent]:
+    """Each range's bytes cut into pieces of at most ``MAX_EXTENT``; all-zero pieces as
+    zero extents. A range that fits one piece keeps its buffer (no copy)."""
     out: list[Extent] = []
-    ri = 0
-    for start, end in pieces:
-        while ranges[ri][1] < end:
-            ri += 1
-        base = ranges[ri][0]
-        chunk = bytes(memoryview(bufs[ri])[start - base : end - base])
-        zero = not chunk[0] and chunk == _ZEROS[: end - start]
-        out.append(Extent(start, end - start, None if zero else chunk))
+    for (start, end), buf in zip(ranges, bufs, strict=True):
+        if end - start <= MAX_EXTENT:
+            pieces = [(start, buf)]
+        else:
+            view = memoryview(buf)
+            pieces = [
+                (pos, bytes(view[pos - start : min(end, pos + MAX_EXTENT) - start]))
+                for pos in range(start, end, MAX_EXTENT)
+            ]
+        for pos, chunk in pieces:
+            zero = not chunk[0] and chunk == _ZEROS[: len(chunk)]
+            out.append(Extent(pos, len(chunk), None if zero else chunk))
     return out
 
 
@@ -49,18 +51,27 @@ def assemble(
     ranges = union_ranges((e.offset, e.offset + e.length) for e in changes)
     if not ranges:
         return [], [], []
-    before = [read(s, e - s) for s, e in ranges]
-    after = [bytearray(b) for b in before]
     starts = [s for s, _ in ranges]
+    hits: list[list[WriteEvent]] = [[] for _ in ranges]
     for ev in changes:
-        ri = bisect.bisect_right(starts, ev.offset) - 1
-        pos = ev.offset - starts[ri]
-        if ev.kind in DATA_KINDS:
-            after[ri][pos : pos + ev.length] = ev.data
-        else:
-            after[ri][pos : pos + ev.length] = bytes(ev.length)
-    pieces = split_ranges(ranges)
-    return _extents(pieces, ranges, after), _extents(pieces, ranges, before), ranges
+        if ev.length:
+            hits[bisect.bisect_right(starts, ev.offset) - 1].append(ev)
+    before: list[bytes] = []
+    after: list[bytes] = []
+    for (start, end), evs in zip(ranges, hits, strict=True):
+        before.append(read(start, end - start))
+        if len(evs) == 1 and evs[0].kind in DATA_KINDS:  # one write is the whole range
+            after.append(evs[0].data)
+            continue
+        buf = bytearray(before[-1])
+        for ev in evs:
+            pos = ev.offset - start
+            if ev.kind in DATA_KINDS:
+                buf[pos : pos + ev.length] = ev.data
+            else:
+                buf[pos : pos + ev.length] = bytes(ev.length)
+        after.append(bytes(buf))
+    return _extents(ranges, after), _extents(ranges, before), ranges
 
 
 class Change(Protocol):

@@ -42,3 +42,30 @@ def test_increment_without_digest_has_the_same_bytes() -> None:
     assert a.getvalue() == b.getvalue()
     assert len(with_digest.ranges_sha256) == 64 and without.ranges_sha256 == ""
     assert (without.extents, without.logical_bytes) == (3, 519)
+
+
+def test_assemble_matches_a_byte_model() -> None:
+    from streams.assemble import assemble
+    from streams.extents import MAX_EXTENT
+
+    rng = random.Random(5)
+    size = 8 << 20
+    v = Volume("asm", size)
+    start = bytearray(size)
+    start[1 << 20 : 3 << 20] = rng.randbytes(2 << 20)  # the image before the window
+    v.model[:] = start
+    evs = [v.write(100, rng.randbytes(5 << 19))]  # 2.5 MiB: three pieces
+    evs += [
+        v.write(rng.randrange(size - 9000), rng.randbytes(rng.randrange(1, 9000)))
+        for _ in range(60)
+    ]
+    evs += [v.event(EventKind.ZERO, 1 << 20, length=MAX_EXTENT + 7), v.write(4 << 20, b"")]
+    evs += [v.event(EventKind.TRIM, 6 << 20, length=4096), v.write(7 << 20, bytes(4096))]
+    forward, backward, ranges = assemble(evs, lambda o, n: bytes(start[o : o + n]))
+    for exts, want in ((forward, v.model), (backward, start)):
+        assert [(e.offset, e.end) for e in exts] == [
+            (p, min(e, p + MAX_EXTENT)) for s, e in ranges for p in range(s, e, MAX_EXTENT)
+        ]
+        for e in exts:
+            assert e.payload() == bytes(want[e.offset : e.end])
+            assert (e.data is None) == (not any(want[e.offset : e.end]))
