@@ -16,29 +16,7 @@ from hypothesis import strategies as st
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
 from streams.decode import EventDecoder
-
-LONGS = st.one_of(
-    st.integers(-(1 << 63), (1 << 63) - 1),
-    st.sampled_from([0, 1, -1, 63, 64, -64, -65, (1 << 63) - 1, -(1 << 63), 1 << 32]),
-)
-TEXT = st.text(max_size=40)
-EVENTS = st.builds(
-    WriteEvent,
-    group=TEXT,
-    volume=TEXT,
-    sequence=LONGS,
-    kind=st.sampled_from(list(EventKind)),
-    timestamp_us=LONGS,
-    offset=LONGS,
-    length=LONGS,
-    data=st.binary(max_size=300),
-    volume_size=LONGS,
-    crc32c=LONGS,
-    session=TEXT,
-    host=TEXT,
-    name=TEXT,
-    format_version=st.integers(-(1 << 31), (1 << 31) - 1),
-)
+from tests.strategies import EVENTS
 
 CODEC = AvroCodec("WriteEvent")
 DECODER = EventDecoder(CODEC)
