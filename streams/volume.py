@@ -353,6 +353,9 @@ class VolumeBuilder:
         self.windows_since_cp = sum(1 for w in windows if w[1] > (cps[-1] if cps else -1))
         self._catch_up(windows)
         self.dirty_known = False
+        # a crash between the last manifest and its due checkpoint: take it now, at the
+        # same offset an uninterrupted run would have
+        self._maybe_checkpoint(last.last_offset)
         return True
 
     def _fresh_image(self) -> None:
