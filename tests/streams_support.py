@@ -161,3 +161,23 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting until {what}")
+
+
+def small_event(
+    seq: int, kind: EventKind, off: int = 0, data: bytes = b"", length: int = 0
+) -> WriteEvent:
+    """An event of session ``s`` of volume ``v`` (64 bytes) for format tests."""
+    return WriteEvent(
+        group="v",
+        volume="v",
+        sequence=seq,
+        kind=kind,
+        timestamp_us=1_000 + seq,
+        offset=off,
+        length=length or len(data),
+        data=data,
+        volume_size=64,
+        crc32c=crc32c(data),
+        session="s",
+        name="bm" if kind is EventKind.BOOKMARK else "",
+    )

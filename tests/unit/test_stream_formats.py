@@ -10,7 +10,7 @@ import pytest
 
 from connectors.errors import GapError, IntegrityError, VolumeError
 from connectors.store.memory import MemoryStore
-from schemas.events import EventKind, WriteEvent, crc32c
+from schemas.events import EventKind, crc32c
 from streams import keys
 from streams.checkpoint import (
     list_checkpoints,
@@ -31,6 +31,7 @@ from streams.manifest import (
     load_manifest,
 )
 from streams.writelog import LogRecord, apply_records, read_log, write_log
+from tests.streams_support import small_event
 
 
 def _inc(extents: list[Extent], direction: str = "forward") -> bytes:
@@ -94,31 +95,12 @@ def test_increment_block_boundary_truncation_detected() -> None:
         list(read_increment(blob[:first_block_end]))
 
 
-def _event(
-    seq: int, kind: EventKind, off: int = 0, data: bytes = b"", length: int = 0
-) -> WriteEvent:
-    return WriteEvent(
-        group="v",
-        volume="v",
-        sequence=seq,
-        kind=kind,
-        timestamp_us=1_000 + seq,
-        offset=off,
-        length=length or len(data),
-        data=data,
-        volume_size=64,
-        crc32c=crc32c(data),
-        session="s",
-        name="bm" if kind is EventKind.BOOKMARK else "",
-    )
-
-
 def test_writelog_round_trip_and_replay(tmp_path: Path) -> None:
     events = [
-        _event(1, EventKind.WRITE, 0, b"hello world"),
-        _event(2, EventKind.BOOKMARK),
-        _event(3, EventKind.ZERO, 2, length=3),
-        _event(4, EventKind.WRITE, 60, b"tail"),
+        small_event(1, EventKind.WRITE, 0, b"hello world"),
+        small_event(2, EventKind.BOOKMARK),
+        small_event(3, EventKind.ZERO, 2, length=3),
+        small_event(4, EventKind.WRITE, 60, b"tail"),
     ]
     recs = [LogRecord.from_event(e, 100 + i) for i, e in enumerate(events)]
     buf = io.BytesIO()

@@ -11,7 +11,7 @@ import pytest
 
 from connectors.errors import IntegrityError
 from schemas import schema_json
-from schemas.events import EventKind, WriteEvent, crc32c
+from schemas.events import EventKind, crc32c
 from streams.avrofile import write_container
 from streams.extents import Extent
 from streams.image import Image
@@ -23,24 +23,7 @@ from streams.writelog import (
     read_log,
     write_log,
 )
-
-
-def _event(
-    seq: int, kind: EventKind, off: int = 0, data: bytes = b"", length: int = 0
-) -> WriteEvent:
-    return WriteEvent(
-        group="v",
-        volume="v",
-        sequence=seq,
-        kind=kind,
-        timestamp_us=1_000 + seq,
-        offset=off,
-        length=length or len(data),
-        data=data,
-        volume_size=64,
-        crc32c=crc32c(data),
-        session="s",
-    )
+from tests.streams_support import small_event
 
 
 def _log(records: list[LogRecord]) -> bytes:
@@ -51,9 +34,9 @@ def _log(records: list[LogRecord]) -> bytes:
 
 #: window: "hello world" at 0, zero [2, 5), "tail" at 60; the forward holds the end state.
 EVENTS = [
-    _event(1, EventKind.WRITE, 0, b"hello world"),
-    _event(2, EventKind.ZERO, 2, length=3),
-    _event(3, EventKind.WRITE, 60, b"tail"),
+    small_event(1, EventKind.WRITE, 0, b"hello world"),
+    small_event(2, EventKind.ZERO, 2, length=3),
+    small_event(3, EventKind.WRITE, 60, b"tail"),
 ]
 FORWARD = [Extent(0, 11, b"he\0\0\0 world"), Extent(60, 4, b"tail")]
 
