@@ -12,24 +12,29 @@ Design (docs/FORMAT.md "Ordering invariants"):
   still delivers is ignored. Values are decoded by the pure
   :class:`~streams.builder.PartitionProcessor`, so an undecodable record becomes a dead
   letter instead of crashing the worker. Blocking work (reading, decoding, object uploads,
-  image I/O) runs in one worker thread, which also serializes it against assignment.
+  image I/O) runs in one worker thread, which also serializes it against assignment;
+  storing a cut window (increments, write log, manifest, image) runs on
+  ``close_threads`` background threads meanwhile, one window per volume at a time, and
+  each batch reports (announces, then commits) the windows stored since the last.
 * **Commits are explicit.** The topic is declared with ``acks=False``: Faust then never
   records acknowledgements for it and so never commits its offsets on its own (neither
   on its commit interval nor on rebalance); the ``exactly_once`` guarantee is not used.
   After each batch the agent publishes dead letters and window announcements, flushes
   the producer (acknowledged by Kafka), and commits the processor's
   :attr:`~streams.builder.PartitionProcessor.commit_offset` — the first offset of the
-  oldest open window, else the next offset — through the Faust consumer's ``_commit``
-  (the aiokafka consumer's commit, restricted to assigned partitions). Faust offers no
-  public call to commit an arbitrary offset; this is the narrowest one that does.
+  oldest window not yet stored and announced, else the next offset — through the Faust
+  consumer's ``_commit`` (the aiokafka consumer's commit, restricted to assigned
+  partitions). Faust offers no public call to commit an arbitrary offset; this is the
+  narrowest one that does.
 * **Assignment.** On ``on_partitions_revoked`` the reader stops reading the revoked
-  partitions (in the build thread, so before the rebalance completes; the batch in
-  flight finishes first). On ``on_partitions_assigned`` each new partition's processor
-  resumes every volume the store places there (partition markers, last manifest, image
-  rebuild) and learns the group's committed offset (to detect offsets lost to
-  retention); the reader starts each assigned partition at its processor's next offset:
-  the committed offset for a new partition (the earliest kept if none), where it stopped
-  for one kept across the rebalance. Records at or below a volume's last manifest are
+  partitions and the windows they are storing are finished and announced (in the build
+  thread, so before the rebalance completes; the batch in flight finishes first). On
+  ``on_partitions_assigned`` each new partition's processor resumes every volume the
+  store places there (partition markers, last manifest, image rebuild) and learns the
+  group's committed offset (to detect offsets lost to retention); the reader starts each
+  assigned partition at its processor's next offset: the committed offset for a new
+  partition (the earliest kept if none), where it stopped for one kept across the
+  rebalance. Records at or below a volume's last manifest are
   skipped, so the store stays the source of truth. Partitions not assigned are dropped.
 * **Timer.** Every ``tick_interval`` the worker produces a ``TICK`` into each partition
   whose oldest open window is past its deadline plus the grace; the window closes when
@@ -82,6 +87,8 @@ class WorkerOptions:
     the longest a read waits for them.
     ``tick_interval`` [0.25 s]: how often deadlines are checked. ``checkpoint_windows``
     [64] / ``checkpoint_bytes`` [1 GiB]: checkpoint cadence per volume.
+    ``close_threads`` [2]: threads per partition that store cut windows while the next
+    batches are processed (0: store each window before its batch is committed).
     """
 
     workdir: Path
@@ -96,6 +103,7 @@ class WorkerOptions:
     tick_interval: float = 0.25
     checkpoint_windows: int = 64
     checkpoint_bytes: int = 1 << 30
+    close_threads: int = 2
     flush_timeout: float = 30.0
 
 
@@ -141,8 +149,11 @@ class IncrementsWorker:
         self.reader.assign({p: self.processors[p].next_offset for p in partitions})
 
     def revoke(self, partitions: set[int]) -> None:
-        """Stop reading ``partitions`` (their processors stay until :meth:`assign`)."""
+        """Stop reading ``partitions``; finish and announce the windows they are storing
+        (their processors stay until :meth:`assign`)."""
         self.reader.unassign(partitions)
+        for p in partitions & set(self.processors):
+            self._settle(p, self.processors[p].drain())
 
     def _open(self, partition: int) -> PartitionProcessor:
         opts = BuildOptions(
@@ -152,6 +163,7 @@ class IncrementsWorker:
             policy=self.opt.policy,
             checkpoint_windows=self.opt.checkpoint_windows,
             checkpoint_bytes=self.opt.checkpoint_bytes,
+            close_threads=self.opt.close_threads,
         )
         proc = PartitionProcessor(
             self.store, opts, codec=self.event_codec, on_window=self._announce
@@ -184,12 +196,19 @@ class IncrementsWorker:
 
     # -- processing ----------------------------------------------------------------------
     def pump(self) -> dict[int, int]:
-        """Read one batch and process it; return the offsets to commit by partition."""
+        """Read one batch and process it, and report the windows stored meanwhile in other
+        partitions; return the offsets to commit by partition."""
         offsets: dict[int, int] = {}
-        for p, records in self.reader.read().items():
+        batches = self.reader.read()
+        for p, records in batches.items():
             offset = self.process(p, records)
             if offset is not None:
                 offsets[p] = offset
+        for p, proc in list(self.processors.items()):
+            if p not in batches and proc.storing:
+                offset = self._settle(p, proc.poll())
+                if offset is not None:
+                    offsets[p] = offset
         return offsets
 
     def process(self, partition: int, records: list[Record]) -> int | None:
@@ -197,6 +216,11 @@ class IncrementsWorker:
         proc = self.processors.get(partition) or self._open(partition)
         out = proc.feed(records)
         self.metrics.events.inc(len(records))
+        return self._settle(partition, out)
+
+    def _settle(self, partition: int, out: Outcome) -> int | None:
+        """Publish an outcome's dead letters, flush them and its announcements; return the
+        offset to commit (None: unchanged)."""
         self._dead_letters(partition, out)
         for gap in out.gaps:
             self.metrics.gaps.labels(gap.volume, gap.kind).inc()
@@ -295,9 +319,13 @@ class IncrementsWorker:
         for proc in list(self.processors.values()):
             for vb in list(proc.volumes.values()):
                 cp = vb.checkpoint
+                pending = vb.pending
+                oldest = vb.cutter.first_time_us if vb.open else None
+                if pending is not None:
+                    oldest = pending[1]
                 yield VolumeState(
                     volume=vb.volume,
-                    oldest_pending_us=vb.cutter.first_time_us if vb.open else None,
+                    oldest_pending_us=oldest,
                     checkpoint_us=cp.created_us if cp is not None else None,
                     pending_events=vb.cutter.events if vb.open else 0,
                     pending_bytes=vb.cutter.data_bytes if vb.open else 0,

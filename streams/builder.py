@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from connectors.errors import DecodeError, InvalidEventError, UsageError
@@ -60,8 +61,17 @@ class Outcome:
 class PartitionProcessor:
     """Builds the windows of every volume of one partition.
 
-    ``on_window`` is called right after each manifest is durable (announcements).
+    ``on_window`` is called, in the caller's thread, with each stored window (in window
+    order per volume) before it is reported in an :class:`Outcome` (announcements).
     ``codec`` decodes record values (default: single-object Avro ``WriteEvent``).
+
+    With ``options.close_threads`` 0 every window is stored before the call that cut it
+    returns. With N > 0 cut windows are stored on N background threads while feeding goes
+    on, at most one window per volume at a time (cutting a volume's next window waits for
+    its previous one). Their manifests are reported by a later :meth:`feed`, :meth:`poll`
+    or :meth:`drain`, and :attr:`commit_offset` stays at or before the first offset of any
+    window not yet reported. A failure of a background store is raised by the next of
+    those calls.
     """
 
     def __init__(
@@ -80,6 +90,12 @@ class PartitionProcessor:
         self.volumes: dict[str, VolumeBuilder] = {}
         self.next_offset: int | None = None
         self._start_offset: int | None = None
+        self._closer: ThreadPoolExecutor | None = None
+        if options.close_threads > 0:
+            self._closer = ThreadPoolExecutor(
+                max_workers=options.close_threads,
+                thread_name_prefix=f"kcdp-store-{options.partition}",
+            )
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self, start_offset: int | None = None) -> None:
@@ -100,7 +116,6 @@ class PartitionProcessor:
                 volume=name,
                 group=name,
                 volume_size=1,
-                on_window=self.on_window,
             )
             if vb.resume():
                 self.volumes[name] = vb
@@ -110,17 +125,31 @@ class PartitionProcessor:
         self.next_offset = start_offset
 
     def close(self) -> None:
-        for vb in self.volumes.values():
-            vb.close()
-        self.volumes.clear()
+        """Wait for the windows being stored (reporting them to ``on_window``), then close
+        every volume. Raises a background store's failure after closing."""
+        try:
+            self.drain()
+        finally:
+            if self._closer is not None:
+                self._closer.shutdown(wait=True)
+                self._closer = None
+            for vb in self.volumes.values():
+                vb.close()
+            self.volumes.clear()
 
     @property
     def commit_offset(self) -> int:
-        """The smallest offset not yet durable (what may be committed)."""
-        opens = [vb.win_first for vb in self.volumes.values() if vb.win_first is not None]
-        if opens:
-            return min(opens)
+        """The smallest offset not yet durable and reported (what may be committed)."""
+        firsts = [vb.pending[0] for vb in self.volumes.values() if vb.pending is not None]
+        firsts += [vb.win_first for vb in self.volumes.values() if vb.win_first is not None]
+        if firsts:
+            return min(firsts)
         return self.next_offset if self.next_offset is not None else 0
+
+    @property
+    def storing(self) -> int:
+        """How many cut windows are being stored in the background."""
+        return sum(1 for vb in self.volumes.values() if vb.pending is not None)
 
     def next_deadline(self) -> int | None:
         """The earliest deadline of an open timed window (event time, µs), or None."""
@@ -153,8 +182,37 @@ class PartitionProcessor:
                 out.dead_letters.append(DeadLetter(offset, key, value, "", "DecodeError", reason))
                 continue
             self._event(offset, key, value, event, out)
+        return self._settle(out)
+
+    def poll(self) -> Outcome:
+        """Report the background windows stored since the last call (never waits)."""
+        return self._settle(Outcome())
+
+    def drain(self) -> Outcome:
+        """Wait for every window being stored and report it."""
+        out = Outcome()
+        for vb in list(self.volumes.values()):
+            self._collect(vb, out, wait=True)
+        return self._settle(out)
+
+    def _settle(self, out: Outcome) -> Outcome:
+        for vb in list(self.volumes.values()):
+            self._collect(vb, out, wait=False)
         out.commit_offset = self.commit_offset
         return out
+
+    def _collect(self, vb: VolumeBuilder, out: Outcome, *, wait: bool) -> None:
+        """Report ``vb``'s background window if it is stored (or once it is, ``wait``)."""
+        if vb.pending is None or not (wait or vb.pending[2].done()):
+            return
+        fut = vb.pending[2]
+        vb.pending = None
+        self._stored(fut.result(), out)
+
+    def _stored(self, m: Manifest, out: Outcome) -> None:
+        if self.on_window is not None:
+            self.on_window(m)
+        out.windows.append(m)
 
     def feed_events(self, events: Sequence[tuple[int, WriteEvent]]) -> Outcome:
         """Process decoded events (tests, tools); same rules as :meth:`feed`."""
@@ -182,7 +240,7 @@ class PartitionProcessor:
                     self._close(due, "tick", out)
             return
         vb: VolumeBuilder | None = self.volumes.get(ev.volume)
-        if vb is not None and offset <= vb.durable_offset:
+        if vb is not None and offset <= vb.cut_offset:
             out.skipped += 1
             return
         try:
@@ -234,7 +292,6 @@ class PartitionProcessor:
             volume=ev.volume,
             group=ev.group or ev.volume,
             volume_size=ev.volume_size,
-            on_window=self.on_window,
         )
         vb.resume()  # a volume new to this partition may still have history elsewhere
         self.store.put(
@@ -305,6 +362,7 @@ class PartitionProcessor:
         detail: str,
     ) -> None:
         self._close(vb, "gap", out)
+        self._collect(vb, out, wait=True)  # the gap record after the window before it
         gap = Gap(
             volume=vb.volume,
             kind=kind,
@@ -336,6 +394,11 @@ class PartitionProcessor:
             vb.resync = True
 
     def _close(self, vb: VolumeBuilder, reason: str, out: Outcome) -> None:
-        m = vb.close_window(reason)
-        if m is not None:
-            out.windows.append(m)
+        self._collect(vb, out, wait=True)  # one window of a volume at a time
+        cut = vb.cut_window(reason)
+        if cut is None:
+            return
+        if self._closer is None:
+            self._stored(vb.store_window(cut), out)
+        else:
+            vb.pending = (cut.first, cut.first_time_us, self._closer.submit(vb.store_window, cut))

@@ -2,9 +2,11 @@
 
 :class:`VolumeBuilder` is Faust-free. The partition processor (:mod:`streams.builder`)
 hands it events in offset order; it keeps the open window in memory (bounded by the
-policy's ``max_bytes``) and on close writes, in this order (docs/FORMAT.md "Ordering
-invariants"): forward increment, backward increment, write log, manifest; then calls
-``on_window`` (the announcement) and applies the forward increment to the local image.
+policy's ``max_bytes``). Closing is two steps: :meth:`VolumeBuilder.cut_window` ends the
+window's membership, and :meth:`VolumeBuilder.store_window` (possibly on another thread,
+one window at a time, in cut order; memory is then bounded by two windows) writes, in this
+order (docs/FORMAT.md "Ordering invariants"): forward increment, backward increment, write
+log, manifest; then applies the forward increment to the local image.
 Every ``image_sync_windows`` windows (and on :meth:`VolumeBuilder.close`) it syncs the image
 and then records the applied offset in ``<image>.kcdp-replica.json``, so the state never
 claims more than is on disk; the windows after it are replayed from the store on resume.
@@ -30,7 +32,7 @@ import io
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -69,6 +71,26 @@ log = logging.getLogger("kcdp.volume")
 
 
 @dataclass(frozen=True, slots=True)
+class WindowCut:
+    """A window whose membership is final, to be stored (:meth:`VolumeBuilder.cut_window`)."""
+
+    reason: str
+    members: list[tuple[int, WriteEvent]]
+    first: int
+    last: int
+    first_seq: int
+    last_seq: int
+    session: str
+    first_time_us: int
+    last_time_us: int
+    period_us: int | None
+    previous: tuple[int, int] | None
+    restorable_from: int | None
+    consistent: bool
+    bookmarks: tuple[Bookmark, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class BuildOptions:
     """Settings shared by the builders of one worker.
 
@@ -77,6 +99,9 @@ class BuildOptions:
     0 disables that trigger. ``chunk_size``: checkpoint chunk size (4 MiB).
     ``image_sync_windows`` (default 16, at least 1): the replica image is fsynced and its
     applied offset recorded after every that many windows (and when the builder closes).
+    ``close_threads`` (default 0): background threads that store cut windows while the
+    partition processor goes on feeding (:class:`streams.builder.PartitionProcessor`);
+    0 stores each window before the feed that cut it returns.
     """
 
     topic: str
@@ -87,6 +112,7 @@ class BuildOptions:
     checkpoint_bytes: int = 1 << 30
     chunk_size: int = DEFAULT_CHUNK_SIZE
     image_sync_windows: int = 16
+    close_threads: int = 0
     clock: Callable[[], int] = now_us
 
 
@@ -101,21 +127,23 @@ class VolumeBuilder:
         volume: str,
         group: str,
         volume_size: int,
-        on_window: Callable[[Manifest], None] | None = None,
     ) -> None:
         self.store = store
         self.opt = options
         self.volume = keys.check_name(volume)
         self.group = group
         self.size = volume_size
-        self.on_window = on_window
         self.cutter = WindowCutter(options.policy)
         options.workdir.mkdir(parents=True, exist_ok=True)
         self.image_path = options.workdir / f"{volume}.img"
         self.state_path = options.workdir / f"{volume}.img.kcdp-replica.json"
         self.image: Image | None = None
         # history
-        self.durable_offset = -1  # last offset of the last manifest
+        self.durable_offset = -1  # last offset of the last manifest (store_window's)
+        self.cut_offset = -1  # last offset of the last cut window (the cuts')
+        #: the cut window being stored in the background: its first offset, first event
+        #: time and result (managed by the partition processor)
+        self.pending: tuple[int, int, Future[Manifest]] | None = None
         self.previous: tuple[int, int] | None = None
         self.session = ""
         self.next_seq: int | None = None  # None: no session seen yet
@@ -180,16 +208,52 @@ class VolumeBuilder:
 
     # -- closing -------------------------------------------------------------------------
     def close_window(self, reason: str) -> Manifest | None:
-        """Store the open window (objects, then manifest), update the image; None if none."""
+        """Cut and store the open window (objects, then manifest); None if none is open."""
+        cut = self.cut_window(reason)
+        return None if cut is None else self.store_window(cut)
+
+    def cut_window(self, reason: str) -> WindowCut | None:
+        """End the open window and return what :meth:`store_window` needs; None if none.
+
+        Only the window's membership moves on: its objects, the image and the durable offset
+        change in :meth:`store_window`, which must be called for every cut, in cut order,
+        one at a time (it may run on another thread than the cuts).
+        """
         if self.win_first is None:
             return None
-        first, last = self.win_first, self.win_last
+        c = self.cutter
+        cut = WindowCut(
+            reason=reason,
+            members=self.members,
+            first=self.win_first,
+            last=self.win_last,
+            first_seq=self.win_first_seq if self.win_first_seq is not None else -1,
+            last_seq=self.win_last_seq,
+            session=self.win_session,
+            first_time_us=c.first_time_us,
+            last_time_us=c.last_time_us,
+            period_us=c.period_us,
+            previous=self.previous,
+            restorable_from=self.restorable_from,
+            consistent=self.consistent,
+            bookmarks=tuple(self.bookmarks),
+        )
+        self.previous = (cut.first, cut.last)
+        self.cut_offset = cut.last
+        c.closed()
+        self._reset_window()
+        return cut
+
+    def store_window(self, cut: WindowCut) -> Manifest:
+        """Store a cut window: forward, backward, write log, then the manifest; apply the
+        forward increment to the image; checkpoint and sync the image when due."""
         if self.image is None:
             self.image = Image(self.image_path, self.size)
-        changes = [e for _, e in self.members if e.kind in CHANGE_KINDS]
+        first, last, members = cut.first, cut.last, cut.members
+        changes = [e for _, e in members if e.kind in CHANGE_KINDS]
         forward, backward, ranges = assemble(changes, self.image.pread)
         flags = iter(in_forward_flags(changes))
-        in_forward = [e.kind in CHANGE_KINDS and next(flags) for _, e in self.members]
+        in_forward = [e.kind in CHANGE_KINDS and next(flags) for _, e in members]
         v = self.volume
         fbuf, bbuf, lbuf = io.BytesIO(), io.BytesIO(), io.BytesIO()
         # compression, hashing and fsync release the GIL: build and upload in parallel
@@ -198,7 +262,7 @@ class VolumeBuilder:
         ffut = pool.submit(span, fbuf, forward, direction="forward")
         bfut = pool.submit(span, bbuf, backward, direction="backward", digest=False)
         nrec = write_event_log(
-            lbuf, self.members, in_forward, volume=v, first_offset=first, last_offset=last
+            lbuf, members, in_forward, volume=v, first_offset=first, last_offset=last
         )
         finfo, binfo = ffut.result(), bfut.result()
         parts = [
@@ -215,9 +279,7 @@ class VolumeBuilder:
             refs.append(ObjectRef.of(key, blob, **counts))
         for fut in puts:  # the manifest only after all three are durable
             fut.result()
-        events = [e for _, e in self.members]
-        data_bytes = sum(e.length for e in events if e.kind in DATA_KINDS)
-        c = self.cutter
+        data_bytes = sum(e.length for _, e in members if e.kind in DATA_KINDS)
         manifest = Manifest(
             volume=v,
             group=self.group,
@@ -226,20 +288,20 @@ class VolumeBuilder:
             volume_size=self.size,
             first_offset=first,
             last_offset=last,
-            first_time_us=c.first_time_us,
-            last_time_us=c.last_time_us,
-            session=self.win_session,
-            first_sequence=self.win_first_seq if self.win_first_seq is not None else -1,
-            last_sequence=self.win_last_seq,
-            events=len(events),
+            first_time_us=cut.first_time_us,
+            last_time_us=cut.last_time_us,
+            session=cut.session,
+            first_sequence=cut.first_seq,
+            last_sequence=cut.last_seq,
+            events=len(members),
             bytes_written=data_bytes,
             policy=self.opt.policy.to_dict(),
-            period_us=c.period_us,
-            close_reason=reason,
-            previous=self.previous,
-            restorable_from=self.restorable_from,
-            consistent=self.consistent,
-            bookmarks=tuple(self.bookmarks),
+            period_us=cut.period_us,
+            close_reason=cut.reason,
+            previous=cut.previous,
+            restorable_from=cut.restorable_from,
+            consistent=cut.consistent,
+            bookmarks=cut.bookmarks,
             ranges_sha256=finfo.ranges_sha256,
             forward=refs[0],
             backward=refs[1],
@@ -247,14 +309,9 @@ class VolumeBuilder:
             created_us=self.opt.clock(),
         )
         self.store.put(manifest.key, manifest.to_json())
-        if self.on_window is not None:
-            self.on_window(manifest)
         self.image.apply(forward)
         self.unsynced += 1
         self.durable_offset = last
-        self.previous = (first, last)
-        self.cutter.closed()
-        self._reset_window()
         self.windows_since_cp += 1
         self.bytes_since_cp += data_bytes
         self.dirty.extend(ranges)
@@ -332,7 +389,7 @@ class VolumeBuilder:
         last = load_manifest(self.store, windows[-1][2])
         self.size = last.volume_size
         self.group = last.group
-        self.durable_offset = last.last_offset
+        self.durable_offset = self.cut_offset = last.last_offset
         self.last_offset_seen = last.last_offset
         self.previous = (last.first_offset, last.last_offset)
         self.session = self.win_session = last.session

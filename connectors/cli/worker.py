@@ -83,6 +83,12 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--batch-size", type=_positive(int), default=1000, help="records per batch")
     p.add_argument(
+        "--close-threads",
+        type=int,
+        default=2,
+        help="threads per partition storing cut windows in the background (0: inline); 2",
+    )
+    p.add_argument(
         "--checkpoint-windows", type=int, default=64, help="checkpoint every N windows (0: off)"
     )
     p.add_argument(
@@ -127,6 +133,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         batch_size=args.batch_size,
         checkpoint_windows=args.checkpoint_windows,
         checkpoint_bytes=args.checkpoint_bytes,
+        close_threads=args.close_threads,
     )
     store = open_store(settings.store_url)
     ensure_topics(
