@@ -7,15 +7,18 @@ Ranges are half-open ``(start, end)`` pairs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Largest extent stored in an increment (docs/FORMAT.md "Increments").
 MAX_EXTENT = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Extent:
-    """``length`` bytes at ``offset``: ``data`` (``len(data) == length``) or zeros (None)."""
+class Extent(NamedTuple):
+    """``length`` bytes at ``offset``: ``data`` (``len(data) == length``) or zeros (None).
+
+    An immutable record (a named tuple: windows build thousands per close, and a tuple is
+    built several times faster than a frozen dataclass).
+    """
 
     offset: int
     length: int

@@ -76,7 +76,8 @@ class Image:
 
     def pread(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (holes read as zeros)."""
-        self._check(offset, length)
+        if offset < 0 or length < 0 or offset + length > self.size:
+            self._check(offset, length)
         data = os.pread(self._fd, length, offset)
         if len(data) < length:  # a file shorter than size reads zeros past its end
             data += bytes(length - len(data))
@@ -107,12 +108,21 @@ class Image:
             pos += n
 
     def apply(self, extents: Iterable[Extent]) -> None:
-        """Write each extent in order; zero extents (``data is None``) punch holes."""
-        for ext in extents:
-            if ext.data is None:
-                self.zero(ext.offset, ext.length)
-            else:
-                self.pwrite(ext.offset, ext.data)
+        """Write each extent in order; zero extents (``data is None``) punch holes.
+
+        An extent outside the image raises :class:`VolumeError` before it is written (the
+        extents before it are written).
+        """
+        fd, size, pwrite = self._fd, self.size, os.pwrite
+        for offset, length, data in extents:
+            if offset < 0 or length < 0 or offset + length > size:
+                self._check(offset, length)
+            if data is None:
+                self.zero(offset, length)
+                continue
+            n = pwrite(fd, data, offset)
+            if n < length:  # a short write: finish it
+                self.pwrite(offset + n, memoryview(data)[n:])
 
     def sync(self) -> None:
         os.fsync(self._fd)
