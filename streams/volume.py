@@ -11,7 +11,7 @@ Every ``image_sync_windows`` windows (and on :meth:`VolumeBuilder.close`) it syn
 and then records the applied offset in ``<image>.kcdp-replica.json``, so the state never
 claims more than is on disk; the windows after it are replayed from the store on resume.
 Write-log records of writes that no later change of the window overlaps are ``in_forward``
-(no data: the forward increment holds their bytes; :func:`streams.assemble.in_forward_flags`).
+(no data: the forward increment holds their bytes; :func:`streams.assemble.assemble_window`).
 Every ``checkpoint_windows`` windows or ``checkpoint_bytes`` written bytes it uploads a
 checkpoint of the image (only changed chunks).
 
@@ -44,7 +44,7 @@ from connectors.fsutil import write_atomic
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
 from streams import keys
-from streams.assemble import assemble, in_forward_flags
+from streams.assemble import assemble_window
 from streams.checkpoint import (
     DEFAULT_CHUNK_SIZE,
     Checkpoint,
@@ -251,8 +251,8 @@ class VolumeBuilder:
             self.image = Image(self.image_path, self.size)
         first, last, members = cut.first, cut.last, cut.members
         changes = [e for _, e in members if e.kind in CHANGE_KINDS]
-        forward, backward, ranges = assemble(changes, self.image.pread)
-        flags = iter(in_forward_flags(changes))
+        forward, backward, ranges, flags_list = assemble_window(changes, self.image.pread)
+        flags = iter(flags_list)
         in_forward = [e.kind in CHANGE_KINDS and next(flags) for _, e in members]
         v = self.volume
         fbuf, bbuf, lbuf = io.BytesIO(), io.BytesIO(), io.BytesIO()
