@@ -29,6 +29,9 @@ class BulkReader:
     ``conf``: librdkafka properties (bootstrap servers, ``-X`` options). ``group_id``:
     only named to librdkafka (no membership, no commits). ``batch_size`` [1000]: records
     per :meth:`read`; ``timeout`` [0.05 s]: the longest :meth:`read` waits for them.
+    librdkafka prefetches up to ``queued.max.messages.kbytes`` [64 MiB] per partition and
+    fetches again 10 ms after that queue was full (``fetch.queue.backoff.ms`` [10]; both
+    can be set in ``conf``).
     The consumer is created on first assignment.
     """
 
@@ -41,8 +44,11 @@ class BulkReader:
         batch_size: int = 1000,
         timeout: float = 0.05,
     ) -> None:
+        # librdkafka pauses a partition's fetches this long once its local queue is full
+        # (default 1000 ms): the worker then drains the queue and waits idle. 10 ms keeps
+        # the queue filled while it stays bounded by queued.max.messages.kbytes.
         self.conf = consumer_config(
-            conf,
+            {"fetch.queue.backoff.ms": 10, **conf},
             group_id,
             **{"enable.partition.eof": False, "max.partition.fetch.bytes": 8 << 20},
         )
