@@ -7,10 +7,13 @@ Ranges are half-open ``(start, end)`` pairs.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import NamedTuple
 
 #: Largest extent stored in an increment (docs/FORMAT.md "Increments").
 MAX_EXTENT = 1 << 20
+
+_start = itemgetter(0)
 
 
 class Extent(NamedTuple):
@@ -36,15 +39,21 @@ class Extent(NamedTuple):
 def union_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Merge ``(start, end)`` ranges: sorted, non-overlapping, touching ranges joined.
 
-    Empty ranges (``end <= start``) are dropped.
+    Empty ranges (``end <= start``) are dropped. One sort by start (ties in any order).
     """
+    spans = sorted([r for r in ranges if r[1] > r[0]], key=_start)
+    if not spans:
+        return []
     out: list[tuple[int, int]] = []
-    for start, end in sorted(r for r in ranges if r[1] > r[0]):
-        if out and start <= out[-1][1]:
-            if end > out[-1][1]:
-                out[-1] = (out[-1][0], end)
-        else:
-            out.append((start, end))
+    it = iter(spans)
+    cur_start, cur_end = next(it)
+    for start, end in it:
+        if start > cur_end:
+            out.append((cur_start, cur_end))
+            cur_start, cur_end = start, end
+        elif end > cur_end:
+            cur_end = end
+    out.append((cur_start, cur_end))
     return out
 
 

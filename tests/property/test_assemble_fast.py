@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from connectors.errors import VolumeError
 from schemas.events import DATA_KINDS, EventKind, WriteEvent, crc32c
 from streams.assemble import assemble, assemble_window, in_forward_flags
-from streams.extents import MAX_EXTENT, Extent
+from streams.extents import MAX_EXTENT, Extent, union_ranges
 from streams.image import Image
 
 SIZE = 3 * MAX_EXTENT + 123  # room for events over 1 MiB; not a multiple of anything
@@ -206,3 +206,12 @@ def test_apply_refuses_an_extent_outside_the_image() -> None:
         assert img.pread(0, 3) == b"abc"  # the extents before it are written
         with pytest.raises(VolumeError, match=r"range \[-1, 1\) outside image"):
             img.apply([Extent(-1, 2, None)])
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300)), max_size=40))
+def test_union_ranges_equals_a_byte_mask(ranges: list[tuple[int, int]]) -> None:
+    mask = bytearray(302)
+    for start, end in ranges:
+        mask[start:end] = b"\1" * max(0, end - start)
+    assert union_ranges(ranges) == [m.span() for m in re.finditer(rb"\x01+", mask)]
