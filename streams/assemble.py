@@ -58,12 +58,18 @@ def _is_zero(buf: bytes) -> bool:
     return not buf[0] and _ZEROS.startswith(buf)
 
 
-def _pieces(out: list[Extent], start: int, buf: bytes) -> None:
-    """Append ``buf`` (the bytes at ``start``) cut into pieces of at most ``MAX_EXTENT``;
-    all-zero pieces as zero extents."""
-    for pos in range(0, len(buf), MAX_EXTENT):
-        chunk = buf[pos : pos + MAX_EXTENT]
-        out.append(Extent(start + pos, len(chunk), None if _is_zero(chunk) else chunk))
+def _pieces(out: list[Extent], start: int, length: int, buf: bytes | None) -> None:
+    """Append the ``length`` bytes at ``start`` (``buf``; None: zeros) cut into pieces of
+    at most ``MAX_EXTENT``; all-zero pieces as zero extents."""
+    if buf is not None and length <= MAX_EXTENT:
+        out.append(_new(Extent, (start, length, None if _is_zero(buf) else buf)))
+        return
+    for pos in range(0, length, MAX_EXTENT):
+        size = min(MAX_EXTENT, length - pos)
+        chunk = None if buf is None else buf[pos : pos + size]
+        out.append(
+            _new(Extent, (start + pos, size, None if chunk is None or _is_zero(chunk) else chunk))
+        )
 
 
 def assemble_window(changes: Sequence[WriteEvent], read: Callable[[int, int], bytes]) -> Assembly:
@@ -123,8 +129,8 @@ def assemble_window(changes: Sequence[WriteEvent], read: Callable[[int, int], by
                 zero = not before[0] and zeros_prefix(before)
                 bwd_add(_new(Extent, (gs, n, None if zero else before)))
             else:
-                _pieces(forward, gs, bytes(n) if data is None else data)
-                _pieces(backward, gs, before)
+                _pieces(forward, gs, n, data)
+                _pieces(backward, gs, n, before)
         else:
             if overlap:
                 group.sort()  # event order
@@ -134,8 +140,8 @@ def assemble_window(changes: Sequence[WriteEvent], read: Callable[[int, int], by
                 after = _join(changes, group)
                 for j in group:
                     flags[j] = changes[j].kind in data_kinds
-            _pieces(forward, gs, after)
-            _pieces(backward, gs, before)
+            _pieces(forward, gs, n, after)
+            _pieces(backward, gs, n, before)
             group = None
             overlap = False
         gs, ge, gk = s, e, k
