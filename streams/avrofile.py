@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+from array import array
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, BinaryIO
 
 import fastavro
+from backports import zstd
 
 from connectors.errors import IntegrityError
 
@@ -110,3 +117,264 @@ def meta_int(meta: Mapping[str, str], key: str, what: str) -> int:
         return int(meta[key])
     except (KeyError, ValueError):
         raise IntegrityError(f"{what}: missing or bad {key}") from None
+
+
+# --- Direct encoding -------------------------------------------------------------------------
+#
+# The writers below produce exactly the bytes of :func:`write_container` without building a
+# dict per record: the caller hands over each record already cut into byte pieces, most of
+# them made for all records at once by :func:`encode_pieces`.
+
+#: Smallest and largest Avro long.
+LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
+#: Longs in ``[-_FAST, _FAST)`` zig-zag to < 2**56: at most 8 varint bytes, one 64-bit slot.
+_FAST = 1 << 55
+#: Slot of a zero-valued long before compaction (8 continuation bytes: no minimal varint
+#: has more than 7, and nothing but another placeholder's run precedes it).
+_ZERO_SLOT = b"\x80" * 8
+#: Slot of a cut between pieces (same argument as ``_ZERO_SLOT``).
+_CUT_SLOT = b"\xff" * 8
+
+
+def long_bytes(n: int) -> bytes:
+    """The Avro encoding of the long ``n`` (zig-zag varint); ValueError outside int64."""
+    if not LONG_MIN <= n <= LONG_MAX:
+        raise ValueError(f"{n} does not fit an Avro long")
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """A column of raw record bytes: per record an int whose little-endian bytes (at most
+    8, every one in 0x01..0x7f, e.g. a short ASCII string with its length) are copied."""
+
+    values: Sequence[int]
+
+
+#: One column of a record layout: longs, raw bytes, or ``None`` for a cut between pieces.
+Column = Sequence[int] | Raw | None
+
+
+def encode_pieces(layout: Sequence[Column], count: int) -> list[bytes]:
+    """Encode ``count`` records whose fields are the columns of ``layout``, in order.
+
+    Every column holds ``count`` values. The encoded bytes are returned cut at every
+    ``None`` column: ``cuts * count + 1`` pieces (the last one holds what follows the last
+    cut). Longs use a whole-column path (big-integer bit arithmetic) when all fit in
+    ``[-2**55, 2**55)`` and a per-value path otherwise; both give the Avro bytes.
+    Raises ValueError for a column of the wrong length or a long outside int64.
+    """
+    longs = [c for c in layout if c is not None and not isinstance(c, Raw)]
+    for col in layout:
+        if col is not None and len(col.values if isinstance(col, Raw) else col) != count:
+            raise ValueError(f"a column does not hold one value for each of {count} records")
+    if not count:
+        return [b""]
+    width = len(layout)
+    slots = array("Q", bytes(8 * width * count))
+    if longs:
+        packed = array("q", bytes(8 * len(longs) * count))
+        try:
+            for j, col in enumerate(longs):
+                packed[j :: len(longs)] = array("q", col)
+        except OverflowError:
+            return _pieces_per_value(layout, count)
+        varints = _varint_slots(packed)
+        if varints is None:
+            return _pieces_per_value(layout, count)
+        encoded = array("Q", varints)
+    k = 0
+    for j, col in enumerate(layout):
+        if col is None:
+            slots[j::width] = array("Q", _CUT_SLOT) * count
+        elif isinstance(col, Raw):
+            slots[j::width] = array("Q", col.values)
+        else:
+            slots[j::width] = encoded[k :: len(longs)]
+            k += 1
+    flat = slots.tobytes().translate(None, b"\x00").replace(_ZERO_SLOT, b"\x00")
+    return flat.split(_CUT_SLOT)
+
+
+def _pieces_per_value(layout: Sequence[Column], count: int) -> list[bytes]:
+    pieces: list[bytes] = []
+    cur: list[bytes] = []
+    for i in range(count):
+        for col in layout:
+            if col is None:
+                pieces.append(b"".join(cur))
+                cur = []
+            elif isinstance(col, Raw):
+                cur.append(col.values[i].to_bytes(8, "little").rstrip(b"\x00"))
+            else:
+                cur.append(long_bytes(col[i]))
+    pieces.append(b"".join(cur))
+    return pieces
+
+
+#: Longs encoded per big-integer pass (cache-sized: 32 KiB of slots).
+_CHUNK = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Masks:
+    """Per-slot bit patterns over ``n`` 64-bit slots, as big integers."""
+
+    one: int  # 0x01
+    range9: int  # bits 55..63 (after a shift by 55)
+    low55: int
+    low56: int
+    m28: int  # 0x000000000fffffff
+    m14: int  # 0x00003fff00003fff
+    m7: int  # 0x007f007f007f007f
+    m7f: int  # 0x7f in every byte
+    m80: int  # 0x80 in every byte
+    keep7: int  # bytes 0..6
+    keep6: int  # bytes 0..5
+    keep4: int  # bytes 0..3
+    low: int  # 0x80 in byte 0
+
+    @classmethod
+    def over(cls, n: int) -> _Masks:
+        one = int.from_bytes(b"\x01\x00\x00\x00\x00\x00\x00\x00" * n, "little")
+
+        def ones(bits: int) -> int:
+            return (one << bits) - one
+
+        m14 = ones(14)
+        m7 = ones(7)
+        m7 |= m7 << 16
+        m7 |= m7 << 32
+        m7f = m7 | m7 << 8
+        return cls(
+            one=one,
+            range9=ones(9),
+            low55=ones(55),
+            low56=ones(56),
+            m28=ones(28),
+            m14=m14 | m14 << 32,
+            m7=m7,
+            m7f=m7f,
+            m80=ones(64) ^ m7f,
+            keep7=ones(56),
+            keep6=ones(48),
+            keep4=ones(32),
+            low=one << 7,
+        )
+
+
+def _varint_slots(values: array[int]) -> bytes | None:
+    """Each long of ``values`` as its varint in an 8-byte slot, zero-padded, a zero value
+    as ``_ZERO_SLOT`` (its varint byte is 0x00 too); None if a value is outside
+    ``[-2**55, 2**55)`` (more than 8 varint bytes)."""
+    masks: dict[int, _Masks] = {}
+    out = []
+    for i in range(0, len(values), _CHUNK):
+        chunk = values[i : i + _CHUNK]
+        m = masks.get(len(chunk)) or masks.setdefault(len(chunk), _Masks.over(len(chunk)))
+        enc = _varint_chunk(int.from_bytes(chunk, "little"), m)
+        if enc is None:
+            return None
+        out.append(enc.to_bytes(8 * len(chunk), "little"))
+    return b"".join(out)
+
+
+def _varint_chunk(big: int, m: _Masks) -> int | None:
+    """:func:`_varint_slots` of the slots of ``big`` (slot ``i`` at bit ``64*i``, a value
+    in two's complement), all at once with per-slot masks ``m``."""
+    signs = (big >> 63) & m.one
+    if signs:
+        flip = (signs << 64) - signs  # all ones in the slots of negative values
+        if (big ^ flip) >> 55 & m.range9:
+            return None
+        z = ((big & m.low55) << 1) ^ (flip & m.low56)  # zig-zag
+    else:
+        if big >> 55 & m.range9:
+            return None
+        z = big << 1
+    # Spread the 56 bits into eight bytes of 7 bits: 28 | 28, then 14 | 14, then 7 | 7.
+    z = (z & m.m28) | ((z & (m.m28 << 28)) << 4)
+    z = (z & m.m14) | ((z & (m.m14 << 14)) << 2)
+    z = (z & m.m7) | ((z & (m.m7 << 7)) << 1)
+    # 0x80 on each nonzero byte; a byte continues iff some byte above it in its slot is set.
+    nonzero = (z + m.m7f) & m.m80
+    cont = (nonzero >> 8) & m.keep7
+    cont |= (cont >> 8) & m.keep7
+    cont |= (cont >> 16) & m.keep6
+    cont |= (cont >> 32) & m.keep4
+    zero = ((nonzero | cont) & m.low) ^ m.low  # 0x80 in byte 0 of the zero slots
+    zero |= zero << 8
+    zero |= zero << 16
+    zero |= zero << 32
+    return z | cont | zero
+
+
+def write_pieces(
+    fh: BinaryIO,
+    schema: Any,
+    parts: Sequence[bytes],
+    *,
+    stride: int,
+    meta: Mapping[str, str],
+    workers: int = 2,
+) -> None:
+    """Write a container whose record ``i`` is ``b"".join(parts[i*stride:(i+1)*stride])``.
+
+    The bytes equal :func:`write_container` of the same records: fastavro's header, blocks
+    cut after the record that brings a block to ``SYNC_INTERVAL`` bytes, each block zstd
+    compressed (default level). ``workers`` (default 2) threads compress the blocks of a
+    multi-block file; zstd releases the GIL, the output stays in block order.
+    """
+    if len(parts) % stride:
+        raise ValueError(f"{len(parts)} parts do not make records of {stride}")
+    count = len(parts) // stride
+    metadata = {**meta, "kcdp.count": str(count)}
+    marker = sync_marker(metadata)
+    header = io.BytesIO()
+    fastavro.writer(
+        header,
+        sorted_keys(schema),
+        [],
+        codec=CODEC,
+        metadata=metadata,
+        sync_interval=SYNC_INTERVAL,
+        sync_marker=marker,
+    )
+    fh.write(header.getvalue())
+    sizes = list(map(len, parts))
+    ends = list(accumulate(map(sum, zip(*(sizes[k::stride] for k in range(stride)), strict=True))))
+
+    def blocks() -> Iterator[tuple[int, bytes]]:
+        start, base = 0, 0
+        while start < count:
+            last = min(bisect_left(ends, base + SYNC_INTERVAL, start), count - 1)
+            yield last + 1 - start, b"".join(parts[start * stride : (last + 1) * stride])
+            start, base = last + 1, ends[last]
+
+    def put(n: int, data: bytes) -> None:
+        fh.write(long_bytes(n) + long_bytes(len(data)))
+        fh.write(data)
+        fh.write(marker)
+
+    if workers <= 1 or ends[-1:] < [SYNC_INTERVAL]:  # one block at most
+        for n, block in blocks():
+            put(n, zstd.compress(block))
+        return
+    # Compress in threads, at most workers + 1 blocks in flight (their memory stays warm).
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[int, Future[bytes]]] = deque()
+        for n, block in blocks():
+            pending.append((n, pool.submit(zstd.compress, block)))
+            del block
+            while len(pending) > workers:
+                n, done = pending.popleft()
+                put(n, done.result())
+        while pending:
+            n, done = pending.popleft()
+            put(n, done.result())

@@ -19,7 +19,14 @@ from typing import Any, BinaryIO
 from connectors.errors import IntegrityError
 from schemas import load_schema
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
-from streams.avrofile import read_container, write_container
+from streams.avrofile import (
+    Column,
+    Raw,
+    encode_pieces,
+    long_bytes,
+    read_container,
+    write_pieces,
+)
 from streams.extents import Extent
 from streams.image import Image
 
@@ -86,9 +93,28 @@ def write_log(
     first_offset: int,
     last_offset: int,
 ) -> int:
-    """Write ``records`` (in Kafka offset order) as a write log; return how many."""
-    recs = [r.to_record() for r in records]
-    _write(fh, recs, volume=volume, first_offset=first_offset, last_offset=last_offset)
+    """Write ``records`` (in Kafka offset order) as a write log; return how many.
+
+    The bytes equal :func:`streams.avrofile.write_container` of ``r.to_record()`` for each
+    record. Raises ValueError for a kind that is not an :class:`EventKind`.
+    """
+    recs = list(records)
+    _write(
+        fh,
+        [r.kafka_offset for r in recs],
+        [r.sequence for r in recs],
+        [r.kind for r in recs],
+        [r.offset for r in recs],
+        [r.length for r in recs],
+        [r.timestamp_us for r in recs],
+        [r.crc32c for r in recs],
+        [r.data for r in recs],
+        [r.name for r in recs],
+        [r.in_forward for r in recs],
+        volume=volume,
+        first_offset=first_offset,
+        last_offset=last_offset,
+    )
     return len(recs)
 
 
@@ -104,32 +130,91 @@ def write_event_log(
     """Write ``(kafka_offset, event)`` pairs as a write log; return how many.
 
     The bytes equal :func:`write_log` of ``LogRecord.from_event(event, offset,
-    in_forward=flag)`` for each pair and flag, without building the records.
+    in_forward=flag)`` for each pair and flag, without building the records. Raises
+    ValueError if ``in_forward`` is not as long as ``events``.
     """
-    recs = []
-    for (ko, ev), flag in zip(events, in_forward, strict=True):
-        flag = flag and ev.kind in DATA_KINDS
-        recs.append(
-            {
-                "kafka_offset": ko,
-                "sequence": ev.sequence,
-                "kind": str(ev.kind),
-                "offset": ev.offset,
-                "length": ev.length,
-                "timestamp_us": ev.timestamp_us,
-                "crc32c": ev.crc32c,
-                "data": b"" if flag else ev.data,
-                "name": ev.name,
-                "in_forward": flag,
-            }
-        )
-    _write(fh, recs, volume=volume, first_offset=first_offset, last_offset=last_offset)
-    return len(recs)
+    if len(in_forward) != len(events):
+        raise ValueError(f"{len(in_forward)} in_forward flags for {len(events)} events")
+    evs = [ev for _, ev in events]
+    flags = [bool(f) and ev.kind in DATA_KINDS for ev, f in zip(evs, in_forward, strict=True)]
+    _write(
+        fh,
+        [ko for ko, _ in events],
+        [ev.sequence for ev in evs],
+        [ev.kind for ev in evs],
+        [ev.offset for ev in evs],
+        [ev.length for ev in evs],
+        [ev.timestamp_us for ev in evs],
+        [ev.crc32c for ev in evs],
+        [b"" if f else ev.data for ev, f in zip(evs, flags, strict=True)],
+        [ev.name for ev in evs],
+        flags,
+        volume=volume,
+        first_offset=first_offset,
+        last_offset=last_offset,
+    )
+    return len(evs)
+
+
+def _kind_slots(kind: EventKind) -> tuple[int, int]:
+    """The Avro string ``kind`` (length byte, ASCII) as two raw 8-byte slots."""
+    text = str(kind).encode()
+    raw = int.from_bytes(long_bytes(len(text)) + text, "little")
+    return raw & 0xFFFF_FFFF_FFFF_FFFF, raw >> 64
+
+
+#: Each kind's Avro string as (first 8 bytes, next 8 bytes) for :class:`Raw` columns.
+_KIND_SLOTS = {kind: _kind_slots(kind) for kind in EventKind}
+#: The record tail (empty name, in_forward) indexed by in_forward.
+_EMPTY_NAME_TAIL = (b"\x00\x00", b"\x00\x01")
+
+
+def _tail(name: str, in_forward: bool) -> bytes:
+    if not name:
+        return _EMPTY_NAME_TAIL[in_forward]
+    text = name.encode()
+    return b"".join((long_bytes(len(text)), text, b"\x01" if in_forward else b"\x00"))
 
 
 def _write(
-    fh: BinaryIO, recs: list[dict[str, Any]], *, volume: str, first_offset: int, last_offset: int
+    fh: BinaryIO,
+    kafka_offsets: list[int],
+    sequences: list[int],
+    kinds: list[EventKind],
+    offsets: list[int],
+    lengths: list[int],
+    timestamps: list[int],
+    crcs: list[int],
+    datas: list[bytes],
+    names: list[str],
+    in_forward: list[bool],
+    *,
+    volume: str,
+    first_offset: int,
+    last_offset: int,
 ) -> None:
+    """Encode WriteLogRecords given as columns (schema field order) and write the log."""
+    n = len(kafka_offsets)
+    try:
+        slots = list(map(_KIND_SLOTS.__getitem__, kinds))
+    except KeyError as exc:
+        raise ValueError(f"write log record of unknown kind {exc.args[0]!r}") from None
+    layout: list[Column] = [
+        kafka_offsets,
+        sequences,
+        Raw([lo for lo, _ in slots]),
+        Raw([hi for _, hi in slots]),
+        offsets,
+        lengths,
+        timestamps,
+        crcs,
+        list(map(len, datas)),
+        None,
+    ]
+    parts = [b""] * (3 * n)
+    parts[0::3] = encode_pieces(layout, n)[:n]
+    parts[1::3] = datas
+    parts[2::3] = list(map(_tail, names, in_forward))
     meta = {
         "kcdp.format": "writelog",
         "kcdp.version": "1",
@@ -137,7 +222,7 @@ def _write(
         "kcdp.first_offset": str(first_offset),
         "kcdp.last_offset": str(last_offset),
     }
-    write_container(fh, load_schema("WriteLogRecord"), recs, meta)
+    write_pieces(fh, load_schema("WriteLogRecord"), parts, stride=3, meta=meta)
 
 
 def read_log(source: bytes | BinaryIO, *, name: str = "write log") -> Iterator[LogRecord]:
