@@ -134,13 +134,12 @@ def assemble_window(changes: Sequence[WriteEvent], read: Callable[[int, int], by
         else:
             if overlap:
                 group.sort()  # event order
-                after = _overlay(changes, group, gs, before)
+                _pieces(forward, gs, n, _overlay(changes, group, gs, before))
                 _sweep_into(flags, group, changes)
             else:
-                after = _join(changes, group)
+                _tiled_pieces(forward, changes, group, gs, ge)
                 for j in group:
                     flags[j] = changes[j].kind in data_kinds
-            _pieces(forward, gs, n, after)
             _pieces(backward, gs, n, before)
             group = None
             overlap = False
@@ -148,13 +147,34 @@ def assemble_window(changes: Sequence[WriteEvent], read: Callable[[int, int], by
     return Assembly(forward, backward, ranges, flags)
 
 
-def _join(changes: Sequence[WriteEvent], group: list[int]) -> bytes:
-    """The bytes of events that tile their range exactly (``group`` in offset order)."""
-    parts = []
+def _tiled_pieces(
+    out: list[Extent], changes: Sequence[WriteEvent], group: list[int], start: int, end: int
+) -> None:
+    """Append the pieces of ``[start, end)``, which the events ``group`` (offset order)
+    tile exactly: each piece joins the events' bytes it holds (one copy)."""
+    parts: list[bytes] = []
+    piece = start
+    piece_end = min(end, start + MAX_EXTENT)
     for j in group:
         ev = changes[j]
-        parts.append(ev.data if ev.kind in DATA_KINDS else bytes(ev.length))
-    return b"".join(parts)
+        data = ev.data if ev.kind in DATA_KINDS else None
+        pos, ev_end = ev.offset, ev.offset + ev.length
+        while True:
+            upto = min(ev_end, piece_end)
+            if data is None:
+                parts.append(bytes(upto - pos))
+            elif upto - pos == ev.length:
+                parts.append(data)
+            else:  # the event straddles a piece edge
+                parts.append(data[pos - ev.offset : upto - ev.offset])
+            if upto == piece_end:
+                chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+                out.append(_new(Extent, (piece, len(chunk), None if _is_zero(chunk) else chunk)))
+                parts = []
+                piece, piece_end = piece_end, min(end, piece_end + MAX_EXTENT)
+            if upto == ev_end:
+                break
+            pos = upto
 
 
 def _overlay(changes: Sequence[WriteEvent], group: list[int], start: int, before: bytes) -> bytes:

@@ -44,6 +44,22 @@ def _fill(rng: random.Random, fill: str, length: int) -> bytes:
     return bytes(data)
 
 
+def _event(seq: int, kind: EventKind, offset: int, length: int, data: bytes) -> WriteEvent:
+    return WriteEvent(
+        group="v",
+        volume="v",
+        sequence=seq,
+        kind=kind,
+        timestamp_us=seq,
+        offset=offset,
+        length=length,
+        data=data,
+        volume_size=SIZE,
+        crc32c=crc32c(data),
+        session="s",
+    )
+
+
 @st.composite
 def windows(draw: st.DrawFn) -> tuple[list[WriteEvent], bytes]:
     """Change events of one window (zero-length WRITEs included) and the image before it."""
@@ -82,21 +98,7 @@ def windows(draw: st.DrawFn) -> tuple[list[WriteEvent], bytes]:
         if kind in DATA_KINDS and draw(st.integers(0, 29)) == 0:
             length = 0  # an empty write changes nothing
         data = _fill(rng, draw(st.sampled_from(FILLS)), length) if kind in DATA_KINDS else b""
-        events.append(
-            WriteEvent(
-                group="v",
-                volume="v",
-                sequence=seq,
-                kind=kind,
-                timestamp_us=seq,
-                offset=offset,
-                length=length,
-                data=data,
-                volume_size=SIZE,
-                crc32c=crc32c(data),
-                session="s",
-            )
-        )
+        events.append(_event(seq, kind, offset, length, data))
     return events, bytes(before)
 
 
@@ -141,10 +143,7 @@ def _check_extents(exts: list[Extent], ranges: list[tuple[int, int]], want: byte
         assert (e.data is None) == (want[e.offset : e.end] == bytes(e.length))
 
 
-@settings(max_examples=150)
-@given(window=windows())
-def test_assembly_equals_the_byte_model(window: tuple[list[WriteEvent], bytes]) -> None:
-    events, before = window
+def _check_window(events: list[WriteEvent], before: bytes) -> None:
     reads: list[tuple[int, int]] = []
 
     def read(offset: int, length: int) -> bytes:
@@ -158,6 +157,32 @@ def test_assembly_equals_the_byte_model(window: tuple[list[WriteEvent], bytes]) 
     _check_extents(got.backward, ranges, before)
     assert got.in_forward == _flags(events) == in_forward_flags(events)
     assert assemble(events, lambda o, n: before[o : o + n]) == got[:3]
+
+
+@settings(max_examples=150)
+@given(window=windows())
+def test_assembly_equals_the_byte_model(window: tuple[list[WriteEvent], bytes]) -> None:
+    _check_window(*window)
+
+
+@settings(max_examples=50)
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 12), kinds=st.lists(st.sampled_from(KINDS)))
+def test_tiled_runs_across_piece_edges(seed: int, n: int, kinds: list[EventKind]) -> None:
+    """Touching events (a sequential run, in shuffled event order) whose range crosses
+    1 MiB piece edges inside events: each piece joins the right slices."""
+    rng = random.Random(seed)
+    pos = rng.randrange(5000)
+    events = []
+    for seq in range(n):
+        length = rng.randrange(1, 5000) if rng.random() < 0.5 else rng.randrange(1, SIZE // 2)
+        if pos + length > SIZE:
+            break
+        kind = kinds[seq % len(kinds)] if kinds else EventKind.WRITE
+        data = _fill(rng, rng.choice(FILLS), length) if kind in DATA_KINDS else b""
+        events.append(_event(seq, kind, pos, length, data))
+        pos += length
+    rng.shuffle(events)
+    _check_window(events, rng.randbytes(SIZE))
 
 
 @settings(max_examples=40)
