@@ -13,8 +13,8 @@ their data because the forward increment holds exactly their bytes.
 Hot path: events are sorted once by offset; a merged range that one event covers (random
 writes) takes the event's bytes as its forward data and the one ``read`` as its backward
 data, without copies; a range of touching events that do not overlap (a sequential run)
-joins their bytes. Only a range whose events overlap is built by overlaying in event
-order, and only its events go through the reverse sweep for the flags.
+joins their bytes piece by piece. Only a range whose events overlap is built by overlaying
+in event order, and only its events go through the reverse sweep for the flags.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def _pieces(out: list[Extent], start: int, length: int, buf: bytes | None) -> No
 
 
 def assemble_window(changes: Sequence[WriteEvent], read: Callable[[int, int], bytes]) -> Assembly:
-    """Forward and backward extents, merged ranges and ``in_forward`` flags of change
-    events in offset order.
+    """Forward and backward extents, merged ranges and ``in_forward`` flags of a window's
+    change events (in event order, i.e. Kafka offset order).
 
     ``read(offset, length)`` returns the image bytes before the window; it is called once
     per merged range. ``ranges`` is the union of the events' ranges (sorted, touching
@@ -200,8 +200,9 @@ def assemble(
 
 
 def in_forward_flags(changes: Sequence[Change]) -> list[bool]:
-    """Per change event (offset order): True iff it is a WRITE/BASELINE event that no later
-    change event of the window overlaps, so the forward increment holds exactly its bytes.
+    """Per change event (in event order): True iff it is a WRITE/BASELINE event that no
+    later change event of the window overlaps, so the forward increment holds exactly its
+    bytes.
 
     One sort by offset finds the clusters of overlapping events; an event outside every
     such cluster is True iff it is a WRITE/BASELINE event, and only the events of a cluster
@@ -209,15 +210,16 @@ def in_forward_flags(changes: Sequence[Change]) -> list[bool]:
     """
     flags = [c.length > 0 and c.kind in DATA_KINDS for c in changes]
     items = sorted([(c.offset, c.offset + c.length, k) for k, c in enumerate(changes) if c.length])
-    items.append((-1, -1, -1))  # flushes the last cluster
     lo, reach = 0, -1
     for i, (s, e, _) in enumerate(items):
-        if s >= reach or s < 0:  # overlaps no earlier event: the cluster before it ends
+        if s >= reach:  # overlaps no earlier event: the cluster before it ends
             if i - lo > 1:
                 _sweep_into(flags, sorted([it[2] for it in items[lo:i]]), changes)
             lo = i
         if e > reach:
             reach = e
+    if len(items) - lo > 1:
+        _sweep_into(flags, sorted([it[2] for it in items[lo:]]), changes)
     return flags
 
 
