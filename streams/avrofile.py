@@ -13,7 +13,7 @@ import io
 from array import array
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
@@ -323,6 +323,7 @@ def write_pieces(
     stride: int,
     meta: Mapping[str, str],
     workers: int = 2,
+    on_block: Callable[[int, int], None] | None = None,
 ) -> None:
     """Write a container whose record ``i`` is ``b"".join(parts[i*stride:(i+1)*stride])``.
 
@@ -330,6 +331,8 @@ def write_pieces(
     cut after the record that brings a block to ``SYNC_INTERVAL`` bytes, each block zstd
     compressed (default level). ``workers`` (default 2) threads compress the blocks of a
     multi-block file; zstd releases the GIL, the output stays in block order.
+    ``on_block(start, end)`` (optional) is called in this thread with each block's record
+    range, in order, once the block is handed to compression: work there overlaps it.
     """
     if len(parts) % stride:
         raise ValueError(f"{len(parts)} parts do not make records of {stride}")
@@ -347,15 +350,14 @@ def write_pieces(
         sync_marker=marker,
     )
     fh.write(header.getvalue())
-    sizes = list(map(len, parts))
-    ends = list(accumulate(map(sum, zip(*(sizes[k::stride] for k in range(stride)), strict=True))))
+    ends = list(accumulate(map(len, parts)))[stride - 1 :: stride]  # bytes through record i
 
-    def blocks() -> Iterator[tuple[int, bytes]]:
+    def blocks() -> Iterator[tuple[int, int]]:
         start, base = 0, 0
         while start < count:
-            last = min(bisect_left(ends, base + SYNC_INTERVAL, start), count - 1)
-            yield last + 1 - start, b"".join(parts[start * stride : (last + 1) * stride])
-            start, base = last + 1, ends[last]
+            end = min(bisect_left(ends, base + SYNC_INTERVAL, start), count - 1) + 1
+            yield start, end
+            start, base = end, ends[end - 1]
 
     def put(n: int, data: bytes) -> None:
         fh.write(long_bytes(n) + long_bytes(len(data)))
@@ -363,15 +365,20 @@ def write_pieces(
         fh.write(marker)
 
     if workers <= 1 or ends[-1:] < [SYNC_INTERVAL]:  # one block at most
-        for n, block in blocks():
-            put(n, zstd.compress(block))
+        for start, end in blocks():
+            if on_block is not None:
+                on_block(start, end)
+            put(end - start, zstd.compress(b"".join(parts[start * stride : end * stride])))
         return
     # Compress in threads, at most workers + 1 blocks in flight (their memory stays warm).
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[tuple[int, Future[bytes]]] = deque()
-        for n, block in blocks():
-            pending.append((n, pool.submit(zstd.compress, block)))
+        for start, end in blocks():
+            block = b"".join(parts[start * stride : end * stride])
+            pending.append((end - start, pool.submit(zstd.compress, block)))
             del block
+            if on_block is not None:
+                on_block(start, end)
             while len(pending) > workers:
                 n, done = pending.popleft()
                 put(n, done.result())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import operator
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
@@ -61,7 +60,7 @@ def write_increment(
     """Write an increment of ``extents`` (sorted, non-overlapping, ≤ 1 MiB each) to ``fh``.
 
     ``digest`` (default True): compute ``ranges_sha256`` (the manifest needs only the
-    forward's), in a thread while the blocks compress. The bytes equal
+    forward's), block by block while the blocks compress. The bytes equal
     :func:`streams.avrofile.write_container` of the Extent records. Raises
     :class:`ValueError` if the extents break those rules (a bug in the caller).
     """
@@ -69,9 +68,9 @@ def write_increment(
         raise ValueError(f"direction must be forward or backward, not {direction!r}")
     exts = list(extents)
     n = len(exts)
-    offs = [e.offset for e in exts]
-    lens = [e.length for e in exts]
-    raw = [e.data for e in exts]
+    offs = list(map(_OFFSET, exts))
+    lens = list(map(_LENGTH, exts))
+    raw = list(map(_DATA, exts))
     has_zeros = None in raw
     if not _valid(offs, lens, raw, has_zeros):
         _raise_invalid(exts)
@@ -98,11 +97,38 @@ def write_increment(
         "kcdp.first_offset": str(first_offset),
         "kcdp.last_offset": str(last_offset),
     }
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        sha = pool.submit(ranges_digest, exts) if digest else None
-        write_pieces(fh, load_schema("Extent"), parts, stride=3, meta=meta)
-        ranges_sha256 = sha.result() if sha is not None else ""
-    return IncrementInfo(extents=n, logical_bytes=sum(lens), ranges_sha256=ranges_sha256)
+    sha = hashlib.sha256()
+    ranged = _zeros_expanded(raw, lens) if has_zeros else []
+
+    def digest_block(start: int, end: int) -> None:
+        if has_zeros:  # a block of zero runs may cover far more than it holds: no join
+            for piece in ranged[start:end]:
+                sha.update(piece)
+        else:
+            sha.update(b"".join(datas[start:end]))
+
+    write_pieces(
+        fh,
+        load_schema("Extent"),
+        parts,
+        stride=3,
+        meta=meta,
+        on_block=digest_block if digest else None,
+    )
+    return IncrementInfo(
+        extents=n, logical_bytes=sum(lens), ranges_sha256=sha.hexdigest() if digest else ""
+    )
+
+
+_OFFSET = operator.attrgetter("offset")
+_LENGTH = operator.attrgetter("length")
+_DATA = operator.attrgetter("data")
+
+
+def _zeros_expanded(raw: list[bytes | None], lens: list[int]) -> list[bytes | memoryview]:
+    """The extents' bytes with zero runs as zeros (views of one shared zero buffer)."""
+    zeros = memoryview(bytes(max(lens)))
+    return [zeros[:n] if d is None else d for d, n in zip(raw, lens, strict=True)]
 
 
 def _valid(offs: list[int], lens: list[int], raw: list[bytes | None], has_zeros: bool) -> bool:

@@ -12,7 +12,8 @@ replaying such a record takes them from there, checked against the record's CRC-
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Sequence
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -101,16 +102,9 @@ def write_log(
     recs = list(records)
     _write(
         fh,
-        [r.kafka_offset for r in recs],
-        [r.sequence for r in recs],
-        [r.kind for r in recs],
-        [r.offset for r in recs],
-        [r.length for r in recs],
-        [r.timestamp_us for r in recs],
-        [r.crc32c for r in recs],
-        [r.data for r in recs],
-        [r.name for r in recs],
-        [r.in_forward for r in recs],
+        list(map(_KAFKA_OFFSET, recs)),
+        _columns(recs),
+        list(map(bool, map(_IN_FORWARD, recs))),
         volume=volume,
         first_offset=first_offset,
         last_offset=last_offset,
@@ -135,25 +129,36 @@ def write_event_log(
     """
     if len(in_forward) != len(events):
         raise ValueError(f"{len(in_forward)} in_forward flags for {len(events)} events")
-    evs = [ev for _, ev in events]
-    flags = [bool(f) and ev.kind in DATA_KINDS for ev, f in zip(evs, in_forward, strict=True)]
+    cols = _columns(list(map(_EVENT, events)))
+    flags = list(map(operator.and_, map(bool, in_forward), map(DATA_KINDS.__contains__, cols[1])))
+    if any(flags):
+        cols[6] = [b"" if f else d for d, f in zip(cols[6], flags, strict=True)]
     _write(
         fh,
-        [ko for ko, _ in events],
-        [ev.sequence for ev in evs],
-        [ev.kind for ev in evs],
-        [ev.offset for ev in evs],
-        [ev.length for ev in evs],
-        [ev.timestamp_us for ev in evs],
-        [ev.crc32c for ev in evs],
-        [b"" if f else ev.data for ev, f in zip(evs, flags, strict=True)],
-        [ev.name for ev in evs],
+        list(map(_KEY, events)),
+        cols,
         flags,
         volume=volume,
         first_offset=first_offset,
         last_offset=last_offset,
     )
-    return len(evs)
+    return len(events)
+
+
+_KAFKA_OFFSET = operator.attrgetter("kafka_offset")
+_KEY: Callable[[Any], int] = operator.itemgetter(0)
+_EVENT = operator.itemgetter(1)
+_IN_FORWARD = operator.attrgetter("in_forward")
+#: The fields LogRecord and WriteEvent share, in schema order (after kafka_offset).
+_FIELDS = tuple(
+    operator.attrgetter(name)
+    for name in ("sequence", "kind", "offset", "length", "timestamp_us", "crc32c", "data", "name")
+)
+
+
+def _columns(items: list[Any]) -> list[Sequence[Any]]:
+    """The ``_FIELDS`` of ``items`` (LogRecords or WriteEvents) as columns."""
+    return [list(map(field, items)) for field in _FIELDS]
 
 
 def _kind_slots(kind: EventKind) -> tuple[int, int]:
@@ -163,15 +168,14 @@ def _kind_slots(kind: EventKind) -> tuple[int, int]:
     return raw & 0xFFFF_FFFF_FFFF_FFFF, raw >> 64
 
 
-#: Each kind's Avro string as (first 8 bytes, next 8 bytes) for :class:`Raw` columns.
-_KIND_SLOTS = {kind: _kind_slots(kind) for kind in EventKind}
+#: Each kind's Avro string: its first and its next 8 bytes, for :class:`Raw` columns.
+_KIND_LOW = {kind: _kind_slots(kind)[0] for kind in EventKind}
+_KIND_HIGH = {kind: _kind_slots(kind)[1] for kind in EventKind}
 #: The record tail (empty name, in_forward) indexed by in_forward.
 _EMPTY_NAME_TAIL = (b"\x00\x00", b"\x00\x01")
 
 
 def _tail(name: str, in_forward: bool) -> bytes:
-    if not name:
-        return _EMPTY_NAME_TAIL[in_forward]
     text = name.encode()
     return b"".join((long_bytes(len(text)), text, b"\x01" if in_forward else b"\x00"))
 
@@ -179,31 +183,26 @@ def _tail(name: str, in_forward: bool) -> bytes:
 def _write(
     fh: BinaryIO,
     kafka_offsets: list[int],
-    sequences: list[int],
-    kinds: list[EventKind],
-    offsets: list[int],
-    lengths: list[int],
-    timestamps: list[int],
-    crcs: list[int],
-    datas: list[bytes],
-    names: list[str],
+    cols: list[Sequence[Any]],
     in_forward: list[bool],
     *,
     volume: str,
     first_offset: int,
     last_offset: int,
 ) -> None:
-    """Encode WriteLogRecords given as columns (schema field order) and write the log."""
+    """Encode WriteLogRecords (``cols``: the ``_FIELDS`` columns) and write the log."""
     n = len(kafka_offsets)
+    sequences, kinds, offsets, lengths, timestamps, crcs, datas, names = cols
     try:
-        slots = list(map(_KIND_SLOTS.__getitem__, kinds))
+        kind_low = list(map(_KIND_LOW.__getitem__, kinds))
+        kind_high = list(map(_KIND_HIGH.__getitem__, kinds))
     except KeyError as exc:
         raise ValueError(f"write log record of unknown kind {exc.args[0]!r}") from None
     layout: list[Column] = [
         kafka_offsets,
         sequences,
-        Raw([lo for lo, _ in slots]),
-        Raw([hi for _, hi in slots]),
+        Raw(kind_low),
+        Raw(kind_high),
         offsets,
         lengths,
         timestamps,
@@ -211,10 +210,15 @@ def _write(
         list(map(len, datas)),
         None,
     ]
+    tails = list(map(_EMPTY_NAME_TAIL.__getitem__, in_forward))
+    if any(names):
+        for i, name in enumerate(names):
+            if name:
+                tails[i] = _tail(name, in_forward[i])
     parts = [b""] * (3 * n)
     parts[0::3] = encode_pieces(layout, n)[:n]
     parts[1::3] = datas
-    parts[2::3] = list(map(_tail, names, in_forward))
+    parts[2::3] = tails
     meta = {
         "kcdp.format": "writelog",
         "kcdp.version": "1",

@@ -27,7 +27,7 @@ from streams.avrofile import (
     write_container,
 )
 from streams.extents import MAX_EXTENT, Extent
-from streams.increment import read_increment, write_increment
+from streams.increment import ranges_digest, read_increment, write_increment
 from streams.writelog import LogRecord, read_log, write_event_log, write_log
 from tests.strategies import LONGS
 
@@ -91,6 +91,7 @@ def test_increment_bytes_equal_fastavro_and_read_back(exts: list[Extent], direct
     assert fast.getvalue() == plain.getvalue()
     assert list(read_increment(fast.getvalue(), expect_direction=direction)) == exts
     assert (info.extents, info.logical_bytes) == (len(exts), sum(e.length for e in exts))
+    assert info.ranges_sha256 == ranges_digest(exts)
 
 
 @st.composite
