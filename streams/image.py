@@ -67,17 +67,19 @@ class Image:
             os.ftruncate(self._fd, size)
         self._closed = False
 
+    def _outside(self, offset: int, length: int) -> VolumeError:
+        return VolumeError(
+            f"range [{offset}, {offset + length}) outside image {self.path} of {self.size} bytes"
+        )
+
     def _check(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:
-            raise VolumeError(
-                f"range [{offset}, {offset + length}) outside image {self.path} "
-                f"of {self.size} bytes"
-            )
+            raise self._outside(offset, length)
 
     def pread(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (holes read as zeros)."""
         if offset < 0 or length < 0 or offset + length > self.size:
-            self._check(offset, length)
+            raise self._outside(offset, length)
         data = os.pread(self._fd, length, offset)
         if len(data) < length:  # a file shorter than size reads zeros past its end
             data += bytes(length - len(data))
@@ -116,7 +118,7 @@ class Image:
         fd, size, pwrite = self._fd, self.size, os.pwrite
         for offset, length, data in extents:
             if offset < 0 or length < 0 or offset + length > size:
-                self._check(offset, length)
+                raise self._outside(offset, length)
             if data is None:
                 self.zero(offset, length)
                 continue
