@@ -13,7 +13,7 @@ import io
 from array import array
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
@@ -318,25 +318,25 @@ def _varint_chunk(big: int, m: _Masks) -> int | None:
 def write_pieces(
     fh: BinaryIO,
     schema: Any,
-    parts: Sequence[bytes],
+    chunks: Iterable[Sequence[bytes]],
     *,
+    count: int,
     stride: int,
     meta: Mapping[str, str],
     workers: int = 2,
     on_block: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Write a container whose record ``i`` is ``b"".join(parts[i*stride:(i+1)*stride])``.
+    """Write a container of ``count`` records given as consecutive ``chunks`` of parts:
+    record ``i`` is ``b"".join(parts[i*stride:(i+1)*stride])`` of the chunks' parts.
 
     The bytes equal :func:`write_container` of the same records: fastavro's header, blocks
     cut after the record that brings a block to ``SYNC_INTERVAL`` bytes, each block zstd
-    compressed (default level). ``workers`` (default 2) threads compress the blocks of a
-    multi-block file; zstd releases the GIL, the output stays in block order.
-    ``on_block(start, end)`` (optional) is called in this thread with each block's record
-    range, in order, once the block is handed to compression: work there overlaps it.
+    compressed (default level). ``chunks`` is consumed lazily: while ``workers`` (default
+    2) threads compress the blocks cut so far (zstd releases the GIL), the next chunk can
+    be made. ``on_block(start, end)`` (optional) is called in this thread with each
+    block's record range, in order, once the block is handed to compression.
+    Raises ValueError if the chunks do not hold ``count`` records of ``stride`` parts.
     """
-    if len(parts) % stride:
-        raise ValueError(f"{len(parts)} parts do not make records of {stride}")
-    count = len(parts) // stride
     metadata = {**meta, "kcdp.count": str(count)}
     marker = sync_marker(metadata)
     header = io.BytesIO()
@@ -350,38 +350,52 @@ def write_pieces(
         sync_marker=marker,
     )
     fh.write(header.getvalue())
-    ends = list(accumulate(map(len, parts)))[stride - 1 :: stride]  # bytes through record i
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    pending: deque[tuple[int, Future[bytes] | bytes]] = deque()
 
-    def blocks() -> Iterator[tuple[int, int]]:
-        start, base = 0, 0
-        while start < count:
-            end = min(bisect_left(ends, base + SYNC_INTERVAL, start), count - 1) + 1
-            yield start, end
-            start, base = end, ends[end - 1]
-
-    def put(n: int, data: bytes) -> None:
+    def put(n: int, packed: Future[bytes] | bytes) -> None:
+        data = packed.result() if isinstance(packed, Future) else packed
         fh.write(long_bytes(n) + long_bytes(len(data)))
         fh.write(data)
         fh.write(marker)
 
-    if workers <= 1 or ends[-1:] < [SYNC_INTERVAL]:  # one block at most
-        for start, end in blocks():
-            if on_block is not None:
-                on_block(start, end)
-            put(end - start, zstd.compress(b"".join(parts[start * stride : end * stride])))
-        return
-    # Compress in threads, at most workers + 1 blocks in flight (their memory stays warm).
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[int, Future[bytes]]] = deque()
-        for start, end in blocks():
+    def cut(parts: list[bytes], first: int, *, final: bool) -> int:
+        """Hand the complete blocks of ``parts`` (records from ``first``) to compression;
+        return how many records they hold."""
+        ends = list(accumulate(map(len, parts)))[stride - 1 :: stride]  # bytes through record
+        start, base = 0, 0
+        while start < len(ends):
+            end = bisect_left(ends, base + SYNC_INTERVAL, start) + 1
+            if end > len(ends):
+                if not final:
+                    break
+                end = len(ends)
             block = b"".join(parts[start * stride : end * stride])
-            pending.append((end - start, pool.submit(zstd.compress, block)))
+            if pool is None or (final and first == 0 and end == len(ends) and not pending):
+                pending.append((end - start, zstd.compress(block)))  # the only block
+            else:
+                pending.append((end - start, pool.submit(zstd.compress, block)))
             del block
             if on_block is not None:
-                on_block(start, end)
+                on_block(first + start, first + end)
             while len(pending) > workers:
-                n, done = pending.popleft()
-                put(n, done.result())
+                put(*pending.popleft())
+            start, base = end, ends[end - 1]
+        return start
+
+    try:
+        parts: list[bytes] = []
+        first = 0
+        for chunk in chunks:
+            parts += chunk
+            done = cut(parts, first, final=False)
+            del parts[: done * stride]
+            first += done
+        if len(parts) % stride or first + len(parts) // stride != count:
+            raise ValueError(f"the chunks do not hold {count} records of {stride} parts")
+        cut(parts, first, final=True)
         while pending:
-            n, done = pending.popleft()
-            put(n, done.result())
+            put(*pending.popleft())
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)

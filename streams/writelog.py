@@ -226,7 +226,7 @@ def _write(
         "kcdp.first_offset": str(first_offset),
         "kcdp.last_offset": str(last_offset),
     }
-    write_pieces(fh, load_schema("WriteLogRecord"), parts, stride=3, meta=meta)
+    write_pieces(fh, load_schema("WriteLogRecord"), [parts], count=n, stride=3, meta=meta)
 
 
 def read_log(source: bytes | BinaryIO, *, name: str = "write log") -> Iterator[LogRecord]:

@@ -197,14 +197,16 @@ def test_event_log_bytes_equal_fastavro(recs: list[LogRecord], flags: list[bool]
 
 
 def test_multi_block_files_cut_where_fastavro_cuts() -> None:
-    """Blocks end after the record that reaches SYNC_INTERVAL: many small records and
-    records that alone exceed it."""
-    exts = [Extent(i * 8192, 4096, data_of(4096, i)) for i in range(700)]
+    """Blocks end after the record that reaches SYNC_INTERVAL: many small records (more
+    than one encoding chunk, zero runs among them) and records that alone exceed it."""
+    exts = [Extent(i * 8192, 4096, None if i % 7 == 3 else data_of(4096, i)) for i in range(2600)]
     exts += [
         Extent((1 << 30) + i * MAX_EXTENT, MAX_EXTENT, data_of(MAX_EXTENT, i)) for i in range(3)
     ]
     fast, plain = io.BytesIO(), io.BytesIO()
-    write_increment(fast, exts, direction="backward", volume="v", first_offset=0, last_offset=0)
+    info = write_increment(
+        fast, exts, direction="backward", volume="v", first_offset=0, last_offset=0
+    )
     meta = {
         "kcdp.format": "increment",
         "kcdp.version": "1",
@@ -216,6 +218,8 @@ def test_multi_block_files_cut_where_fastavro_cuts() -> None:
     write_container(plain, load_schema("Extent"), [extent_record(e) for e in exts], meta)
     assert sum(e.length for e in exts) > 4 * SYNC_INTERVAL
     assert fast.getvalue() == plain.getvalue()
+    assert info.ranges_sha256 == ranges_digest(exts)
+    assert list(read_increment(fast.getvalue())) == exts
 
 
 @settings(max_examples=150, deadline=None)
