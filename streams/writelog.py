@@ -202,7 +202,7 @@ def _write(
         kafka_offsets,
         sequences,
         Raw(kind_low),
-        Raw(kind_high),
+        *([Raw(kind_high)] if any(kind_high) else []),  # only kinds over 7 letters need it
         offsets,
         lengths,
         timestamps,
