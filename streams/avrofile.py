@@ -127,12 +127,15 @@ def meta_int(meta: Mapping[str, str], key: str, what: str) -> int:
 
 #: Smallest and largest Avro long.
 LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
-#: Longs in ``[-_FAST, _FAST)`` zig-zag to < 2**56: at most 8 varint bytes, one 64-bit slot.
-_FAST = 1 << 55
-#: Slot of a zero-valued long before compaction (8 continuation bytes: no minimal varint
-#: has more than 7, and nothing but another placeholder's run precedes it).
+# encode_pieces lays every field in an 8-byte slot: a long's varint (those in
+# [-2**55, 2**55) take at most 8 bytes) padded with 0x00, raw bytes (0x01..0x7f) padded
+# with 0x00, or one of the two placeholders below; deleting every 0x00 byte then leaves the
+# fields back to back. A varint holds 0x00 only as the whole encoding of 0, so a zero
+# long is laid as _ZERO_SLOT and turned back into 0x00 afterwards. The placeholders are
+# 8 bytes >= 0x80: a minimal varint has at most 7 such bytes and ends in one < 0x80, so
+# after compaction a run of bytes >= 0x80 is whole placeholders then at most 7 bytes of
+# one varint, and a leftmost search finds exactly the placeholders.
 _ZERO_SLOT = b"\x80" * 8
-#: Slot of a cut between pieces (same argument as ``_ZERO_SLOT``).
 _CUT_SLOT = b"\xff" * 8
 
 

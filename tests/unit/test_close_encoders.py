@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import random
 
+import pytest
+
 from schemas.events import EventKind
 from streams.extents import Extent
 from streams.increment import write_increment
@@ -69,3 +71,30 @@ def test_assemble_matches_a_byte_model() -> None:
         for e in exts:
             assert e.payload() == bytes(want[e.offset : e.end])
             assert (e.data is None) == (not any(want[e.offset : e.end]))
+
+
+def test_bad_extents_are_refused_before_anything_is_written() -> None:
+    span = {"direction": "forward", "volume": "v", "first_offset": 0, "last_offset": 1}
+    cases = [
+        ([Extent(0, 10, bytes(10)), Extent(5, 10, bytes(10))], "unsorted, overlapping"),
+        ([Extent(0, (1 << 20) + 1, None)], "too long"),
+        ([Extent(0, 0, b"")], "too long"),
+        ([Extent(0, 4, b"abc")], "3 data bytes for 4"),
+        ([Extent(4096, 4, None), Extent(0, 4, b"abcd")], "unsorted, overlapping"),
+    ]
+    for exts, message in cases:
+        buf = io.BytesIO()
+        with pytest.raises(ValueError, match=message):
+            write_increment(buf, exts, **span)  # type: ignore[arg-type]
+        assert buf.getvalue() == b""
+
+
+def test_log_refuses_unknown_kinds_and_unmatched_flags() -> None:
+    span = {"volume": "v", "first_offset": 0, "last_offset": 1}
+    bad = LogRecord(1, 1, "NOPE", 0, 0, 0, 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown kind 'NOPE'"):
+        write_log(io.BytesIO(), [bad], **span)  # type: ignore[arg-type]
+    v = Volume("flags", 1 << 20)
+    with pytest.raises(ValueError, match="1 in_forward flags for 2 events"):
+        pairs = [(0, v.write(0, b"a")), (1, v.write(1, b"b"))]
+        write_event_log(io.BytesIO(), pairs, [True], volume="v", first_offset=0, last_offset=1)
