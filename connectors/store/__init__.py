@@ -19,7 +19,7 @@ defaults, 10 s connect and 60 s read for S3); local backends ignore it.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from connectors.errors import ConfigError
@@ -27,7 +27,9 @@ from connectors.store.base import ObjectInfo, ObjectStore
 from connectors.store.file import FileStore
 from connectors.store.memory import MemoryStore
 from connectors.store.retry import RetryingStore
-from connectors.store.s3 import S3Store
+
+if TYPE_CHECKING:  # imported when an s3:// store is opened (the minio client is heavy)
+    from connectors.store.s3 import S3Store
 
 __all__ = [
     "MEMORY_STORES",
@@ -36,7 +38,6 @@ __all__ = [
     "ObjectInfo",
     "ObjectStore",
     "RetryingStore",
-    "S3Store",
     "StoreRegistry",
     "open_store",
 ]
@@ -113,6 +114,8 @@ def _flag(url: str, name: str, value: str) -> bool:
 
 
 def _open_s3(url: str, timeout: float | None) -> S3Store:
+    from connectors.store.s3 import S3Store
+
     try:
         parts = urlsplit(url)
         params = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))

@@ -13,11 +13,10 @@ from connectors.store import (
     FileStore,
     MemoryStore,
     RetryingStore,
-    S3Store,
     StoreRegistry,
     open_store,
 )
-from connectors.store.s3 import DEFAULT_MULTIPART_THRESHOLD
+from connectors.store.s3 import DEFAULT_MULTIPART_THRESHOLD, S3Store
 from tests.fixtures.s3 import BUCKET
 
 
