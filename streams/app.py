@@ -61,7 +61,7 @@ import faust
 from prometheus_client import generate_latest
 
 from connectors.config import Settings
-from connectors.errors import DeliveryError
+from connectors.errors import DeliveryError, UsageError
 from connectors.kafka import producer_config
 from connectors.store.base import ObjectStore
 from schemas.codec import AvroCodec
@@ -72,6 +72,7 @@ from streams.metrics import VolumeState, WorkerMetrics
 from streams.reader import BulkReader
 from streams.volume import BuildOptions
 from streams.window import US, WindowPolicy
+from streams.windowstore import WindowStorers
 
 log = logging.getLogger("kcdp.worker")
 
@@ -89,6 +90,10 @@ class WorkerOptions:
     [64] / ``checkpoint_bytes`` [1 GiB]: checkpoint cadence per volume.
     ``close_threads`` [2]: threads per partition that store cut windows while the next
     batches are processed (0: store each window before its batch is committed).
+    ``store_processes`` [0]: store them in that many child processes instead, shared by
+    all partitions and started with the worker (:class:`streams.windowstore.WindowStorers`:
+    decoding and storing then do not share one interpreter lock; ``kcdp worker`` uses 2
+    unless the store is ``memory://``, which child processes cannot share).
     """
 
     workdir: Path
@@ -104,6 +109,7 @@ class WorkerOptions:
     checkpoint_windows: int = 64
     checkpoint_bytes: int = 1 << 30
     close_threads: int = 2
+    store_processes: int = 0
     flush_timeout: float = 30.0
 
 
@@ -126,6 +132,11 @@ class IncrementsWorker:
         self.dlq_codec = AvroCodec("DeadLetter")
         self.announce_codec = AvroCodec("WindowCommitted")
         self.failure: BaseException | None = None
+        self.storers: WindowStorers | None = None
+        if options.store_processes > 0:
+            if store.url.startswith("memory://"):
+                raise UsageError("a memory:// store cannot be shared with child processes")
+            self.storers = WindowStorers(options.store_processes)
         self._ticked: dict[int, int] = {}
         self._pending = 0
         self._committed: dict[int, int] = {}
@@ -166,7 +177,11 @@ class IncrementsWorker:
             close_threads=self.opt.close_threads,
         )
         proc = PartitionProcessor(
-            self.store, opts, codec=self.event_codec, on_window=self._announce
+            self.store,
+            opts,
+            codec=self.event_codec,
+            on_window=self._announce,
+            storers=self.storers,
         )
         start = self._committed_offset(partition)
         proc.open(start)
@@ -332,12 +347,21 @@ class IncrementsWorker:
                 )
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        self.reader.close()
-        for proc in self.processors.values():
-            proc.close()
-        self.processors.clear()
-        self.producer.flush(5)
+        """Finish the windows being stored and close everything, in the build thread (the
+        window-storing child processes die with the thread that started them)."""
+        try:
+            self.executor.submit(self._close_processors).result()
+        finally:
+            self.executor.shutdown(wait=True)
+            self.reader.close()
+            self._close_processors()
+            if self.storers is not None:
+                self.storers.close()
+            self.producer.flush(5)
+
+    def _close_processors(self) -> None:
+        while self.processors:
+            self.processors.popitem()[1].close()
 
     def fail(self, exc: BaseException) -> None:
         """Record a fatal error and stop the process's worker (SIGTERM)."""

@@ -27,8 +27,10 @@ from schemas.events import EventKind, WriteEvent
 from streams import keys
 from streams.decode import EventDecoder
 from streams.gaps import Gap
+from streams.image import Image
 from streams.manifest import Manifest
 from streams.volume import BuildOptions, VolumeBuilder
+from streams.windowstore import WindowStorers
 
 log = logging.getLogger("kcdp.builder")
 
@@ -71,7 +73,8 @@ class PartitionProcessor:
     its previous one). Their manifests are reported by a later :meth:`feed`, :meth:`poll`
     or :meth:`drain`, and :attr:`commit_offset` stays at or before the first offset of any
     window not yet reported. A failure of a background store is raised by the next of
-    those calls.
+    those calls. With ``storers`` (child processes on the same store, shared with other
+    processors and closed by their owner) windows are stored there instead, the same way.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class PartitionProcessor:
         *,
         codec: AvroCodec | None = None,
         on_window: Callable[[Manifest], None] | None = None,
+        storers: WindowStorers | None = None,
     ) -> None:
         self.store = store
         self.opt = options
@@ -91,7 +95,8 @@ class PartitionProcessor:
         self.next_offset: int | None = None
         self._start_offset: int | None = None
         self._closer: ThreadPoolExecutor | None = None
-        if options.close_threads > 0:
+        self._storers = storers
+        if storers is None and options.close_threads > 0:
             self._closer = ThreadPoolExecutor(
                 max_workers=options.close_threads,
                 thread_name_prefix=f"kcdp-store-{options.partition}",
@@ -207,7 +212,7 @@ class PartitionProcessor:
             return
         fut = vb.pending[2]
         vb.pending = None
-        self._stored(fut.result(), out)
+        self._stored(vb.stored(fut.result()), out)
 
     def _stored(self, m: Manifest, out: Outcome) -> None:
         if self.on_window is not None:
@@ -398,7 +403,13 @@ class PartitionProcessor:
         cut = vb.cut_window(reason)
         if cut is None:
             return
-        if self._closer is None:
-            self._stored(vb.store_window(cut), out)
+        if self._storers is not None:
+            if vb.image is None:  # the child opens it by path: create it here first
+                vb.image = Image(vb.image_path, vb.size)
+            fut = self._storers.submit(self.store.url, cut, vb.job(cut))
+        elif self._closer is not None:
+            fut = self._closer.submit(vb.write, cut)
         else:
-            vb.pending = (cut.first, cut.first_time_us, self._closer.submit(vb.store_window, cut))
+            self._stored(vb.store_window(cut), out)
+            return
+        vb.pending = (cut.first, cut.first_time_us, fut)

@@ -3,17 +3,21 @@
 :class:`VolumeBuilder` is Faust-free. The partition processor (:mod:`streams.builder`)
 hands it events in offset order; it keeps the open window in memory (bounded by the
 policy's ``max_bytes``). Closing is two steps: :meth:`VolumeBuilder.cut_window` ends the
-window's membership, and :meth:`VolumeBuilder.store_window` (possibly on another thread,
-one window at a time, in cut order; memory is then bounded by two windows) writes, in this
-order (docs/FORMAT.md "Ordering invariants"): forward increment, backward increment, write
-log, manifest; then applies the forward increment to the local image.
-Every ``image_sync_windows`` windows (and on :meth:`VolumeBuilder.close`) it syncs the image
-and then records the applied offset in ``<image>.kcdp-replica.json``, so the state never
-claims more than is on disk; the windows after it are replayed from the store on resume.
-Write-log records of writes that no later change of the window overlaps are ``in_forward``
-(no data: the forward increment holds their bytes; :func:`streams.assemble.assemble_window`).
-Every ``checkpoint_windows`` windows or ``checkpoint_bytes`` written bytes it uploads a
-checkpoint of the image (only changed chunks).
+window's membership; storing it (:func:`streams.windowstore.write_window`: here with
+:meth:`VolumeBuilder.store_window`, or on another thread or in a child process with
+:meth:`VolumeBuilder.write` or :meth:`VolumeBuilder.job`, one window at a time, in cut
+order; memory is then bounded by two windows) writes, in this order (docs/FORMAT.md
+"Ordering invariants"): forward increment, backward increment, write log, manifest; then
+applies the forward increment to the local image. :meth:`VolumeBuilder.stored` records
+each stored window, in the builder's thread.
+Every ``image_sync_windows`` windows (and on :meth:`VolumeBuilder.close`) the image is
+synced and then the applied offset recorded in ``<image>.kcdp-replica.json``, so the state
+never claims more than is on disk; the windows after it are replayed from the store on
+resume. Write-log records of writes that no later change of the window overlaps are
+``in_forward`` (no data: the forward increment holds their bytes;
+:func:`streams.assemble.assemble_window`). Every ``checkpoint_windows`` windows or
+``checkpoint_bytes`` written bytes a checkpoint of the image is uploaded after the window
+(only changed chunks).
 
 Resume (:meth:`VolumeBuilder.resume`) trusts the store: the last manifest gives the
 durable offset, session, sequence and consistency; the image is brought to that manifest
@@ -28,13 +32,11 @@ from the in-process image, which resume first brings to the store's head.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import orjson
@@ -44,7 +46,6 @@ from connectors.fsutil import write_atomic
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
 from streams import keys
-from streams.assemble import assemble_window
 from streams.checkpoint import (
     DEFAULT_CHUNK_SIZE,
     Checkpoint,
@@ -55,39 +56,25 @@ from streams.checkpoint import (
 )
 from streams.extents import union_ranges
 from streams.image import Image
-from streams.increment import read_increment, write_increment
+from streams.increment import read_increment
 from streams.manifest import (
     Bookmark,
     Manifest,
-    ObjectRef,
     get_verified,
     list_window_keys,
     load_manifest,
 )
 from streams.window import WindowCutter, WindowPolicy
-from streams.writelog import read_log, write_event_log
+from streams.windowstore import (
+    CheckpointJob,
+    StoredWindow,
+    WindowCut,
+    WindowJob,
+    write_window,
+)
+from streams.writelog import read_log
 
 log = logging.getLogger("kcdp.volume")
-
-
-@dataclass(frozen=True, slots=True)
-class WindowCut:
-    """A window whose membership is final, to be stored (:meth:`VolumeBuilder.cut_window`)."""
-
-    reason: str
-    members: list[tuple[int, WriteEvent]]
-    first: int
-    last: int
-    first_seq: int
-    last_seq: int
-    session: str
-    first_time_us: int
-    last_time_us: int
-    period_us: int | None
-    previous: tuple[int, int] | None
-    restorable_from: int | None
-    consistent: bool
-    bookmarks: tuple[Bookmark, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +88,8 @@ class BuildOptions:
     applied offset recorded after every that many windows (and when the builder closes).
     ``close_threads`` (default 0): background threads that store cut windows while the
     partition processor goes on feeding (:class:`streams.builder.PartitionProcessor`);
-    0 stores each window before the feed that cut it returns.
+    0 stores each window before the feed that cut it returns (unless the processor is
+    given :class:`~streams.windowstore.WindowStorers`: child processes).
     """
 
     topic: str
@@ -143,7 +131,7 @@ class VolumeBuilder:
         self.cut_offset = -1  # last offset of the last cut window (the cuts')
         #: the cut window being stored in the background: its first offset, first event
         #: time and result (managed by the partition processor)
-        self.pending: tuple[int, int, Future[Manifest]] | None = None
+        self.pending: tuple[int, int, Future[StoredWindow]] | None = None
         self.previous: tuple[int, int] | None = None
         self.session = ""
         self.next_seq: int | None = None  # None: no session seen yet
@@ -245,80 +233,59 @@ class VolumeBuilder:
         return cut
 
     def store_window(self, cut: WindowCut) -> Manifest:
-        """Store a cut window: forward, backward, write log, then the manifest; apply the
-        forward increment to the image; checkpoint and sync the image when due."""
+        """Store a cut window here (:func:`streams.windowstore.write_window`) and record
+        it (:meth:`stored`)."""
+        return self.stored(self.write(cut))
+
+    def write(self, cut: WindowCut) -> StoredWindow:
+        """Store a cut window in this thread without recording it (:meth:`stored` does)."""
         if self.image is None:
             self.image = Image(self.image_path, self.size)
-        first, last, members = cut.first, cut.last, cut.members
-        changes = [e for _, e in members if e.kind in CHANGE_KINDS]
-        forward, backward, ranges, flags_list = assemble_window(changes, self.image.pread)
-        flags = iter(flags_list)
-        in_forward = [e.kind in CHANGE_KINDS and next(flags) for _, e in members]
-        v = self.volume
-        fbuf, bbuf, lbuf = io.BytesIO(), io.BytesIO(), io.BytesIO()
-        # compression, hashing and fsync release the GIL: build and upload in parallel
-        pool = self._pool()
-        span = partial(write_increment, volume=v, first_offset=first, last_offset=last)
-        ffut = pool.submit(span, fbuf, forward, direction="forward")
-        bfut = pool.submit(span, bbuf, backward, direction="backward", digest=False)
-        nrec = write_event_log(
-            lbuf, members, in_forward, volume=v, first_offset=first, last_offset=last
+        return write_window(self.store, self.image, cut, self.job(cut), self._pool())
+
+    def job(self, cut: WindowCut) -> WindowJob:
+        """What storing ``cut`` needs besides the cut: whether the image is due for an
+        fsync and a checkpoint after it (decided from the windows recorded so far; call it
+        after the previous window of the volume was recorded)."""
+        o = self.opt
+        data = sum(e.length for _, e in cut.members if e.kind in DATA_KINDS)
+        due = (o.checkpoint_windows and self.windows_since_cp + 1 >= o.checkpoint_windows) or (
+            o.checkpoint_bytes and self.bytes_since_cp + data >= o.checkpoint_bytes
         )
-        finfo, binfo = ffut.result(), bfut.result()
-        parts = [
-            ("fwd", fbuf, {"extents": finfo.extents, "logical_bytes": finfo.logical_bytes}),
-            ("bwd", bbuf, {"extents": binfo.extents, "logical_bytes": binfo.logical_bytes}),
-            ("log", lbuf, {"records": nrec}),
-        ]
-        puts = []
-        refs = []
-        for part, buf, counts in parts:
-            key = keys.data_key(v, first, last, part)
-            blob = buf.getvalue()
-            puts.append(pool.submit(self.store.put, key, blob))
-            refs.append(ObjectRef.of(key, blob, **counts))
-        for fut in puts:  # the manifest only after all three are durable
-            fut.result()
-        data_bytes = sum(e.length for _, e in members if e.kind in DATA_KINDS)
-        manifest = Manifest(
-            volume=v,
+        return WindowJob(
+            volume=self.volume,
             group=self.group,
-            topic=self.opt.topic,
-            partition=self.opt.partition,
+            topic=o.topic,
+            partition=o.partition,
             volume_size=self.size,
-            first_offset=first,
-            last_offset=last,
-            first_time_us=cut.first_time_us,
-            last_time_us=cut.last_time_us,
-            session=cut.session,
-            first_sequence=cut.first_seq,
-            last_sequence=cut.last_seq,
-            events=len(members),
-            bytes_written=data_bytes,
-            policy=self.opt.policy.to_dict(),
-            period_us=cut.period_us,
-            close_reason=cut.reason,
-            previous=cut.previous,
-            restorable_from=cut.restorable_from,
-            consistent=cut.consistent,
-            bookmarks=cut.bookmarks,
-            ranges_sha256=finfo.ranges_sha256,
-            forward=refs[0],
-            backward=refs[1],
-            writelog=refs[2],
-            created_us=self.opt.clock(),
+            policy=o.policy.to_dict(),
+            image_path=self.image_path,
+            sync=self.unsynced + 1 >= max(1, o.image_sync_windows),
+            checkpoint=CheckpointJob(
+                previous=self.checkpoint,
+                dirty=list(self.dirty) if self.checkpoint and self.dirty_known else None,
+                chunk_size=o.chunk_size,
+            )
+            if due
+            else None,
+            clock=o.clock,
         )
-        self.store.put(manifest.key, manifest.to_json())
-        self.image.apply(forward)
+
+    def stored(self, sw: StoredWindow) -> Manifest:
+        """Record a window stored by :func:`~streams.windowstore.write_window` (from
+        :meth:`job`): durable offset, checkpoint counters, image state."""
+        m = sw.manifest
+        self.durable_offset = m.last_offset
         self.unsynced += 1
-        self.durable_offset = last
         self.windows_since_cp += 1
-        self.bytes_since_cp += data_bytes
-        self.dirty.extend(ranges)
-        self._maybe_checkpoint(last)
-        if self.unsynced >= max(1, self.opt.image_sync_windows):
-            self._sync_image()
-        return manifest
+        self.bytes_since_cp += m.bytes_written
+        self.dirty.extend(sw.ranges)
+        if sw.checkpoint is not None:
+            self._checkpointed(sw.checkpoint)
+        if sw.synced:
+            self._write_state(self.durable_offset)
+            self.unsynced = 0
+        return m
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -340,7 +307,7 @@ class VolumeBuilder:
         ):
             return
         assert self.image is not None
-        self.checkpoint = write_checkpoint(
+        cp = write_checkpoint(
             self.store,
             self.image,
             volume=self.volume,
@@ -350,6 +317,10 @@ class VolumeBuilder:
             dirty=union_ranges(self.dirty) if self.checkpoint and self.dirty_known else None,
             created_us=o.clock(),
         )
+        self._checkpointed(cp)
+
+    def _checkpointed(self, cp: Checkpoint) -> None:
+        self.checkpoint = cp
         self.windows_since_cp = 0
         self.bytes_since_cp = 0
         self.dirty = []

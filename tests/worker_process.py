@@ -130,3 +130,20 @@ def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
     return out
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux ``/proc``)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in out if alive(c)]
+
+
+def alive(pid: int) -> bool:
+    """Does ``pid`` run (exists and is not a zombie)?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

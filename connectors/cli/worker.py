@@ -89,6 +89,13 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         help="threads per partition storing cut windows in the background (0: inline); 2",
     )
     p.add_argument(
+        "--store-processes",
+        type=int,
+        default=None,
+        help="child processes storing cut windows, shared by all partitions, instead of "
+        "threads (0: threads); 2, or 0 for a memory:// store",
+    )
+    p.add_argument(
         "--checkpoint-windows", type=int, default=64, help="checkpoint every N windows (0: off)"
     )
     p.add_argument(
@@ -134,6 +141,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         checkpoint_windows=args.checkpoint_windows,
         checkpoint_bytes=args.checkpoint_bytes,
         close_threads=args.close_threads,
+        store_processes=(
+            args.store_processes
+            if args.store_processes is not None
+            else (0 if settings.store_url.startswith("memory://") else 2)
+        ),
     )
     store = open_store(settings.store_url)
     ensure_topics(

@@ -2,10 +2,11 @@
 
 Real parts: the Tansu broker, S3 over HTTP (moto), the worker as a subprocess. Two volumes
 share one partition; the worker is killed with SIGKILL while it is building windows (twice,
-once also losing its replica images so it must rebuild them from checkpoints), then
-restarted. Afterwards each volume's manifests must form one unbroken chain with no gap
-record and no duplicate or overlapping window, and every window's forward and backward
-increment must be exact against a model of the volume.
+once also losing its replica images so it must rebuild them from checkpoints; its
+window-storing child processes must die with it), then restarted. Afterwards each
+volume's manifests must form one unbroken chain with no gap record and no duplicate or
+overlapping window, and every window's forward and backward increment must be exact
+against a model of the volume.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from schemas.events import WriteEvent
 from streams.gaps import list_gaps
 from streams.manifest import list_window_keys
 from tests.streams_support import Volume, check_chain, produce, states_after, wait_for
-from tests.worker_process import WorkerProcess
+from tests.worker_process import WorkerProcess, alive, child_pids
 
 SIZE = 1 << 20
 PER_PHASE = 1500
@@ -96,8 +97,13 @@ def test_kill_9_and_restart_keeps_an_exact_unbroken_chain(
             )
         finally:
             assert w.proc is not None
+            kids = child_pids(w.proc.pid)
             w.proc.send_signal(signal.SIGKILL)
             w.proc.wait(10)
+        # its window-storing child processes die with it: no orphan writes objects or the
+        # image while the restarted worker resumes
+        assert len(kids) >= 2, kids
+        wait_for(lambda: not any(map(alive, kids)), "the worker's children are gone", 10, 0.05)
 
     kill_after(worker(), "ka", 0)
     first_kill = windows("ka")

@@ -1,11 +1,17 @@
-"""Windows stored in the background (``close_threads`` > 0) are the windows stored inline:
+"""Windows stored in the background — on threads (``close_threads`` > 0) or in child
+processes (:class:`~streams.windowstore.WindowStorers`) — are the windows stored inline:
 same keys and bytes, reported in window order, and no commit offset passes a window before
-it is reported. A failed background store is raised, never skipped over."""
+it is reported. A failed background store, or a child process that dies, is raised, never
+skipped over."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -13,12 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.errors import StoreError
+from connectors.store import open_store
+from connectors.store.base import ObjectStore
 from connectors.store.memory import MemoryStore
 from schemas.codec import AvroCodec
 from streams.builder import PartitionProcessor
 from streams.manifest import Manifest, list_window_keys
 from streams.volume import BuildOptions
 from streams.window import WindowPolicy
+from streams.windowstore import WindowStorers
 from tests.streams_support import Volume, tick
 
 codec = AvroCodec("WriteEvent")
@@ -35,6 +44,29 @@ def _records(seed: int, volumes: int, writes: int) -> list[tuple[int, None, byte
     return [(o, None, codec.encode(e.to_record())) for o, e in enumerate(events)]
 
 
+def fixed_clock() -> int:
+    """Manifests and checkpoints compare byte for byte (module level: picklable)."""
+    return 1
+
+
+_calls = [0]
+
+
+def dying_clock() -> int:
+    """In a window-storing child: kill the process at its third window's manifest."""
+    _calls[0] += 1
+    if _calls[0] > 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 1
+
+
+@pytest.fixture(scope="module")
+def storers() -> Iterator[WindowStorers]:
+    pool = WindowStorers(2)
+    yield pool
+    pool.close()
+
+
 def _options(tmp: Path, close_threads: int) -> BuildOptions:
     return BuildOptions(
         topic="t",
@@ -44,19 +76,23 @@ def _options(tmp: Path, close_threads: int) -> BuildOptions:
         checkpoint_windows=4,
         chunk_size=4096,
         close_threads=close_threads,
-        clock=lambda: 1,  # manifests and checkpoints compare byte for byte
+        clock=fixed_clock,
     )
 
 
 def _run(
-    records: list[tuple[int, None, bytes]], batches: list[int], close_threads: int
+    records: list[tuple[int, None, bytes]],
+    batches: list[int],
+    close_threads: int,
+    storers: WindowStorers | None = None,
 ) -> tuple[dict[str, bytes], list[Manifest]]:
-    store = MemoryStore()
     reported: list[Manifest] = []
     commits: list[tuple[int, int]] = []  # (commit offset, windows reported before it)
     with tempfile.TemporaryDirectory() as tmp:
-        opts = _options(Path(tmp), close_threads)
-        proc = PartitionProcessor(store, opts, on_window=reported.append)
+        # child processes need a store they can open by URL
+        store = open_store(f"file://{tmp}/store") if storers else MemoryStore()
+        opts = _options(Path(tmp) / "work", close_threads)
+        proc = PartitionProcessor(store, opts, on_window=reported.append, storers=storers)
         proc.open(0)
         pos = 0
         for size in [*batches, len(records)]:
@@ -70,9 +106,9 @@ def _run(
         out = proc.drain()
         commits.append((out.commit_offset, len(reported)))
         proc.close()
+        objects = {i.key: store.get(i.key) for i in store.list("")}
     for offset, seen in commits:  # a window reported later starts at or after the commit
         assert all(offset <= m.first_offset for m in reported[seen:])
-    objects = {i.key: store.get(i.key) for i in store.list("")}
     return objects, reported
 
 
@@ -84,18 +120,19 @@ def _run(
     batches=st.lists(st.integers(1, 40), max_size=8),
 )
 def test_background_stores_equal_inline_stores(
-    seed: int, volumes: int, writes: int, batches: list[int]
+    storers: WindowStorers, seed: int, volumes: int, writes: int, batches: list[int]
 ) -> None:
     records = _records(seed, volumes, writes)
     inline, inline_windows = _run(records, batches, 0)
-    background, background_windows = _run(records, batches, 2)
-    assert background == inline
-    assert [m.key for m in background_windows if m.volume == "v0"] == [
-        m.key for m in inline_windows if m.volume == "v0"
-    ]
-    for name in {m.volume for m in background_windows}:  # window order within a volume
-        firsts = [m.first_offset for m in background_windows if m.volume == name]
-        assert firsts == sorted(firsts)
+    for close_threads, pool in ((2, None), (0, storers)):
+        background, background_windows = _run(records, batches, close_threads, pool)
+        assert background == inline
+        assert [m.key for m in background_windows if m.volume == "v0"] == [
+            m.key for m in inline_windows if m.volume == "v0"
+        ]
+        for name in {m.volume for m in background_windows}:  # window order within a volume
+            firsts = [m.first_offset for m in background_windows if m.volume == name]
+            assert firsts == sorted(firsts)
 
 
 class FailingStore(MemoryStore):
@@ -126,4 +163,32 @@ def test_a_failed_background_store_is_raised_and_never_committed(tmp_path: Path)
     durable = list_window_keys(store, "v0")
     assert len(durable) == 2  # the windows before the failed one
     # nothing past the failed window was ever committed
+    assert commits and max(commits) <= durable[-1][1] + 1
+
+
+def test_a_window_storing_child_that_dies_is_raised_and_never_committed(tmp_path: Path) -> None:
+    records = _records(7, 1, 60)
+    store: ObjectStore = open_store(f"file://{tmp_path}/store")
+    opts = BuildOptions(
+        topic="t",
+        partition=0,
+        workdir=tmp_path / "work",
+        policy=WindowPolicy(count=9),
+        checkpoint_windows=0,
+        checkpoint_bytes=0,
+        clock=dying_clock,
+    )
+    pool = WindowStorers(1)
+    proc = PartitionProcessor(store, opts, storers=pool)
+    proc.open(0)
+    commits = []
+    try:
+        with pytest.raises(BrokenProcessPool):
+            for i in range(0, len(records), 5):
+                commits.append(proc.feed(records[i : i + 5]).commit_offset)
+            proc.drain()
+    finally:
+        pool.close()
+    durable = list_window_keys(store, "v0")
+    assert len(durable) == 2  # the windows before the child died
     assert commits and max(commits) <= durable[-1][1] + 1
