@@ -1,6 +1,7 @@
 """Avro object container files shared by increments and write logs (docs/FORMAT.md).
 
-Files use codec ``zstandard`` and carry ``kcdp.*`` header metadata; the sync marker is
+Files use codec ``zstandard``, or ``null`` when their first block does not compress
+(:func:`choose_codec`), and carry ``kcdp.*`` header metadata; the sync marker is
 derived from that metadata so a file is a pure function of its content (idempotent
 uploads). ``kcdp.count`` holds the number of records so a file cut at a block boundary
 (which the container format alone cannot notice) is detected as truncated.
@@ -25,23 +26,42 @@ from backports import zstd
 from connectors.errors import IntegrityError
 
 CODEC = "zstandard"
+NULL_CODEC = "null"
 SYNC_INTERVAL = 1 << 20
+#: A file is written uncompressed when zstd saves less than 1/32 of its first block.
+INCOMPRESSIBLE = 1 / 32
+
+
+def choose_codec(block: bytes) -> tuple[str, bytes]:
+    """The codec of a file whose first block is ``block`` (docs/FORMAT.md "Codecs"), and
+    that block as the codec stores it: ``zstandard`` unless zstd (default level) saves less
+    than :data:`INCOMPRESSIBLE` of it (encrypted or already compressed data), then
+    ``null``, so later blocks are not compressed in vain."""
+    packed = zstd.compress(block)
+    if len(block) - len(packed) < len(block) * INCOMPRESSIBLE:
+        return NULL_CODEC, block
+    return CODEC, packed
 
 
 def write_container(
     fh: BinaryIO, schema: Any, records: Sequence[Mapping[str, Any]], meta: Mapping[str, str]
 ) -> None:
-    """Write ``records`` as one container file with ``meta`` plus ``kcdp.count``."""
+    """Write ``records`` as one container file with ``meta`` plus ``kcdp.count``, the
+    codec chosen by :func:`choose_codec` from the first block (the reference writer)."""
     metadata = {**meta, "kcdp.count": str(len(records))}
-    fastavro.writer(
-        fh,
-        sorted_keys(schema),
-        records,
-        codec=CODEC,
-        metadata=metadata,
-        sync_interval=SYNC_INTERVAL,
-        sync_marker=sync_marker(metadata),
-    )
+    options = {
+        "metadata": metadata,
+        "sync_interval": SYNC_INTERVAL,
+        "sync_marker": sync_marker(metadata),
+    }
+    codec = CODEC
+    if records:
+        raw = io.BytesIO()
+        fastavro.writer(raw, sorted_keys(schema), records, codec=NULL_CODEC, **options)
+        raw.seek(0)
+        first = next(iter(fastavro.block_reader(raw)))
+        codec = choose_codec(first.bytes_.getvalue())[0]
+    fastavro.writer(fh, sorted_keys(schema), records, codec=codec, **options)
 
 
 def sorted_keys(value: Any) -> Any:
@@ -334,7 +354,7 @@ def write_pieces(
 
     The bytes equal :func:`write_container` of the same records: fastavro's header, blocks
     cut after the record that brings a block to ``SYNC_INTERVAL`` bytes, each block zstd
-    compressed (default level). ``chunks`` is consumed lazily: while ``workers`` (default
+    compressed (default level) unless the first one did not compress (:func:`choose_codec`). ``chunks`` is consumed lazily: while ``workers`` (default
     2) threads compress the blocks cut so far (zstd releases the GIL), the next chunk can
     be made. ``on_block(start, end)`` (optional) is called in this thread with each
     block's record range, in order, once the block is handed to compression.
@@ -342,19 +362,23 @@ def write_pieces(
     """
     metadata = {**meta, "kcdp.count": str(count)}
     marker = sync_marker(metadata)
-    header = io.BytesIO()
-    fastavro.writer(
-        header,
-        sorted_keys(schema),
-        [],
-        codec=CODEC,
-        metadata=metadata,
-        sync_interval=SYNC_INTERVAL,
-        sync_marker=marker,
-    )
-    fh.write(header.getvalue())
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     pending: deque[tuple[int, Future[bytes] | bytes]] = deque()
+    codec: list[str] = []  # decided by the first block
+
+    def header(name: str) -> None:
+        codec.append(name)
+        out = io.BytesIO()
+        fastavro.writer(
+            out,
+            sorted_keys(schema),
+            [],
+            codec=name,
+            metadata=metadata,
+            sync_interval=SYNC_INTERVAL,
+            sync_marker=marker,
+        )
+        fh.write(out.getvalue())
 
     def put(n: int, packed: Future[bytes] | bytes) -> None:
         data = packed.result() if isinstance(packed, Future) else packed
@@ -374,8 +398,14 @@ def write_pieces(
                     break
                 end = len(ends)
             block = b"".join(parts[start * stride : end * stride])
-            if pool is None or (final and first == 0 and end == len(ends) and not pending):
-                pending.append((end - start, zstd.compress(block)))  # the only block
+            if not codec:  # the first block decides the file's codec
+                name, packed = choose_codec(block)
+                header(name)
+                pending.append((end - start, packed))
+            elif codec[0] == NULL_CODEC:
+                pending.append((end - start, block))
+            elif pool is None:
+                pending.append((end - start, zstd.compress(block)))
             else:
                 pending.append((end - start, pool.submit(zstd.compress, block)))
             del block
@@ -397,6 +427,8 @@ def write_pieces(
         if len(parts) % stride or first + len(parts) // stride != count:
             raise ValueError(f"the chunks do not hold {count} records of {stride} parts")
         cut(parts, first, final=True)
+        if not codec:  # no records: no block
+            header(CODEC)
         while pending:
             put(*pending.popleft())
     finally:
