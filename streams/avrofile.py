@@ -49,19 +49,27 @@ def write_container(
     """Write ``records`` as one container file with ``meta`` plus ``kcdp.count``, the
     codec chosen by :func:`choose_codec` from the first block (the reference writer)."""
     metadata = {**meta, "kcdp.count": str(len(records))}
-    options = {
-        "metadata": metadata,
-        "sync_interval": SYNC_INTERVAL,
-        "sync_marker": sync_marker(metadata),
-    }
+    marker = sync_marker(metadata)
+
+    def write(out: BinaryIO, codec: str) -> None:
+        fastavro.writer(
+            out,
+            sorted_keys(schema),
+            records,
+            codec=codec,
+            metadata=metadata,
+            sync_interval=SYNC_INTERVAL,
+            sync_marker=marker,
+        )
+
     codec = CODEC
     if records:
         raw = io.BytesIO()
-        fastavro.writer(raw, sorted_keys(schema), records, codec=NULL_CODEC, **options)
+        write(raw, NULL_CODEC)
         raw.seek(0)
-        first = next(iter(fastavro.block_reader(raw)))
+        first: Any = next(iter(fastavro.block_reader(raw)))
         codec = choose_codec(first.bytes_.getvalue())[0]
-    fastavro.writer(fh, sorted_keys(schema), records, codec=codec, **options)
+    write(fh, codec)
 
 
 def sorted_keys(value: Any) -> Any:
@@ -354,9 +362,10 @@ def write_pieces(
 
     The bytes equal :func:`write_container` of the same records: fastavro's header, blocks
     cut after the record that brings a block to ``SYNC_INTERVAL`` bytes, each block zstd
-    compressed (default level) unless the first one did not compress (:func:`choose_codec`). ``chunks`` is consumed lazily: while ``workers`` (default
-    2) threads compress the blocks cut so far (zstd releases the GIL), the next chunk can
-    be made. ``on_block(start, end)`` (optional) is called in this thread with each
+    compressed (default level) unless the first one did not compress
+    (:func:`choose_codec`). ``chunks`` is consumed lazily: while ``workers`` (default 2)
+    threads compress the blocks cut so far (zstd releases the GIL), the next chunk can be
+    made. ``on_block(start, end)`` (optional) is called in this thread with each
     block's record range, in order, once the block is handed to compression.
     Raises ValueError if the chunks do not hold ``count`` records of ``stride`` parts.
     """
