@@ -136,7 +136,7 @@ class IncrementsWorker:
         if options.store_processes > 0:
             if store.url.startswith("memory://"):
                 raise UsageError("a memory:// store cannot be shared with child processes")
-            self.storers = WindowStorers(options.store_processes)
+            self.storers = WindowStorers(options.store_processes, options.workdir / "spill")
         self._ticked: dict[int, int] = {}
         self._pending = 0
         self._committed: dict[int, int] = {}

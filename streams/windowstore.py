@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import itertools
 import os
 import signal
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
-from connectors.errors import UsageError
+from connectors.errors import UsageError, VolumeError
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, WriteEvent, now_us
 from streams import keys
@@ -69,18 +70,21 @@ class WindowCut:
     consistent: bool
     bookmarks: tuple[Bookmark, ...]
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle the members column by column (half the cost of pickling each event)."""
-        events = list(map(_SECOND, self.members))
-        columns = [list(map(_FIRST, self.members))]
-        columns += [list(map(get, events)) for get in _EVENT_FIELDS]
-        rest = tuple(getattr(self, f) for f in _CUT_FIELDS)
-        return _cut_from_columns, (rest, columns)
-
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _EVENT_FIELDS = tuple(attrgetter(f.name) for f in fields(WriteEvent))
+_DATA = 1 + [f.name for f in fields(WriteEvent)].index("data")  # its column
 _CUT_FIELDS = tuple(f.name for f in fields(WindowCut) if f.name != "members")
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _cut_columns(cut: WindowCut) -> tuple[tuple[Any, ...], list[list[Any]]]:
+    """The cut's fields but its members, and its members column by column (Kafka offsets,
+    then the WriteEvent fields): C-level loops, and cheap to pickle."""
+    events = list(map(_SECOND, cut.members))
+    columns = [list(map(_FIRST, cut.members))]
+    columns += [list(map(get, events)) for get in _EVENT_FIELDS]
+    return tuple(getattr(cut, f) for f in _CUT_FIELDS), columns
 
 
 def _cut_from_columns(rest: tuple[Any, ...], columns: list[list[Any]]) -> WindowCut:
@@ -210,9 +214,20 @@ def write_window(
 class WindowStorers:
     """A pool of ``processes`` child processes that run :func:`write_window` (see the
     module docstring). Create it in a thread that outlives the work (the children die with
-    it); :meth:`close` waits for the windows being stored."""
+    it); :meth:`close` waits for the windows being stored.
 
-    def __init__(self, processes: int) -> None:
+    A window's event data goes to its child through a file in ``spill_dir`` (written with
+    ``writev``, without the interpreter lock; the child reads it back in one call and
+    deletes it), everything else pickled through the pool's pipe. Files left by a killed
+    run are deleted when the pool starts.
+    """
+
+    def __init__(self, processes: int, spill_dir: Path) -> None:
+        self.spill_dir = spill_dir
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        for stale in spill_dir.glob("*.data"):
+            stale.unlink(missing_ok=True)
+        self._names = itertools.count()
         self._pool = ProcessPoolExecutor(
             max_workers=processes,
             mp_context=get_context("spawn"),
@@ -224,13 +239,40 @@ class WindowStorers:
 
     def submit(self, store_url: str, cut: WindowCut, job: WindowJob) -> Future[StoredWindow]:
         """Store ``cut`` in a child, on the store at ``store_url`` (its own client, opened
-        once per child; not ``memory://``: a child has its own memory)."""
+        once per child; not ``memory://``: a child has its own memory). Raises
+        :class:`VolumeError` if the data cannot be written to ``spill_dir``."""
         if store_url.startswith("memory://"):
             raise UsageError(f"cannot store windows in child processes on {store_url}")
-        return self._pool.submit(_store_in_child, store_url, cut, job)
+        rest, columns = _cut_columns(cut)
+        datas = columns[_DATA]
+        columns[_DATA] = list(map(len, datas))
+        path = self.spill_dir / f"{next(self._names)}.data"
+        _spill(path, datas)
+        return self._pool.submit(_store_in_child, store_url, rest, columns, path, job)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _spill(path: Path, datas: list[bytes]) -> None:
+    """Write ``datas`` back to back to a new file at ``path``."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            for i in range(0, len(datas), _IOV_MAX):
+                part = datas[i : i + _IOV_MAX]
+                done = os.writev(fd, part)
+                if done < sum(map(len, part)):  # a short write: finish it
+                    rest = memoryview(b"".join(part))[done:]
+                    while rest:
+                        rest = rest[os.write(fd, rest) :]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise VolumeError(
+            f"cannot hand a window's data to a store process through {path}: {exc.strerror}"
+        ) from None
 
 
 # --- in the child process ------------------------------------------------------------------
@@ -250,8 +292,20 @@ def _ready() -> None:
     import connectors.store  # noqa: F401  # the import the first window would wait for
 
 
-def _store_in_child(store_url: str, cut: WindowCut, job: WindowJob) -> StoredWindow:
+def _store_in_child(
+    store_url: str, rest: tuple[Any, ...], columns: list[list[Any]], path: Path, job: WindowJob
+) -> StoredWindow:
     from connectors.store import open_store
+
+    try:
+        blob = memoryview(path.read_bytes())
+    finally:
+        path.unlink(missing_ok=True)
+    lengths = columns[_DATA]
+    ends = list(itertools.accumulate(lengths))
+    # views, not copies: every consumer of event data takes any bytes-like object
+    columns[_DATA] = [blob[e - n : e] for e, n in zip(ends, lengths, strict=True)]
+    cut = _cut_from_columns(rest, columns)
 
     store = _child_stores.get(store_url)
     if store is None:

@@ -18,9 +18,10 @@ from tests.worker_process import alive, child_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 PARENT = """
-import sys, time
+import sys, tempfile, time
+from pathlib import Path
 from streams.windowstore import WindowStorers
-pool = WindowStorers(2)
+pool = WindowStorers(2, Path(tempfile.mkdtemp()))
 pool._pool.submit(time.sleep, 0.5).result()
 pool._pool.submit(time.sleep, 0.5).result()
 print("ready", flush=True)

@@ -23,6 +23,7 @@ from connectors.store import open_store
 from connectors.store.base import ObjectStore
 from connectors.store.memory import MemoryStore
 from schemas.codec import AvroCodec
+from schemas.events import EventKind
 from streams.builder import PartitionProcessor
 from streams.manifest import Manifest, list_window_keys
 from streams.volume import BuildOptions
@@ -39,7 +40,11 @@ def _records(seed: int, volumes: int, writes: int) -> list[tuple[int, None, byte
     events = [e for v in vols for e in v.start()]
     for _ in range(writes):
         v = rng.choice(vols)
-        events.append(v.write(rng.randrange((1 << 16) - 600), rng.randbytes(rng.randrange(1, 600))))
+        off = rng.randrange((1 << 16) - 600)
+        if rng.random() < 0.1:  # zeroed ranges: zero extents, data-less events
+            events.append(v.event(EventKind.ZERO, off, length=rng.randrange(1, 600)))
+        else:
+            events.append(v.write(off, rng.randbytes(rng.randrange(1, 600))))
     events.append(tick(max(v.t_us for v in vols) + 10**9))
     return [(o, None, codec.encode(e.to_record())) for o, e in enumerate(events)]
 
@@ -61,8 +66,8 @@ def dying_clock() -> int:
 
 
 @pytest.fixture(scope="module")
-def storers() -> Iterator[WindowStorers]:
-    pool = WindowStorers(2)
+def storers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WindowStorers]:
+    pool = WindowStorers(2, tmp_path_factory.mktemp("spill"))
     yield pool
     pool.close()
 
@@ -178,7 +183,7 @@ def test_a_window_storing_child_that_dies_is_raised_and_never_committed(tmp_path
         checkpoint_bytes=0,
         clock=dying_clock,
     )
-    pool = WindowStorers(1)
+    pool = WindowStorers(1, tmp_path / "spill")
     proc = PartitionProcessor(store, opts, storers=pool)
     proc.open(0)
     commits = []
