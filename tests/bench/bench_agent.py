@@ -12,7 +12,8 @@ topic of the embedded Tansu broker first. Then, on that topic:
   the last, partly filled windows close by time and that wait is included.
 
 Figures: MB/s and events/s of each, the kcdp/plain ratio, and objects and bytes stored per
-GiB written. Worker start-up time is excluded from both.
+GiB written. Worker start-up time is excluded from both. The 4 KiB goal is ≥ 100 MB/s, and
+the same goal as a ratio to the plain agent of the machine it was set on (~7k events/s).
 ``python -m tests.bench.bench_agent [--quick]``.
 """
 
@@ -33,6 +34,9 @@ from tests.bench.common import Figure, print_figures, quick_parser
 ROOT = Path(__file__).resolve().parents[2]
 VOLUMES = 4
 VOLUME_SIZE = 1 << 30
+#: The 4 KiB goal of 100 MB/s was set where the plain agent does ~7k events/s (28.7 MB/s);
+#: machines differ by more than 2x, so the same goal as a ratio within one run.
+PLAIN_RATIO_GOAL = round(100e6 / (7000 * 4096), 2)
 
 
 def _produce(bootstrap: str, topic: str, write_size: int, total: int) -> dict[str, int]:
@@ -220,7 +224,13 @@ def figures(quick: bool = False) -> list[Figure]:
                         "agent",
                         f"kcdp / plain throughput {label}",
                         plain_s / kcdp_s,
-                        detail="ratio of events/s, same run",
+                        goal=(">=", PLAIN_RATIO_GOAL) if size == 4096 else None,
+                        detail="ratio of events/s, same run"
+                        + (
+                            " (goal: 100 MB/s over the issue's ~7k ev/s plain agent)"
+                            if size == 4096
+                            else ""
+                        ),
                     ),
                     Figure(
                         "agent",
