@@ -118,7 +118,7 @@ def write_increment(
         "kcdp.last_offset": str(last_offset),
     }
     sha = hashlib.sha256()
-    ranged = _zeros_expanded(raw, lens) if has_zeros else []
+    ranged = _zeros_expanded(raw, lens) if has_zeros and digest else []
 
     def digest_block(start: int, end: int) -> None:
         if has_zeros:  # a block of zero runs may cover far more than it holds: no join
