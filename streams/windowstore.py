@@ -281,7 +281,11 @@ _child_threads: list[ThreadPoolExecutor] = []
 
 
 def _child_init(parent: int) -> None:
-    """Die with the parent thread that started this process (Linux), also if it is gone."""
+    """Die with the parent thread that started this process (Linux), also if it is gone.
+    Ctrl-C and a SIGTERM to the process group are the parent's to handle: it finishes the
+    windows being stored, then closes the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # died before the signal was armed
