@@ -66,24 +66,18 @@ class EventDecoder:
             self._heads.insert(0, head)
         raw, fmt, group, volume, session, host = head
         try:  # the remaining fields in schema order; bytes and strings length-prefixed
-            seq, p = _long(v, 10 + len(raw))
-            kind, p = _long(v, p)
-            offset, p = _long(v, p)
-            length, p = _long(v, p)
-            n, p = _long(v, p)
-            lengths = n
+            f: list[int] = []
+            p = _longs(v, 10 + len(raw), 5, f)  # sequence, kind, offset, length, len(data)
+            n = f[4]
             data = v[p : p + n]
-            p += n
-            volume_size, p = _long(v, p)
-            ts, p = _long(v, p)
-            crc, p = _long(v, p)
-            n, p = _long(v, p)
-            lengths |= n
-            name = v[p : p + n].decode()
-            p += n
+            p = _longs(v, p + n, 4, f)  # volume_size, timestamp, crc32c, len(name)
+            name_len = f[8]
+            name = v[p : p + name_len].decode() if name_len else ""
+            p += name_len
         except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
             return None
-        if p != len(v) or lengths < 0 or not 0 <= kind < len(_KINDS):
+        seq, kind, offset, length, _, volume_size, ts, crc, _ = f
+        if p != len(v) or n < 0 or name_len < 0 or not 0 <= kind < len(_KINDS):
             return None
         return WriteEvent(
             group,
@@ -127,6 +121,32 @@ def _parse_head(v: bytes) -> _Head | None:
         return None
     group, volume, session, host = texts
     return v[10:p], fmt, group, volume, session, host
+
+
+def _longs(v: bytes, pos: int, count: int, out: list[int]) -> int:
+    """Append the ``count`` Avro zig-zag varints at ``pos`` to ``out``; return the next
+    pos. ValueError beyond 64 bits (:func:`_long`'s rules, one call for a run of them)."""
+    for _ in range(count):
+        b = v[pos]
+        pos += 1
+        if b < 0x80:
+            out.append((b >> 1) ^ -(b & 1))
+            continue
+        n = b & 0x7F
+        shift = 7
+        while True:
+            b = v[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise ValueError("varint longer than 10 bytes")
+        if n >> 64:
+            raise ValueError("varint beyond 64 bits")
+        out.append((n >> 1) ^ -(n & 1))
+    return pos
 
 
 def _long(v: bytes, pos: int) -> tuple[int, int]:
