@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
+from crc32c import crc32c as _crc  # the C function itself: one call per extent
+
 from connectors.errors import IntegrityError
 from schemas import load_schema
 from schemas.events import crc32c
@@ -88,9 +90,9 @@ def write_increment(
         for i in range(0, n, _CHUNK):
             j = min(n, i + _CHUNK)
             if has_zeros:
-                crcs = [0 if d is None else crc32c(d) for d in raw[i:j]]
+                crcs = [0 if d is None else _crc(d) for d in raw[i:j]]
             else:
-                crcs = list(map(crc32c, datas[i:j]))
+                crcs = list(map(_crc, datas[i:j]))
             pieces = encode_pieces(
                 [
                     offs[i:j],
