@@ -137,7 +137,9 @@ class IncrementsWorker:
             if store.url.startswith("memory://"):
                 raise UsageError("a memory:// store cannot be shared with child processes")
             self.storers = WindowStorers(options.store_processes, options.workdir / "spill")
-        self._ticked: dict[int, int] = {}
+        #: per partition: the deadline of the last TICK sent, and the TICKs its processor
+        #: had consumed then
+        self._ticked: dict[int, tuple[int, int]] = {}
         self._pending = 0
         self._committed: dict[int, int] = {}
         self.reader = BulkReader(
@@ -308,14 +310,22 @@ class IncrementsWorker:
 
     # -- ticks ---------------------------------------------------------------------------
     def send_ticks(self) -> int:
-        """Produce a TICK into every partition with a window past deadline + grace."""
+        """Produce a TICK into every partition with a window past deadline + grace, unless
+        the TICK sent for that deadline (or a later one) is not consumed yet.
+
+        A window can open after a TICK for its own deadline was consumed (its events were
+        stamped before the deadline but reached the partition after the TICK): it gets a
+        new TICK once that one is consumed, so no window waits for the next write."""
         now = now_us()
         grace = round(self.opt.policy.grace * US)
         sent = 0
         for p, proc in self.processors.items():
             deadline = proc.next_deadline()
-            if deadline is None or now < deadline + grace or self._ticked.get(p, -1) >= deadline:
+            if deadline is None or now < deadline + grace:
                 continue
+            last = self._ticked.get(p)
+            if last is not None and last[0] >= deadline and last[1] == proc.ticks:
+                continue  # in flight
             ts = max(now, deadline)
             tick = WriteEvent(
                 group="", volume="", sequence=-1, kind=EventKind.TICK, timestamp_us=ts
@@ -323,7 +333,7 @@ class IncrementsWorker:
             self.producer.produce(
                 self.settings.topic, value=self.event_codec.encode(tick.to_record()), partition=p
             )
-            self._ticked[p] = deadline
+            self._ticked[p] = (deadline, proc.ticks)
             sent += 1
         if sent:
             self._flush()

@@ -93,6 +93,7 @@ class PartitionProcessor:
         self.on_window = on_window
         self.volumes: dict[str, VolumeBuilder] = {}
         self.next_offset: int | None = None
+        self.ticks = 0  # TICK records consumed
         self._start_offset: int | None = None
         self._closer: ThreadPoolExecutor | None = None
         self._storers = storers
@@ -240,6 +241,7 @@ class PartitionProcessor:
         self, offset: int, key: bytes | None, value: bytes | None, ev: WriteEvent, out: Outcome
     ) -> None:
         if ev.kind is EventKind.TICK:
+            self.ticks += 1
             for due in self.volumes.values():
                 if due.cutter.due(ev.timestamp_us):
                     self._close(due, "tick", out)
