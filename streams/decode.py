@@ -125,7 +125,7 @@ def _parse_head(v: bytes) -> _Head | None:
 
 def _longs(v: bytes, pos: int, count: int, out: list[int]) -> int:
     """Append the ``count`` Avro zig-zag varints at ``pos`` to ``out``; return the next
-    pos. ValueError beyond 64 bits (:func:`_long`'s rules, one call for a run of them)."""
+    pos. ValueError for a varint longer than 10 bytes or beyond 64 bits."""
     for _ in range(count):
         b = v[pos]
         pos += 1
@@ -151,21 +151,6 @@ def _longs(v: bytes, pos: int, count: int, out: list[int]) -> int:
 
 def _long(v: bytes, pos: int) -> tuple[int, int]:
     """Avro zig-zag varint at ``pos``: ``(value, next pos)``; ValueError beyond 64 bits."""
-    b = v[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    n = b & 0x7F
-    shift = 7
-    pos += 1
-    while True:
-        b = v[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-    if n >> 64:
-        raise ValueError("varint beyond 64 bits")
-    return (n >> 1) ^ -(n & 1), pos
+    out: list[int] = []
+    pos = _longs(v, pos, 1, out)
+    return out[0], pos
