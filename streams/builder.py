@@ -410,7 +410,7 @@ class PartitionProcessor:
                 vb.image = Image(vb.image_path, vb.size)
             fut = self._storers.submit(self.store.url, cut, vb.job(cut))
         elif self._closer is not None:
-            fut = self._closer.submit(vb.write, cut)
+            fut = self._closer.submit(vb.write, cut, vb.job(cut))
         else:
             self._stored(vb.store_window(cut), out)
             return

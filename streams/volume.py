@@ -52,9 +52,7 @@ from streams.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     materialize_checkpoint,
-    write_checkpoint,
 )
-from streams.extents import union_ranges
 from streams.image import Image
 from streams.increment import read_increment
 from streams.manifest import (
@@ -70,6 +68,7 @@ from streams.windowstore import (
     StoredWindow,
     WindowCut,
     WindowJob,
+    take_checkpoint,
     write_window,
 )
 from streams.writelog import read_log
@@ -225,6 +224,7 @@ class VolumeBuilder:
             restorable_from=self.restorable_from,
             consistent=self.consistent,
             bookmarks=tuple(self.bookmarks),
+            data_bytes=c.data_bytes,
         )
         self.previous = (cut.first, cut.last)
         self.cut_offset = cut.last
@@ -235,23 +235,20 @@ class VolumeBuilder:
     def store_window(self, cut: WindowCut) -> Manifest:
         """Store a cut window here (:func:`streams.windowstore.write_window`) and record
         it (:meth:`stored`)."""
-        return self.stored(self.write(cut))
+        return self.stored(self.write(cut, self.job(cut)))
 
-    def write(self, cut: WindowCut) -> StoredWindow:
-        """Store a cut window in this thread without recording it (:meth:`stored` does)."""
+    def write(self, cut: WindowCut, job: WindowJob) -> StoredWindow:
+        """Store a cut window in this thread without recording it (:meth:`stored` does);
+        ``job`` from :meth:`job`, made in the builder's thread."""
         if self.image is None:
             self.image = Image(self.image_path, self.size)
-        return write_window(self.store, self.image, cut, self.job(cut), self._pool())
+        return write_window(self.store, self.image, cut, job, self._pool())
 
     def job(self, cut: WindowCut) -> WindowJob:
         """What storing ``cut`` needs besides the cut: whether the image is due for an
         fsync and a checkpoint after it (decided from the windows recorded so far; call it
         after the previous window of the volume was recorded)."""
         o = self.opt
-        data = sum(e.length for _, e in cut.members if e.kind in DATA_KINDS)
-        due = (o.checkpoint_windows and self.windows_since_cp + 1 >= o.checkpoint_windows) or (
-            o.checkpoint_bytes and self.bytes_since_cp + data >= o.checkpoint_bytes
-        )
         return WindowJob(
             volume=self.volume,
             group=self.group,
@@ -261,14 +258,23 @@ class VolumeBuilder:
             policy=o.policy.to_dict(),
             image_path=self.image_path,
             sync=self.unsynced + 1 >= max(1, o.image_sync_windows),
-            checkpoint=CheckpointJob(
-                previous=self.checkpoint,
-                dirty=list(self.dirty) if self.checkpoint and self.dirty_known else None,
-                chunk_size=o.chunk_size,
-            )
-            if due
-            else None,
+            checkpoint=self._checkpoint_job(1, cut.data_bytes),
             clock=o.clock,
+        )
+
+    def _checkpoint_job(self, windows: int, data: int) -> CheckpointJob | None:
+        """The checkpoint due after ``windows`` more windows of ``data`` written bytes
+        (None: not due)."""
+        o = self.opt
+        if not (
+            (o.checkpoint_windows and self.windows_since_cp + windows >= o.checkpoint_windows)
+            or (o.checkpoint_bytes and self.bytes_since_cp + data >= o.checkpoint_bytes)
+        ):
+            return None
+        return CheckpointJob(
+            previous=self.checkpoint,
+            dirty=list(self.dirty) if self.checkpoint and self.dirty_known else None,
+            chunk_size=o.chunk_size,
         )
 
     def stored(self, sw: StoredWindow) -> Manifest:
@@ -300,24 +306,13 @@ class VolumeBuilder:
         self.unsynced = 0
 
     def _maybe_checkpoint(self, offset: int) -> None:
-        o = self.opt
-        if not (
-            (o.checkpoint_windows and self.windows_since_cp >= o.checkpoint_windows)
-            or (o.checkpoint_bytes and self.bytes_since_cp >= o.checkpoint_bytes)
-        ):
-            return
-        assert self.image is not None
-        cp = write_checkpoint(
-            self.store,
-            self.image,
-            volume=self.volume,
-            offset=offset,
-            chunk_size=o.chunk_size,
-            previous=self.checkpoint,
-            dirty=union_ranges(self.dirty) if self.checkpoint and self.dirty_known else None,
-            created_us=o.clock(),
-        )
-        self._checkpointed(cp)
+        job = self._checkpoint_job(0, 0)
+        if job is not None:
+            assert self.image is not None
+            cp = take_checkpoint(
+                self.store, self.image, self.volume, offset, job, [], self.opt.clock
+            )
+            self._checkpointed(cp)
 
     def _checkpointed(self, cp: Checkpoint) -> None:
         self.checkpoint = cp

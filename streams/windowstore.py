@@ -40,7 +40,7 @@ from typing import Any
 
 from connectors.errors import UsageError, VolumeError
 from connectors.store.base import ObjectStore
-from schemas.events import CHANGE_KINDS, DATA_KINDS, WriteEvent, now_us
+from schemas.events import CHANGE_KINDS, WriteEvent, now_us
 from streams import keys
 from streams.assemble import assemble_window
 from streams.checkpoint import Checkpoint, write_checkpoint
@@ -69,6 +69,7 @@ class WindowCut:
     restorable_from: int | None
     consistent: bool
     bookmarks: tuple[Bookmark, ...]
+    data_bytes: int  # WRITE/BASELINE bytes of the members (the cutter's count)
 
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
@@ -177,7 +178,7 @@ def write_window(
         first_sequence=cut.first_seq,
         last_sequence=cut.last_seq,
         events=len(members),
-        bytes_written=sum(e.length for _, e in members if e.kind in DATA_KINDS),
+        bytes_written=cut.data_bytes,
         policy=job.policy,
         period_us=cut.period_us,
         close_reason=cut.reason,
@@ -197,18 +198,31 @@ def write_window(
         image.sync()
     checkpoint = None
     if job.checkpoint is not None:
-        cj = job.checkpoint
-        checkpoint = write_checkpoint(
-            store,
-            image,
-            volume=v,
-            offset=last,
-            chunk_size=cj.chunk_size,
-            previous=cj.previous,
-            dirty=None if cj.dirty is None else union_ranges(cj.dirty + ranges),
-            created_us=job.clock(),
-        )
+        checkpoint = take_checkpoint(store, image, v, last, job.checkpoint, ranges, job.clock)
     return StoredWindow(manifest, ranges, job.sync, checkpoint)
+
+
+def take_checkpoint(
+    store: ObjectStore,
+    image: Image,
+    volume: str,
+    offset: int,
+    job: CheckpointJob,
+    ranges: list[tuple[int, int]],
+    clock: Callable[[], int],
+) -> Checkpoint:
+    """Checkpoint ``image`` (the volume after ``offset``); ``ranges`` changed since
+    ``job.dirty`` was taken."""
+    return write_checkpoint(
+        store,
+        image,
+        volume=volume,
+        offset=offset,
+        chunk_size=job.chunk_size,
+        previous=job.previous,
+        dirty=None if job.dirty is None else union_ranges(job.dirty + ranges),
+        created_us=clock(),
+    )
 
 
 class WindowStorers:
