@@ -50,6 +50,20 @@ class InvalidEventError(KcdpError):
     exit_code = 3
 
 
+class StaleEventError(InvalidEventError):
+    """An event repeats a sequence the volume's line already passed (a duplicate)."""
+
+
+class OutOfLineEventError(InvalidEventError):
+    """An event was held in quarantine and judged not to belong to the volume's line
+    (docs/FORMAT.md "Quarantine")."""
+
+
+class FencedSessionError(InvalidEventError):
+    """An event of a session fenced out of the volume's history (a stale second intercept,
+    or a session a newer one superseded)."""
+
+
 class StoreError(KcdpError):
     """The object store failed. Network and server faults are retriable."""
 

@@ -25,6 +25,7 @@ from connectors.store.base import ObjectStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
 from streams import keys
+from streams.admission import Accept, Candidate, Reject, Reread, Verdict
 from streams.decode import EventDecoder
 from streams.gaps import Gap
 from streams.image import Image
@@ -75,6 +76,11 @@ class PartitionProcessor:
     window not yet reported. A failure of a background store is raised by the next of
     those calls. With ``storers`` (child processes on the same store, shared with other
     processors and closed by their owner) windows are stored there instead, the same way.
+
+    ``reread(lo, hi)`` reads offsets ``lo..hi`` of the partition again from the broker
+    (raw records in offset order); it is called before a break in a volume's line or a
+    jump past the committed offset is judged a gap (:mod:`streams.admission`). None: no
+    re-reads.
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class PartitionProcessor:
         codec: AvroCodec | None = None,
         on_window: Callable[[Manifest], None] | None = None,
         storers: WindowStorers | None = None,
+        reread: Callable[[int, int], list[Record]] | None = None,
     ) -> None:
         self.store = store
         self.opt = options
@@ -94,6 +101,9 @@ class PartitionProcessor:
         self.volumes: dict[str, VolumeBuilder] = {}
         self.next_offset: int | None = None
         self.ticks = 0  # TICK records consumed
+        self.log_us = 0  # log time: the largest accepted event or TICK time
+        self.reread_found = 0  # records a re-read found that the feed had not delivered
+        self._reread = reread
         self._start_offset: int | None = None
         self._closer: ThreadPoolExecutor | None = None
         self._storers = storers
@@ -122,6 +132,7 @@ class PartitionProcessor:
                 volume=name,
                 group=name,
                 volume_size=1,
+                reread=self._reread_for(name),
             )
             if vb.resume():
                 self.volumes[name] = vb
@@ -148,6 +159,7 @@ class PartitionProcessor:
         """The smallest offset not yet durable and reported (what may be committed)."""
         firsts = [vb.pending[0] for vb in self.volumes.values() if vb.pending is not None]
         firsts += [vb.win_first for vb in self.volumes.values() if vb.win_first is not None]
+        firsts += [o for vb in self.volumes.values() if (o := vb.line.hold_offset) is not None]
         if firsts:
             return min(firsts)
         return self.next_offset if self.next_offset is not None else 0
@@ -158,13 +170,20 @@ class PartitionProcessor:
         return sum(1 for vb in self.volumes.values() if vb.pending is not None)
 
     def next_deadline(self) -> int | None:
-        """The earliest deadline of an open timed window (event time, µs), or None."""
+        """The earliest deadline of an open timed window or of a held event (log time,
+        µs), or None."""
         ds = [
             vb.cutter.deadline_us
             for vb in self.volumes.values()
             if vb.open and vb.cutter.deadline_us is not None
         ]
+        ds += [d for vb in self.volumes.values() if (d := vb.line.deadline_us) is not None]
         return min(ds) if ds else None
+
+    @property
+    def held(self) -> int:
+        """Events held in quarantine (all volumes)."""
+        return sum(len(vb.line.held) for vb in self.volumes.values())
 
     # -- processing ----------------------------------------------------------------------
     def feed(self, records: Iterable[Record]) -> Outcome:
@@ -175,20 +194,46 @@ class PartitionProcessor:
                 out.skipped += 1
                 continue
             if self._start_offset is not None:
-                if offset > self._start_offset:
-                    self._retention_gap(offset, out)
-                self._start_offset = None
-            self.next_offset = offset + 1
-            try:
-                if not value:
-                    raise DecodeError("empty record value")
-                event = self._decode(value)
-            except (DecodeError, ValueError, KeyError, TypeError) as exc:
-                reason = exc.message if isinstance(exc, DecodeError) else f"bad record: {exc}"
-                out.dead_letters.append(DeadLetter(offset, key, value, "", "DecodeError", reason))
-                continue
-            self._event(offset, key, value, event, out)
+                start, self._start_offset = self._start_offset, None
+                if offset > start:
+                    self._missing_before(start, offset, out)
+            self._record(offset, key, value, out)
         return self._settle(out)
+
+    def _record(self, offset: int, key: bytes | None, value: bytes | None, out: Outcome) -> None:
+        self.next_offset = offset + 1
+        try:
+            if not value:
+                raise DecodeError("empty record value")
+            event = self._decode(value)
+        except (DecodeError, ValueError, KeyError, TypeError) as exc:
+            reason = exc.message if isinstance(exc, DecodeError) else f"bad record: {exc}"
+            out.dead_letters.append(DeadLetter(offset, key, value, "", "DecodeError", reason))
+            return
+        self._event(offset, key, value, event, out)
+
+    def _missing_before(self, start: int, offset: int, out: Outcome) -> None:
+        """The first record consumed lies past the committed offset ``start``: read the
+        offsets between again; what the broker no longer has was deleted by retention."""
+        found = []
+        if self._reread is not None:
+            found = [r for r in self._reread(start, offset - 1) if start <= r[0] < offset]
+        if found:
+            self.reread_found += len(found)
+            log.warning(
+                "partition %d: offsets %d..%d were not delivered; a re-read found %d record(s)",
+                self.opt.partition,
+                start,
+                offset - 1,
+                len(found),
+            )
+        first = found[0][0] if found else offset
+        if first > start:
+            self._start_offset = start
+            self._retention_gap(first, out)
+            self._start_offset = None
+        for r_offset, r_key, r_value in found:
+            self._record(r_offset, r_key, r_value, out)
 
     def poll(self) -> Outcome:
         """Report the background windows stored since the last call (never waits)."""
@@ -240,18 +285,19 @@ class PartitionProcessor:
     def _event(
         self, offset: int, key: bytes | None, value: bytes | None, ev: WriteEvent, out: Outcome
     ) -> None:
+        try:
+            ev.validate()
+        except InvalidEventError as exc:  # an invalid event (TICKs too) consumes nothing
+            self._dead(out, offset, key, value, ev, exc)
+            return
         if ev.kind is EventKind.TICK:
-            self.ticks += 1
-            for due in self.volumes.values():
-                if due.cutter.due(ev.timestamp_us):
-                    self._close(due, "tick", out)
+            self._tick(ev.timestamp_us, out)
             return
         vb: VolumeBuilder | None = self.volumes.get(ev.volume)
         if vb is not None and offset <= vb.cut_offset:
             out.skipped += 1
             return
         try:
-            ev.validate()
             if vb is None:
                 vb = self._new_volume(ev)
             if ev.volume_size != vb.size:
@@ -261,30 +307,40 @@ class PartitionProcessor:
                 )
         except (InvalidEventError, UsageError) as exc:
             self._dead(out, offset, key, value, ev, exc)
-            if (
-                vb is not None
-                and ev.session == vb.session
-                and vb.next_seq is not None
-                and ev.sequence >= vb.next_seq
-            ):
-                self._sequence(vb, offset, ev, out)
-                vb.add_rejected(offset, ev)
             return
-        assert vb is not None
-        if not self._sequence(vb, offset, ev, out):
-            self._dead(
-                out,
-                offset,
-                key,
-                value,
-                ev,
-                InvalidEventError(
-                    f"volume {ev.volume!r}: duplicate or stale event (session {ev.session}, "
-                    f"sequence {ev.sequence}, expected {vb.next_seq})"
-                ),
-            )
-            return
+        verdicts = vb.line.offer(Candidate(offset, key, value, ev), self.log_us)
+        if verdicts is None:
+            self._apply(vb, offset, ev, out)
+        else:
+            self._verdicts(vb, verdicts, out)
+
+    def _tick(self, t_us: int, out: Outcome) -> None:
+        self.ticks += 1
+        self.log_us = max(self.log_us, t_us)
+        for due in self.volumes.values():
+            if due.cutter.due(t_us):
+                self._close(due, "tick", out)
+        for vb in list(self.volumes.values()):
+            if vb.line.held:
+                self._verdicts(vb, vb.line.expire(self.log_us), out)
+
+    def _verdicts(self, vb: VolumeBuilder, verdicts: list[Verdict], out: Outcome) -> None:
+        for v in verdicts:
+            if isinstance(v, Accept):
+                if v.unclean:
+                    vb.consistent = False  # no clean predecessor: inconsistent until a baseline
+                self._apply(vb, v.record.offset, v.record.event, out)
+            elif isinstance(v, Reject):
+                r = v.record
+                self._dead(out, r.offset, r.key, r.value, r.event, v.error)
+            else:
+                self._gap(vb, out, v.at_offset, v.kind, v.expected, v.got, v.detail)
+
+    def _apply(self, vb: VolumeBuilder, offset: int, ev: WriteEvent, out: Outcome) -> None:
+        """Add an accepted event to its volume's window."""
         t = vb.cutter.clamp(ev.timestamp_us)
+        if t > self.log_us:
+            self.log_us = t
         if vb.cutter.close_before(t):
             self._close(vb, "time", out)
         reason = vb.add(offset, ev, t)
@@ -299,6 +355,7 @@ class PartitionProcessor:
             volume=ev.volume,
             group=ev.group or ev.volume,
             volume_size=ev.volume_size,
+            reread=self._reread_for(ev.volume),
         )
         vb.resume()  # a volume new to this partition may still have history elsewhere
         self.store.put(
@@ -307,56 +364,36 @@ class PartitionProcessor:
         self.volumes[ev.volume] = vb
         return vb
 
-    def _sequence(self, vb: VolumeBuilder, offset: int, ev: WriteEvent, out: Outcome) -> bool:
-        """Apply the session/sequence rules; False if the event is a duplicate/stale."""
-        if vb.resync and ev.session == vb.session:
-            vb.resync = False
-            vb.next_seq = ev.sequence + 1
-            return True
-        if vb.next_seq is not None and ev.session == vb.session:
-            if ev.sequence < vb.next_seq:
-                return False
-            if ev.sequence > vb.next_seq:
-                self._gap(
-                    vb,
-                    out,
-                    offset,
-                    "sequence",
-                    vb.next_seq,
-                    ev.sequence,
-                    f"sequence skipped from {vb.next_seq} to {ev.sequence}",
-                )
-            vb.next_seq = ev.sequence + 1
-            return True
-        # a session this volume has not seen yet
-        previous = vb.session if vb.next_seq is not None else None
-        if vb.resync:  # right after a retention gap: anything may have been lost
-            vb.resync = False
-        elif ev.kind is not EventKind.SESSION_START or ev.sequence != 0:
-            self._gap(
-                vb,
-                out,
-                offset,
-                "session",
-                0,
-                ev.sequence,
-                f"session {ev.session} first seen at sequence {ev.sequence} ({ev.kind})",
+    def _reread_for(self, volume: str) -> Reread | None:
+        """Read offsets again for ``volume``'s line: its valid events there (or None)."""
+        source = self._reread
+        if source is None:
+            return None
+
+        def reread(lo: int, hi: int) -> list[Candidate]:
+            found = []
+            for offset, key, value in source(lo, hi):
+                try:
+                    if not value:
+                        continue
+                    ev = self._decode(value)
+                    if ev.volume != volume:
+                        continue
+                    ev.validate()
+                except (DecodeError, InvalidEventError, ValueError, KeyError, TypeError):
+                    continue
+                found.append(Candidate(offset, key, value, ev))
+            log.warning(
+                "volume %s: read offsets %d..%d again before judging a break in its line: "
+                "%d event(s) of it found",
+                volume,
+                lo,
+                hi,
+                len(found),
             )
-        elif previous is not None and vb.ended_session != previous:
-            self._gap(
-                vb,
-                out,
-                offset,
-                "session",
-                None,
-                ev.sequence,
-                f"session {previous} never ended before session {ev.session} started",
-            )
-        elif previous is not None and ev.name != previous:
-            vb.consistent = False  # no clean predecessor: inconsistent until a baseline
-        vb.session = ev.session
-        vb.next_seq = ev.sequence + 1
-        return True
+            return found
+
+        return reread
 
     def _gap(
         self,
@@ -375,7 +412,7 @@ class PartitionProcessor:
             kind=kind,
             at_offset=offset,
             after_offset=vb.last_offset_seen if vb.last_offset_seen >= 0 else None,
-            session=vb.session,
+            session=vb.line.session,
             expected_sequence=expected,
             got_sequence=got,
             detail=detail,
@@ -398,7 +435,7 @@ class PartitionProcessor:
                 None,
                 f"offsets {self._start_offset}..{offset - 1} were deleted before processing",
             )
-            vb.resync = True
+            vb.line.resync = True
 
     def _close(self, vb: VolumeBuilder, reason: str, out: Outcome) -> None:
         self._collect(vb, out, wait=True)  # one window of a volume at a time

@@ -46,6 +46,7 @@ from connectors.fsutil import write_atomic
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
 from streams import keys
+from streams.admission import DEFAULT_HOLD_US, DEFAULT_SUPPORT, Reread, VolumeLine
 from streams.checkpoint import (
     DEFAULT_CHUNK_SIZE,
     Checkpoint,
@@ -89,6 +90,8 @@ class BuildOptions:
     partition processor goes on feeding (:class:`streams.builder.PartitionProcessor`);
     0 stores each window before the feed that cut it returns (unless the processor is
     given :class:`~streams.windowstore.WindowStorers`: child processes).
+    ``quarantine_support`` (default 3) and ``quarantine_us`` (default 10 s of log time):
+    how long an out-of-line event is held (:class:`streams.admission.VolumeLine`).
     """
 
     topic: str
@@ -100,6 +103,8 @@ class BuildOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     image_sync_windows: int = 16
     close_threads: int = 0
+    quarantine_support: int = DEFAULT_SUPPORT
+    quarantine_us: int = DEFAULT_HOLD_US
     clock: Callable[[], int] = now_us
 
 
@@ -114,6 +119,7 @@ class VolumeBuilder:
         volume: str,
         group: str,
         volume_size: int,
+        reread: Reread | None = None,
     ) -> None:
         self.store = store
         self.opt = options
@@ -132,11 +138,14 @@ class VolumeBuilder:
         #: time and result (managed by the partition processor)
         self.pending: tuple[int, int, Future[StoredWindow]] | None = None
         self.previous: tuple[int, int] | None = None
-        self.session = ""
-        self.next_seq: int | None = None  # None: no session seen yet
-        self.ended_session: str | None = None  # session that ended with SESSION_END
+        #: the session and sequence rules' state (owned by the line, read here)
+        self.line = VolumeLine(
+            self.volume,
+            support=options.quarantine_support,
+            hold_us=options.quarantine_us,
+            reread=reread,
+        )
         self.consistent = False
-        self.resync = False  # after a retention gap: accept the next sequence as it comes
         self.last_offset_seen = -1
         # checkpoints
         self.checkpoint: Checkpoint | None = None
@@ -155,7 +164,7 @@ class VolumeBuilder:
         self.win_last = -1
         self.win_first_seq: int | None = None
         self.win_last_seq = -1
-        self.win_session = self.session
+        self.win_session = self.line.session
         self.restorable_from: int | None = None
         self.bookmarks: list[Bookmark] = []
 
@@ -178,8 +187,6 @@ class VolumeBuilder:
         """Add a valid event (clamped time ``t_us``); return a close reason or None."""
         if event.kind is EventKind.BASELINE_END:
             self.consistent = True
-        elif event.kind is EventKind.SESSION_END:
-            self.ended_session = event.session
         elif event.kind is EventKind.BOOKMARK:
             self.bookmarks.append(Bookmark(event.name, offset, t_us))
         self.members.append((offset, event))
@@ -187,11 +194,6 @@ class VolumeBuilder:
         data = event.length if event.kind in DATA_KINDS else 0
         changed = event.length if event.kind in CHANGE_KINDS else 0
         return self.cutter.add(t_us, data, changed)
-
-    def add_rejected(self, offset: int, event: WriteEvent) -> None:
-        """Count a dead-lettered event of the current session as seen (window member)."""
-        self.cutter.touch(self.cutter.max_time_us)
-        self._member(offset, event)
 
     # -- closing -------------------------------------------------------------------------
     def close_window(self, reason: str) -> Manifest | None:
@@ -329,8 +331,8 @@ class VolumeBuilder:
             "topic": self.opt.topic,
             "partition": self.opt.partition,
             "applied_offset": applied,
-            "session": self.session,
-            "sequence": (self.next_seq or 0) - 1,
+            "session": self.line.session,
+            "sequence": (self.line.next_seq or 0) - 1,
         }
         write_atomic(self.state_path, orjson.dumps(state))
 
@@ -358,12 +360,16 @@ class VolumeBuilder:
         self.durable_offset = self.cut_offset = last.last_offset
         self.last_offset_seen = last.last_offset
         self.previous = (last.first_offset, last.last_offset)
-        self.session = self.win_session = last.session
-        self.next_seq = last.last_sequence + 1
+        self.win_session = last.session
         self.consistent = last.consistent
         records = list(read_log(get_verified(self.store, last.writelog), name=last.writelog.key))
-        if records and records[-1].kind is EventKind.SESSION_END:
-            self.ended_session = last.session
+        self.line.resume(
+            session=last.session,
+            next_seq=last.last_sequence + 1,
+            ended=bool(records) and records[-1].kind is EventKind.SESSION_END,
+            fenced=getattr(last, "fenced", ()),
+            last_offset=last.last_offset,
+        )
         self.cutter.resume(
             last_time_us=last.last_time_us,
             period_us=last.period_us,

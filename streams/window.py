@@ -163,12 +163,6 @@ class WindowCutter:
             return "size"
         return None
 
-    def touch(self, t_us: int) -> None:
-        """Open the window for a member that does not count (a dead-lettered event)."""
-        if not self.open:
-            self.add(t_us, 0, 0)
-            self.events = 0
-
     def closed(self) -> None:
         """Reset after the open window was closed; derive the next adaptive period."""
         if self.policy.adaptive and self.open:

@@ -134,10 +134,15 @@ def test_sequence_gap_recorded_and_window_closed_before(tmp_path: Path) -> None:
     v = Volume("g", 4096)
     evs = [*v.start(), v.write(0, b"one")]
     v.seq += 3  # three events never arrive
-    evs += [v.write(10, b"two"), v.event(EventKind.BASELINE_END)]
+    evs += [
+        v.write(10, b"two"),
+        v.event(EventKind.BASELINE_END),
+        v.write(1, b"3"),
+        v.write(2, b"4"),
+    ]
     p = _proc(tmp_path, WindowPolicy(count=100))
     out = p.feed_events(list(enumerate(evs)))
-    assert [g.kind for g in out.gaps] == ["sequence"]
+    assert [g.kind for g in out.gaps] == ["sequence"]  # believed once 3 events continue it
     gap = list_gaps(p.store, "g")[0]
     assert (gap.at_offset, gap.after_offset, gap.expected_sequence, gap.got_sequence) == (
         4,
@@ -147,14 +152,14 @@ def test_sequence_gap_recorded_and_window_closed_before(tmp_path: Path) -> None:
     )
     (m,) = out.windows
     assert (m.first_offset, m.last_offset, m.close_reason, m.consistent) == (0, 3, "gap", True)
-    p.feed_events([(6, tick(10**18))])  # count policy: the tick does not close anything
+    p.feed_events([(8, tick(10**18))])  # count policy: the tick does not close anything
     assert p.commit_offset == 4
 
 
-def test_dead_letters_and_protection_continues(tmp_path: Path) -> None:
+def test_dead_letters_consume_nothing_and_protection_continues(tmp_path: Path) -> None:
     v = Volume("d", 4096)
     evs = [*v.start(), v.write(0, b"ok")]
-    bad = v.write(4000, bytes(200))  # past the volume end
+    bad = v.write(4000, bytes(200))  # past the volume end: sequence 4 is lost with it
     evs += [bad, v.write(5, b"later")]
     p = _proc(tmp_path, WindowPolicy(count=3))
     recs = [(o, None, p.codec.encode(e.to_record())) for o, e in enumerate(evs)]
@@ -166,15 +171,22 @@ def test_dead_letters_and_protection_continues(tmp_path: Path) -> None:
         (5, "InvalidEventError"),
     ]
     assert out.dead_letters[1].volume == "d" and "past the volume end" in out.dead_letters[1].reason
-    assert out.gaps == []  # the rejected event's sequence counts as seen
-    # a duplicate of an applied sequence is dead-lettered too
-    again = p.feed([(7, None, recs[3][2])])
+    assert out.gaps == [] and p.held == 1  # sequence 5 is held: 4 never came
+    again = p.feed([(7, None, recs[3][2])])  # a duplicate of an applied sequence
+    assert [d.error for d in again.dead_letters] == ["StaleEventError"]
     assert "duplicate" in again.dead_letters[0].reason
-    assert p.commit_offset == 3  # the open window holds 3, 5 (rejected) and 6
-    p.feed_events([(8, v.write(9, b"more"))])
+    assert p.commit_offset == 3  # the open window holds 3; 6 is held
+    out = p.feed_events([(8 + i, v.write(9 + i, b"more")) for i in range(3)])
+    assert [(g.kind, g.at_offset, g.expected_sequence, g.got_sequence) for g in out.gaps] == [
+        ("sequence", 6, 4, 5)
+    ]
     manifests = [load_manifest(p.store, k) for *_, k in list_window_keys(p.store, "d")]
-    assert [(m.first_offset, m.last_offset, m.events) for m in manifests] == [(0, 2, 3), (3, 8, 3)]
-    assert manifests[1].last_sequence == v.seq - 1
+    assert [(m.first_offset, m.last_offset, m.events) for m in manifests] == [
+        (0, 2, 3),
+        (3, 3, 1),
+        (6, 9, 3),
+    ]
+    assert manifests[-1].last_sequence == v.seq - 2 and not manifests[-1].consistent
 
 
 def test_unclean_session_is_a_gap(tmp_path: Path) -> None:
@@ -182,9 +194,11 @@ def test_unclean_session_is_a_gap(tmp_path: Path) -> None:
     evs = [*v.start(), v.write(0, b"x")]
     v.session, v.seq = "b" * 32, 0
     evs += [v.event(EventKind.SESSION_START, name="a" * 32), v.write(1, b"y")]
+    evs += [v.event(EventKind.BASELINE_START), v.write(2, b"z")]  # the new session goes on
     p = _proc(tmp_path, WindowPolicy(count=50))
     out = p.feed_events(list(enumerate(evs)))
-    assert [g.kind for g in out.gaps] == ["session"]
+    assert [(g.kind, g.at_offset) for g in out.gaps] == [("session", 4)]
+    assert p.volumes["s"].line.fenced == ["a" * 32]  # the superseded session is fenced
 
 
 def test_restart_skips_durable_records(tmp_path: Path) -> None:
