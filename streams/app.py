@@ -69,7 +69,7 @@ from schemas.events import EventKind, WriteEvent, now_us
 from streams.builder import Outcome, PartitionProcessor, Record
 from streams.manifest import Manifest
 from streams.metrics import VolumeState, WorkerMetrics
-from streams.reader import BulkReader
+from streams.reader import BulkReader, read_range
 from streams.volume import BuildOptions
 from streams.window import US, WindowPolicy
 from streams.windowstore import WindowStorers
@@ -184,6 +184,7 @@ class IncrementsWorker:
             codec=self.event_codec,
             on_window=self._announce,
             storers=self.storers,
+            reread=lambda lo, hi: self._reread(partition, lo, hi),
         )
         start = self._committed_offset(partition)
         proc.open(start)
@@ -195,6 +196,18 @@ class IncrementsWorker:
         )
         self.processors[partition] = proc
         return proc
+
+    def _reread(self, partition: int, lo: int, hi: int) -> list[Record]:
+        """Offsets ``lo..hi`` of ``partition`` read again (before a gap is declared)."""
+        self.metrics.rereads.inc()
+        return read_range(
+            self.settings.kafka_config(),
+            self.settings.topic,
+            partition,
+            lo,
+            hi,
+            group_id=f"{self.opt.group_id}.reader",
+        )
 
     def _committed_offset(self, partition: int) -> int | None:
         from confluent_kafka import Consumer, TopicPartition
@@ -348,12 +361,19 @@ class IncrementsWorker:
                 oldest = vb.cutter.first_time_us if vb.open else None
                 if pending is not None:
                     oldest = pending[1]
+                line = vb.line
+                if line.held:
+                    t = line.held[0].record.event.timestamp_us
+                    oldest = t if oldest is None else min(oldest, t)
                 yield VolumeState(
                     volume=vb.volume,
                     oldest_pending_us=oldest,
                     checkpoint_us=cp.created_us if cp is not None else None,
                     pending_events=vb.cutter.events if vb.open else 0,
                     pending_bytes=vb.cutter.data_bytes if vb.open else 0,
+                    quarantined=len(line.held),
+                    fenced_sessions=len(line.fenced),
+                    reread_found=line.found_by_reread,
                 )
 
     def close(self) -> None:

@@ -9,10 +9,15 @@ computed when scraped from the live builder state (see :class:`VolumeGauges`).
 * ``kcdp_checkpoint_age_seconds{volume}`` — time since the newest checkpoint was taken.
 * ``kcdp_lag_events{volume}``, ``kcdp_lag_bytes{volume}`` — consumed events (and their
   WRITE/BASELINE bytes) not yet in a durable window: the open window.
+* ``kcdp_quarantined_events{volume}`` — events held in quarantine (docs/FORMAT.md
+  "Quarantine"); ``kcdp_fenced_sessions{volume}`` — sessions fenced out of the history;
+  ``kcdp_reread_found_total{volume}`` — events a re-read found that the broker had not
+  delivered (each one a gap that was not declared).
 * ``kcdp_windows_total{volume,reason}``, ``kcdp_window_bytes``,
   ``kcdp_window_duration_seconds``, ``kcdp_increment_bytes_total{volume,object}``,
-  ``kcdp_events_total``, ``kcdp_dlq_events_total{error}``, ``kcdp_gaps_total{volume,kind}``,
-  ``kcdp_committed_offset{partition}``.
+  ``kcdp_events_total``, ``kcdp_dlq_events_total{error}`` (dead letters by reason: the
+  error class), ``kcdp_gaps_total{volume,kind}``, ``kcdp_rereads_total`` (re-reads of a
+  range before judging a gap), ``kcdp_committed_offset{partition}``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from streams.manifest import Manifest
@@ -40,6 +45,9 @@ class VolumeState:
     checkpoint_us: int | None
     pending_events: int = 0
     pending_bytes: int = 0
+    quarantined: int = 0
+    fenced_sessions: int = 0
+    reread_found: int = 0
 
 
 class VolumeGauges(Collector):
@@ -48,7 +56,7 @@ class VolumeGauges(Collector):
     def __init__(self, source: Callable[[], Iterable[VolumeState]]) -> None:
         self.source = source
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         now = time.time()
         rpo = GaugeMetricFamily(
             "kcdp_rpo_seconds",
@@ -66,7 +74,21 @@ class VolumeGauges(Collector):
             "WRITE/BASELINE bytes of consumed events not yet in a durable window",
             labels=["volume"],
         )
+        held = GaugeMetricFamily(
+            "kcdp_quarantined_events", "Events held in quarantine", labels=["volume"]
+        )
+        fenced = GaugeMetricFamily(
+            "kcdp_fenced_sessions", "Sessions fenced out of the history", labels=["volume"]
+        )
+        found = CounterMetricFamily(
+            "kcdp_reread_found",
+            "Events a re-read found that the broker had not delivered",
+            labels=["volume"],
+        )
         for st in self.source():
+            held.add_metric([st.volume], st.quarantined)
+            fenced.add_metric([st.volume], st.fenced_sessions)
+            found.add_metric([st.volume], st.reread_found)
             pending = 0.0 if st.oldest_pending_us is None else now - st.oldest_pending_us / 1e6
             rpo.add_metric([st.volume], max(0.0, pending))
             lag.add_metric([st.volume], st.pending_events)
@@ -77,6 +99,9 @@ class VolumeGauges(Collector):
         yield lag
         yield lag_bytes
         yield age
+        yield held
+        yield fenced
+        yield found
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []
@@ -110,6 +135,7 @@ class WorkerMetrics:
             "kcdp_dlq_events", "Records sent to the dead-letter topic", ["error"], registry=r
         )
         self.gaps = Counter("kcdp_gaps", "Gaps detected", ["volume", "kind"], registry=r)
+        self.rereads = Counter("kcdp_rereads", "Ranges read again before judging a gap", registry=r)
         self.committed = Gauge(
             "kcdp_committed_offset", "Last committed offset", ["partition"], registry=r
         )

@@ -122,3 +122,51 @@ class BulkReader:
             self._consumer.close()
             self._consumer = None
         self.assigned.clear()
+
+
+def read_range(
+    conf: Mapping[str, Any],
+    topic: str,
+    partition: int,
+    lo: int,
+    hi: int,
+    *,
+    group_id: str,
+    timeout: float = 10.0,
+) -> list[Record]:
+    """The records at offsets ``lo..hi`` of one partition, read again by a new consumer
+    (``assign()``, no group), in offset order.
+
+    Stops at ``hi``, at the end of the partition, or after ``timeout`` seconds without a
+    record (then what was read so far is returned: a re-read finds records, it never
+    proves their absence beyond what the broker served). Raises :class:`BrokerError` on a
+    fatal consumer error."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(consumer_config(conf, group_id, **{"enable.partition.eof": True}))
+    out: list[Record] = []
+    try:
+        consumer.assign([TopicPartition(topic, partition, lo)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    break
+                if err.fatal():
+                    raise BrokerError(f"re-reading {topic}[{partition}]: {err.str()}")
+                continue
+            offset = msg.offset()
+            if offset is None or offset > hi:
+                break
+            if offset >= lo:
+                out.append((offset, msg.key(), msg.value()))
+                deadline = time.monotonic() + timeout
+            if offset >= hi:
+                break
+    finally:
+        consumer.close()
+    return out
