@@ -3,7 +3,9 @@
 Chunk ``i`` covers ``[i·chunk_size, min((i+1)·chunk_size, volume_size))``. A non-zero chunk
 is stored zstd-compressed under ``v1/chunks/<h[0:2]>/<h>`` with ``h`` the SHA-256 of its
 raw bytes; an all-zero chunk is ``null`` and not stored. A new checkpoint uploads only
-chunks not already present, so unchanged data is never uploaded twice.
+chunks not already present, so unchanged data is never uploaded twice. A version 2
+checkpoint carries its own canonical digest and ``window_digest``, the digest of the
+manifest of the window ending at its offset (:func:`check_pairing`); version 1 is read too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import hashlib
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import zstandard
@@ -20,19 +23,26 @@ import zstandard
 from connectors.errors import GapError, IntegrityError, ObjectNotFound
 from connectors.store.base import ObjectStore
 from streams import keys
-from streams.document import load_document
+from streams.document import canonical_digest, check_digest, load_document
 from streams.extents import intersects, union_ranges
 from streams.image import Image
+from streams.manifest import Manifest
 
 FORMAT = "kcdp-checkpoint"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
 DEFAULT_CHUNK_SIZE = 4 << 20
 ZSTD_LEVEL = 3
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The image of ``volume`` after point ``offset``, as a chunk list."""
+    """The image of ``volume`` after point ``offset``, as a chunk list.
+
+    ``window_digest`` (None only in version 1): the canonical digest of the manifest of the
+    window ending at ``offset``. ``digest``: the canonical digest, computed on construction
+    (of the stored document for a loaded checkpoint).
+    """
 
     volume: str
     offset: int
@@ -42,6 +52,16 @@ class Checkpoint:
     chunk_sizes: tuple[int, ...]
     image_sha256: str
     created_us: int
+    window_digest: str | None = None
+    version: int = VERSION
+    digest: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise ValueError(f"checkpoint version {self.version} is not one of {VERSIONS}")
+        if self.version >= 2 and self.window_digest is None:
+            raise ValueError("a version 2 checkpoint records its window's manifest digest")
+        object.__setattr__(self, "digest", canonical_digest(self._body()))
 
     @property
     def key(self) -> str:
@@ -56,26 +76,36 @@ class Checkpoint:
         start = i * self.chunk_size
         return start, min(start + self.chunk_size, self.volume_size)
 
+    def _body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "format": FORMAT,
+            "version": self.version,
+            "volume": self.volume,
+            "offset": self.offset,
+            "volume_size": self.volume_size,
+            "chunk_size": self.chunk_size,
+            "chunks": list(self.chunks),
+            "chunk_sizes": list(self.chunk_sizes),
+            "image_sha256": self.image_sha256,
+            "created_us": self.created_us,
+        }
+        if self.version >= 2:
+            body["window_digest"] = self.window_digest
+        return body
+
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "format": FORMAT,
-                "version": VERSION,
-                "volume": self.volume,
-                "offset": self.offset,
-                "volume_size": self.volume_size,
-                "chunk_size": self.chunk_size,
-                "chunks": list(self.chunks),
-                "chunk_sizes": list(self.chunk_sizes),
-                "image_sha256": self.image_sha256,
-                "created_us": self.created_us,
-            }
-        )
+        body = self._body()
+        if self.version >= 2:
+            body["digest"] = self.digest
+        return orjson.dumps(body)
 
     @classmethod
     def from_json(cls, data: bytes, *, name: str = "checkpoint") -> Checkpoint:
-        """Parse a checkpoint; :class:`IntegrityError` naming ``name`` if malformed."""
-        d = load_document(data, fmt=FORMAT, version=VERSION, what="checkpoint", name=name)
+        """Parse a checkpoint; :class:`IntegrityError` naming ``name`` if malformed or, in
+        version 2, if it does not match its digest."""
+        d = load_document(data, fmt=FORMAT, version=VERSIONS, what="checkpoint", name=name)
+        version = int(d["version"])
+        digest = check_digest(d, what="checkpoint", name=name) if version >= 2 else None
         try:
             cp = cls(
                 volume=str(d["volume"]),
@@ -86,6 +116,8 @@ class Checkpoint:
                 chunk_sizes=tuple(int(s) for s in d["chunk_sizes"]),
                 image_sha256=str(d["image_sha256"]),
                 created_us=int(d["created_us"]),
+                window_digest=str(d["window_digest"]) if version >= 2 else None,
+                version=version,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(
@@ -94,7 +126,21 @@ class Checkpoint:
         n = -(-cp.volume_size // cp.chunk_size) if cp.chunk_size > 0 else -1
         if n != len(cp.chunks) or n != len(cp.chunk_sizes):
             raise IntegrityError(f"{name}: chunk list does not match the volume size")
+        object.__setattr__(cp, "digest", digest or canonical_digest(d))
         return cp
+
+
+def check_pairing(cp: Checkpoint, m: Manifest | None) -> None:
+    """Check that ``cp`` was taken after window ``m``, the stored window ending at its
+    offset (None: no stored window ends there): :class:`GapError` when there is none,
+    :class:`IntegrityError` when ``cp`` (version 2) records another manifest digest."""
+    if m is None or m.last_offset != cp.offset:
+        raise GapError(f"checkpoint {cp.key} is not at the end of a stored window of {cp.volume}")
+    if cp.window_digest is not None and cp.window_digest != m.digest:
+        raise IntegrityError(
+            f"{cp.key}: was taken after a window whose manifest differs from {m.key} "
+            "(the manifest was altered or replaced)"
+        )
 
 
 def _image_digest(cp_chunks: Iterable[tuple[str | None, int]]) -> str:
@@ -120,8 +166,10 @@ def write_checkpoint(
     previous: Checkpoint | None = None,
     dirty: Iterable[tuple[int, int]] | None = None,
     created_us: int | None = None,
+    window_digest: str,
 ) -> Checkpoint:
-    """Store a checkpoint of ``image`` (the volume after point ``offset``) and return it.
+    """Store a checkpoint of ``image`` (the volume after point ``offset``, the end of the
+    window whose manifest has canonical digest ``window_digest``) and return it.
 
     Uploads the chunk objects first (only those not already stored), then the checkpoint
     JSON. With ``previous`` (same volume size and chunk size) and ``dirty`` (the ranges
@@ -173,6 +221,7 @@ def write_checkpoint(
             (c, min((i + 1) * chunk_size, size) - i * chunk_size) for i, c in enumerate(chunks)
         ),
         created_us=time.time_ns() // 1000 if created_us is None else created_us,
+        window_digest=window_digest,
     )
     store.put(cp.key, cp.to_json())
     return cp

@@ -67,6 +67,11 @@ def gap_key(volume: str, offset: int) -> str:
     return f"{gaps_prefix(volume)}{pad(offset)}.json"
 
 
+def head_key(volume: str) -> str:
+    """The volume's head document (its newest window; overwritten after each window)."""
+    return f"{volume_prefix(volume)}head.json"
+
+
 def volumes_prefix() -> str:
     return f"{LAYOUT}/volumes/"
 

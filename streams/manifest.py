@@ -2,13 +2,18 @@
 
 A window exists once its manifest exists. The manifest names the window's forward and
 backward increments and write log with their sizes and SHA-256 digests;
-:func:`get_verified` fetches an object and checks it against those.
+:func:`get_verified` fetches an object and checks it against those. A version 2 manifest
+carries its own canonical digest and the digest of the manifest before it;
+:func:`check_link` is the one check that a window follows another (the chain), used by
+the restore planner, ``kcdp verify`` and the agent's resume. Version 1 manifests are
+read too (``digest`` is then computed from the stored document, nothing authenticates
+it).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -16,10 +21,11 @@ import orjson
 from connectors.errors import GapError, IntegrityError, ObjectNotFound
 from connectors.store.base import ObjectStore
 from streams import keys
-from streams.document import load_document
+from streams.document import canonical_digest, check_digest, load_document
 
 FORMAT = "kcdp-manifest"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,18 @@ class ObjectRef:
         """The reference of ``data`` stored under ``key``."""
         return cls(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(), **counts)
 
+    def check_counts(self, *, manifest: str, **counts: int) -> None:
+        """The object's content has ``counts`` (``extents``, ``logical_bytes``,
+        ``records``); each recorded one must match (:class:`IntegrityError` naming the
+        ``manifest`` key otherwise: the object matches its digest, so the manifest lies)."""
+        for name, value in counts.items():
+            recorded = getattr(self, name)
+            if recorded is not None and recorded != value:
+                raise IntegrityError(
+                    f"{manifest}: says {self.key} holds {recorded} {name.replace('_', ' ')}, "
+                    f"it holds {value}"
+                )
+
 
 @dataclass(frozen=True, slots=True)
 class Bookmark:
@@ -67,7 +85,12 @@ class Bookmark:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """One window of one volume; field meanings in docs/FORMAT.md."""
+    """One window of one volume; field meanings in docs/FORMAT.md.
+
+    ``digest`` is the canonical digest: of the stored document for a loaded manifest,
+    else of :meth:`to_dict` (computed on construction, so :func:`dataclasses.replace`
+    yields a manifest with its own digest). ``previous_digest`` is None only in version 1.
+    """
 
     volume: str
     group: str
@@ -95,15 +118,38 @@ class Manifest:
     backward: ObjectRef
     writelog: ObjectRef
     created_us: int
+    previous_digest: str | None = None
+    fenced: tuple[str, ...] = ()
+    version: int = VERSION
+    digest: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise ValueError(f"manifest version {self.version} is not one of {VERSIONS}")
+        if self.version >= 2 and (self.previous is None) != (self.previous_digest is None):
+            raise ValueError("a version 2 manifest names its previous window with its digest")
+        object.__setattr__(self, "digest", canonical_digest(self._body()))
 
     @property
     def key(self) -> str:
         return keys.manifest_key(self.volume, self.first_offset, self.last_offset)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The stored document (with ``digest`` in version 2)."""
+        body = self._body()
+        if self.version >= 2:
+            body["digest"] = self.digest
+        return body
+
+    def _body(self) -> dict[str, Any]:
+        previous: dict[str, Any] | None = None
+        if self.previous is not None:
+            previous = {"first_offset": self.previous[0], "last_offset": self.previous[1]}
+            if self.version >= 2:
+                previous["digest"] = self.previous_digest
+        body = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "volume": self.volume,
             "group": self.group,
             "topic": self.topic,
@@ -121,9 +167,7 @@ class Manifest:
             "policy": self.policy,
             "period_us": self.period_us,
             "close_reason": self.close_reason,
-            "previous": None
-            if self.previous is None
-            else {"first_offset": self.previous[0], "last_offset": self.previous[1]},
+            "previous": previous,
             "restorable_from": self.restorable_from,
             "consistent": self.consistent,
             "bookmarks": [
@@ -137,14 +181,20 @@ class Manifest:
             },
             "created_us": self.created_us,
         }
+        if self.version >= 2:
+            body["fenced"] = list(self.fenced)
+        return body
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, data: bytes, *, name: str = "manifest") -> Manifest:
-        """Parse a manifest; :class:`IntegrityError` naming ``name`` if malformed."""
-        d = load_document(data, fmt=FORMAT, version=VERSION, what="manifest", name=name)
+        """Parse a manifest; :class:`IntegrityError` naming ``name`` if malformed or, in
+        version 2, if it does not match its digest."""
+        d = load_document(data, fmt=FORMAT, version=VERSIONS, what="manifest", name=name)
+        version = int(d["version"])
+        digest = check_digest(d, what="manifest", name=name) if version >= 2 else None
         try:
             prev = d["previous"]
             objs = d["objects"]
@@ -180,6 +230,11 @@ class Manifest:
                 backward=ObjectRef.from_dict(objs["backward"]),
                 writelog=ObjectRef.from_dict(objs["writelog"]),
                 created_us=int(d["created_us"]),
+                previous_digest=None
+                if prev is None or version < 2
+                else _hex_digest(prev["digest"]),
+                fenced=tuple(_strings(d["fenced"])) if version >= 2 else (),
+                version=version,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IntegrityError(
@@ -187,7 +242,98 @@ class Manifest:
             ) from None
         if m.last_offset < m.first_offset:
             raise IntegrityError(f"{name}: last_offset before first_offset")
+        # the digest of the stored document (a v1 document may differ from to_dict's)
+        object.__setattr__(m, "digest", digest or canonical_digest(d))
         return m
+
+
+def _hex_digest(value: object) -> str:
+    if not isinstance(value, str) or len(value) != 64:
+        raise ValueError(f"not a SHA-256 hex digest: {value!r}")
+    int(value, 16)
+    return value
+
+
+def _strings(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("fenced must be a list of strings")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    """A broken link of the history: the error it is, and the store key at fault."""
+
+    error: GapError | IntegrityError
+    key: str
+
+
+def link_problem(prev: Manifest | tuple[int, int] | None, m: Manifest) -> Broken | None:
+    """Whether window ``m`` follows ``prev`` (docs/FORMAT.md "Chain"); None when it does.
+
+    ``prev`` is the stored window before ``m``: its manifest; only its offsets when its
+    manifest cannot be read (the digest is then not checked); None when ``m`` must be the
+    volume's first window. A window missing between them (or before a first window) is a
+    :class:`GapError` naming the missing manifest; offsets or digests that contradict each
+    other (a manifest altered, replaced or moved) an :class:`IntegrityError`.
+    """
+    span = f"window {m.first_offset}-{m.last_offset} of {m.volume}"
+    if prev is None:
+        if m.previous is None:
+            return None
+        missing = keys.manifest_key(m.volume, *m.previous)
+        return Broken(
+            GapError(
+                f"the history of {m.volume} before window {m.first_offset}-{m.last_offset} "
+                f"is not stored (it follows window {m.previous[0]}-{m.previous[1]}, whose "
+                f"manifest {missing} is missing)"
+            ),
+            missing,
+        )
+    have = prev if isinstance(prev, tuple) else (prev.first_offset, prev.last_offset)
+    if m.previous is None:
+        return Broken(
+            IntegrityError(
+                f"{m.key}: names no previous window, but window {have[0]}-{have[1]} is "
+                "stored before it"
+            ),
+            m.key,
+        )
+    if m.previous != have:
+        if m.previous[0] > have[1]:
+            missing = keys.manifest_key(m.volume, *m.previous)
+            return Broken(
+                GapError(
+                    f"window {m.previous[0]}-{m.previous[1]} of {m.volume} is missing (its "
+                    f"manifest {missing}; {span} follows it)"
+                ),
+                missing,
+            )
+        return Broken(
+            IntegrityError(
+                f"{m.key}: follows window {m.previous[0]}-{m.previous[1]}, but the store "
+                f"holds window {have[0]}-{have[1]} before it (manifests moved or reordered)"
+            ),
+            m.key,
+        )
+    if m.first_offset <= have[1]:
+        return Broken(IntegrityError(f"{m.key}: overlaps window {have[0]}-{have[1]}"), m.key)
+    if isinstance(prev, Manifest) and m.previous_digest not in (None, prev.digest):
+        return Broken(
+            IntegrityError(
+                f"{prev.key}: does not match the digest {span} records for it (the "
+                "manifest was altered or replaced)"
+            ),
+            prev.key,
+        )
+    return None
+
+
+def check_link(prev: Manifest | tuple[int, int] | None, m: Manifest) -> None:
+    """Raise the error of :func:`link_problem` if ``m`` does not follow ``prev``."""
+    broken = link_problem(prev, m)
+    if broken is not None:
+        raise broken.error
 
 
 def list_window_keys(

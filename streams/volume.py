@@ -50,6 +50,7 @@ from streams.admission import DEFAULT_HOLD_US, DEFAULT_SUPPORT, Reread, VolumeLi
 from streams.checkpoint import (
     DEFAULT_CHUNK_SIZE,
     Checkpoint,
+    check_pairing,
     list_checkpoints,
     load_checkpoint,
     materialize_checkpoint,
@@ -59,6 +60,7 @@ from streams.increment import read_increment
 from streams.manifest import (
     Bookmark,
     Manifest,
+    check_link,
     get_verified,
     list_window_keys,
     load_manifest,
@@ -138,6 +140,8 @@ class VolumeBuilder:
         #: time and result (managed by the partition processor)
         self.pending: tuple[int, int, Future[StoredWindow]] | None = None
         self.previous: tuple[int, int] | None = None
+        #: the newest stored window: offsets and manifest digest (the next one chains to it)
+        self.newest: tuple[int, int, str] | None = None
         #: the session and sequence rules' state (owned by the line, read here)
         self.line = VolumeLine(
             self.volume,
@@ -262,7 +266,19 @@ class VolumeBuilder:
             sync=self.unsynced + 1 >= max(1, o.image_sync_windows),
             checkpoint=self._checkpoint_job(1, cut.data_bytes),
             clock=o.clock,
+            previous_digest=self._previous_digest(cut),
         )
+
+    def _previous_digest(self, cut: WindowCut) -> str | None:
+        """The manifest digest of the window ``cut`` follows: the newest stored one."""
+        if cut.previous is None:
+            return None
+        if self.newest is None or self.newest[:2] != cut.previous:
+            raise GapError(
+                f"volume {self.volume}: window {cut.first}-{cut.last} follows window "
+                f"{cut.previous}, but the newest stored window is {self.newest}"
+            )
+        return self.newest[2]
 
     def _checkpoint_job(self, windows: int, data: int) -> CheckpointJob | None:
         """The checkpoint due after ``windows`` more windows of ``data`` written bytes
@@ -284,6 +300,7 @@ class VolumeBuilder:
         :meth:`job`): durable offset, checkpoint counters, image state."""
         m = sw.manifest
         self.durable_offset = m.last_offset
+        self.newest = (m.first_offset, m.last_offset, m.digest)
         self.unsynced += 1
         self.windows_since_cp += 1
         self.bytes_since_cp += m.bytes_written
@@ -307,13 +324,11 @@ class VolumeBuilder:
         self._write_state(self.durable_offset)
         self.unsynced = 0
 
-    def _maybe_checkpoint(self, offset: int) -> None:
+    def _maybe_checkpoint(self, window: Manifest) -> None:
         job = self._checkpoint_job(0, 0)
         if job is not None:
             assert self.image is not None
-            cp = take_checkpoint(
-                self.store, self.image, self.volume, offset, job, [], self.opt.clock
-            )
+            cp = take_checkpoint(self.store, self.image, window, job, [], self.opt.clock)
             self._checkpointed(cp)
 
     def _checkpointed(self, cp: Checkpoint) -> None:
@@ -360,6 +375,7 @@ class VolumeBuilder:
         self.durable_offset = self.cut_offset = last.last_offset
         self.last_offset_seen = last.last_offset
         self.previous = (last.first_offset, last.last_offset)
+        self.newest = (last.first_offset, last.last_offset, last.digest)
         self.win_session = last.session
         self.consistent = last.consistent
         records = list(read_log(get_verified(self.store, last.writelog), name=last.writelog.key))
@@ -384,7 +400,7 @@ class VolumeBuilder:
         self.dirty_known = False
         # a crash between the last manifest and its due checkpoint: take it now, at the
         # same offset an uninterrupted run would have
-        self._maybe_checkpoint(last.last_offset)
+        self._maybe_checkpoint(last)
         return True
 
     def _fresh_image(self) -> None:
@@ -409,21 +425,20 @@ class VolumeBuilder:
                 materialize_checkpoint(self.store, self.checkpoint, self.image)
                 start = self.checkpoint.offset
         assert self.image is not None
-        prev_last = start
+        at = next((k for _f, last, k in windows if last == start), None)
+        prev = None if at is None else load_manifest(self.store, at)
+        if self.checkpoint is not None and start == self.checkpoint.offset:
+            check_pairing(self.checkpoint, prev)
         todo = [w for w in windows if w[1] > start]
-        for _first, last, key in todo:
+        for _first, _last, key in todo:
             m = load_manifest(self.store, key)
-            if prev_last >= 0 and (m.previous is None or m.previous[1] != prev_last):
-                raise GapError(
-                    f"volume {self.volume}: manifest {key} does not follow window ending at "
-                    f"{prev_last}: the chain is broken"
-                )
+            check_link(prev, m)
             data = get_verified(self.store, m.forward)
             extents = list(read_increment(data, expect_direction="forward", name=m.forward.key))
             if m.volume_size != self.size:
                 raise IntegrityError(f"{key}: volume size differs from the last manifest's")
             self.image.apply(extents)
-            prev_last = last
+            prev = m
         if todo or applied != self.durable_offset:
             self._sync_image()
 

@@ -4,9 +4,11 @@
 (:class:`WindowCut`, :class:`WindowJob`), so it runs the same inline, on a background
 thread, or in a child process (:class:`WindowStorers`). It writes, in this order
 (docs/FORMAT.md "Ordering invariants"): forward increment, backward increment and write
-log (in parallel), then the manifest once all three are durable; only then does it apply
-the forward increment to the image, fsync the image when the job says so, and take a due
-checkpoint. The caller (:meth:`streams.volume.VolumeBuilder.stored`) records the result.
+log (in parallel), then the manifest once all three are durable (chained to the previous
+stored manifest by the digest the job carries), then the volume's head naming it; only
+then does it apply the forward increment to the image, fsync the image when the job says
+so, and take a due checkpoint. The caller (:meth:`streams.volume.VolumeBuilder.stored`)
+records the result.
 
 **Child processes.** The increment worker is CPU-bound under one interpreter lock: decoding
 events and storing windows compete for it. :class:`WindowStorers` moves storing into
@@ -45,6 +47,7 @@ from streams import keys
 from streams.assemble import assemble_window
 from streams.checkpoint import Checkpoint, write_checkpoint
 from streams.extents import union_ranges
+from streams.head import put_head
 from streams.image import Image
 from streams.increment import write_increment
 from streams.manifest import Bookmark, Manifest, ObjectRef
@@ -70,6 +73,7 @@ class WindowCut:
     consistent: bool
     bookmarks: tuple[Bookmark, ...]
     data_bytes: int  # WRITE/BASELINE bytes of the members (the cutter's count)
+    fenced: tuple[str, ...] = ()  # sessions fenced out of the volume's history (manifest)
 
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
@@ -106,7 +110,9 @@ class CheckpointJob:
 @dataclass(frozen=True, slots=True)
 class WindowJob:
     """What storing a window needs besides the cut (picklable: ``clock`` must be a
-    module-level function when the job goes to a child process)."""
+    module-level function when the job goes to a child process). ``previous_digest``:
+    the canonical digest of the manifest of the cut's ``previous`` window (None only when
+    the cut has none)."""
 
     volume: str
     group: str
@@ -118,6 +124,7 @@ class WindowJob:
     sync: bool  # fsync the image after applying the window
     checkpoint: CheckpointJob | None
     clock: Callable[[], int] = now_us
+    previous_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +190,8 @@ def write_window(
         period_us=cut.period_us,
         close_reason=cut.reason,
         previous=cut.previous,
+        previous_digest=job.previous_digest,
+        fenced=cut.fenced,
         restorable_from=cut.restorable_from,
         consistent=cut.consistent,
         bookmarks=cut.bookmarks,
@@ -193,31 +202,32 @@ def write_window(
         created_us=job.clock(),
     )
     store.put(manifest.key, manifest.to_json())
+    put_head(store, manifest, job.clock())
     image.apply(forward)
     if job.sync:
         image.sync()
     checkpoint = None
     if job.checkpoint is not None:
-        checkpoint = take_checkpoint(store, image, v, last, job.checkpoint, ranges, job.clock)
+        checkpoint = take_checkpoint(store, image, manifest, job.checkpoint, ranges, job.clock)
     return StoredWindow(manifest, ranges, job.sync, checkpoint)
 
 
 def take_checkpoint(
     store: ObjectStore,
     image: Image,
-    volume: str,
-    offset: int,
+    window: Manifest,
     job: CheckpointJob,
     ranges: list[tuple[int, int]],
     clock: Callable[[], int],
 ) -> Checkpoint:
-    """Checkpoint ``image`` (the volume after ``offset``); ``ranges`` changed since
+    """Checkpoint ``image`` (the volume at the end of ``window``); ``ranges`` changed since
     ``job.dirty`` was taken."""
     return write_checkpoint(
         store,
         image,
-        volume=volume,
-        offset=offset,
+        volume=window.volume,
+        offset=window.last_offset,
+        window_digest=window.digest,
         chunk_size=job.chunk_size,
         previous=job.previous,
         dirty=None if job.dirty is None else union_ranges(job.dirty + ranges),

@@ -16,19 +16,20 @@ import io
 import random
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from connectors.restore.planner import Plan
+from connectors.restore.plan import Plan
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
 from streams import keys
-from streams.checkpoint import write_checkpoint
+from streams.checkpoint import Checkpoint, write_checkpoint
 from streams.extents import Extent, split_ranges, union_ranges
 from streams.gaps import Gap
+from streams.head import put_head
 from streams.image import Image
 from streams.increment import write_increment
-from streams.manifest import Bookmark, Manifest, ObjectRef
+from streams.manifest import Bookmark, Manifest, ObjectRef, list_window_keys
 from streams.writelog import LogRecord, needs_forward, read_log, write_log
 
 T0 = 1_795_571_270_000_000  # µs
@@ -280,6 +281,7 @@ def write_store(
                 period_us=None,
                 close_reason="count",
                 previous=None if prev is None else (prev.first_offset, prev.last_offset),
+                previous_digest=None if prev is None else prev.digest,
                 restorable_from=restorable,
                 consistent=not broken and last >= base_end,
                 bookmarks=tuple(
@@ -294,6 +296,7 @@ def write_store(
                 created_us=T0,
             )
             store.put(m.key, m.to_json())
+            put_head(store, m, T0)
             store.put(keys.partition_marker_key(topic, partition, volume), b"")
             manifests.append(m)
             prev = m
@@ -301,7 +304,7 @@ def write_store(
                 checkpoint_last and k == len(windows) - 1
             )
             if want_cp:
-                put_checkpoint(store, volume, last, after)
+                put_checkpoint(store, volume, last, after, m.digest)
         out[volume] = manifests
     return out
 
@@ -329,14 +332,43 @@ def replays_from_forward(store: ObjectStore, plan: Plan) -> bool:
     return needs_forward(read_log(store.get(replay.ref.key)), upto_offset=replay.upto)
 
 
-def put_checkpoint(store: ObjectStore, volume: str, offset: int, image: bytes) -> None:
+def put_checkpoint(
+    store: ObjectStore, volume: str, offset: int, image: bytes, window_digest: str
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cp.img"
         with Image(path, len(image)) as img:
             img.pwrite(0, image)
-            write_checkpoint(store, img, volume=volume, offset=offset, chunk_size=16 * 1024)
+            write_checkpoint(
+                store,
+                img,
+                volume=volume,
+                offset=offset,
+                chunk_size=16 * 1024,
+                window_digest=window_digest,
+            )
 
 
 def _extent(image: bytes, start: int, end: int) -> Extent:
     chunk = image[start:end]
     return Extent(start, end - start, None if not any(chunk) else chunk)
+
+
+def reseal(store: ObjectStore, volume: str) -> None:
+    """Rewrite ``volume``'s chain over its manifests as stored: each ``previous.digest``,
+    each checkpoint's ``window_digest`` and the head. Only a writer of arbitrary objects
+    can do this (outside the threat model of docs/FORMAT.md "Restore"); tests use it to
+    reach the checks behind the chain."""
+    prev: Manifest | None = None
+    for _first, last, key in list_window_keys(store, volume):
+        m = Manifest.from_json(store.get(key), name=key)
+        if prev is not None and m.version >= 2:
+            m = replace(m, previous_digest=prev.digest)
+            store.put(key, m.to_json())
+        for info in list(store.list(keys.checkpoint_key(volume, last))):
+            cp = Checkpoint.from_json(store.get(info.key), name=info.key)
+            if cp.version >= 2:
+                store.put(info.key, replace(cp, window_digest=m.digest).to_json())
+        prev = m
+    if prev is not None:
+        put_head(store, prev, T0)

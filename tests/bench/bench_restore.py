@@ -39,6 +39,7 @@ from streams import keys
 from streams.assemble import in_forward_flags
 from streams.checkpoint import Checkpoint, write_checkpoint
 from streams.extents import Extent, split_ranges, union_ranges
+from streams.head import put_head
 from streams.image import Image
 from streams.increment import write_increment
 from streams.manifest import Manifest, ObjectRef
@@ -120,11 +121,13 @@ class Writer:
             events=len(recs), bytes_written=sum(len(r.data) for r in recs),
             policy={"count": len(recs)}, period_us=None, close_reason="count",
             previous=None if self.prev is None else (self.prev.first_offset, self.prev.last_offset),
+            previous_digest=None if self.prev is None else self.prev.digest,
             restorable_from=None if self.base_end is None else max(first, self.base_end),
             consistent=consistent, bookmarks=(), ranges_sha256=digest,
             forward=refs["fwd"], backward=refs["bwd"], writelog=refs["log"], created_us=T0,
         )  # fmt: skip
         self.store.put(m.key, m.to_json())
+        put_head(self.store, m, T0)
         self.prev = m
         return digest_at
 
@@ -133,6 +136,7 @@ class Writer:
         self.cp = write_checkpoint(
             self.store, self.image, volume=VOLUME, offset=self.prev.last_offset,
             previous=self.cp, dirty=self.dirty if self.cp else None,
+            window_digest=self.prev.digest,
         )  # fmt: skip
         self.dirty = []
 

@@ -161,6 +161,7 @@ def _manifest() -> Manifest:
         period_us=1_000_000,
         close_reason="time",
         previous=(0, 2),
+        previous_digest="e" * 64,
         restorable_from=3,
         consistent=True,
         bookmarks=(Bookmark("b", 5, 7),),
@@ -188,7 +189,7 @@ def test_manifest_round_trip_and_listing() -> None:
     with pytest.raises(GapError):
         load_manifest(store, keys.manifest_key("db", 13, 14))
     with pytest.raises(IntegrityError):
-        Manifest.from_json(m.to_json().replace(b'"version":1', b'"version":9'))
+        Manifest.from_json(m.to_json().replace(b'"version":2', b'"version":9'))
 
 
 def test_get_verified() -> None:
@@ -209,7 +210,9 @@ def test_checkpoint_dedup_and_materialize(tmp_path: Path) -> None:
     with Image(tmp_path / "a", size) as img:
         img.pwrite(0, os.urandom(4096))
         img.pwrite(size - 50, b"end" * 10)
-        cp1 = write_checkpoint(store, img, volume="v", offset=5, chunk_size=4096)
+        cp1 = write_checkpoint(
+            store, img, volume="v", offset=5, chunk_size=4096, window_digest="5" * 64
+        )
         assert cp1.chunks[1] is None and cp1.chunks[0] is not None
         chunks_before = {i.key for i in store.list("v1/chunks/")}
         img.pwrite(4096 * 3, b"new")
@@ -221,6 +224,7 @@ def test_checkpoint_dedup_and_materialize(tmp_path: Path) -> None:
             chunk_size=4096,
             previous=cp1,
             dirty=[(4096 * 3, 4096 * 3 + 3)],
+            window_digest="9" * 64,
         )
         chunks_after = {i.key for i in store.list("v1/chunks/")}
         assert len(chunks_after - chunks_before) == 1
