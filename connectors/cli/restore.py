@@ -155,13 +155,8 @@ def _target(args: argparse.Namespace, catalogs: list[Catalog]) -> int:
         if not offsets:
             raise NotRestorableError(f"no event at or before {args.to_timestamp}")
         return max(offsets)
-    newest = []
-    for c in catalogs:
-        span = c.restorable_span()
-        if span is None:
-            raise NotRestorableError(f"volume {c.volume} has no restorable point")
-        newest.append(span[1])
-    return min(newest) if len(catalogs) > 1 else newest[0]
+    newest = [c.latest() for c in catalogs]
+    return min(newest)
 
 
 def _kafka(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> KafkaReplay | None:

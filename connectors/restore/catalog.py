@@ -5,6 +5,12 @@ built, and loads manifests lazily (in parallel when many are needed). It answers
 window holds point N, where bookmarks are, which offset a time maps to (manifests' times,
 then the window's write log: the last event with ``timestamp_us ≤ T``, times clamped to be
 non-decreasing as the window policy does), and the oldest / newest restorable point.
+
+It also answers what a point after a window's end stands on (:meth:`Catalog.check_after`):
+the next stored window must follow that window, or it must be the newest and anchored by
+the volume's head (docs/FORMAT.md "Head"), so a point inside a deleted window is never
+taken for the end of the window before it, and ``--latest`` (:meth:`Catalog.latest`) is
+never silently an older point.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ from connectors.store.base import ObjectStore
 from streams import keys
 from streams.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from streams.gaps import Gap, list_gaps
+from streams.head import Head, anchor_problem, load_head
 from streams.manifest import (
     Bookmark,
+    Broken,
     Manifest,
+    check_link,
     get_verified,
     list_window_keys,
     load_manifest,
@@ -54,6 +63,7 @@ class Catalog:
         self.checkpoints: list[int] = list_checkpoints(store, volume)
         self.gaps: list[Gap] = list_gaps(store, volume)
         self._manifests: dict[int, Manifest] = {}
+        self._head: list[Head | None] = []  # [head] once loaded
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -85,6 +95,36 @@ class Catalog:
 
     def checkpoint(self, offset: int) -> Checkpoint:
         return load_checkpoint(self.store, self.volume, offset)
+
+    def head(self) -> Head | None:
+        """The volume's head (loaded once; None: it has none; IntegrityError if bad)."""
+        if not self._head:
+            self._head.append(load_head(self.store, self.volume))
+        return self._head[0]
+
+    def anchor_problem(self) -> Broken | None:
+        """Why the newest stored window is not anchored by the head; None when it is."""
+        self.require_windows()
+        try:
+            head = self.head()
+        except IntegrityError as exc:
+            return Broken(exc, keys.head_key(self.volume))
+        return anchor_problem(head, self.manifest(len(self.windows) - 1), volume=self.volume)
+
+    def check_after(self, index: int, offset: int) -> None:
+        """Check what point ``offset``, after the end of window ``index``, stands on: the
+        next stored window follows it (GapError/IntegrityError otherwise), or it is the
+        newest and anchored (NotRestorableError otherwise)."""
+        if index + 1 < len(self.windows):
+            check_link(self.manifest(index), self.manifest(index + 1))
+            return
+        broken = self.anchor_problem()
+        if broken is not None:
+            w = self.windows[index]
+            raise NotRestorableError(
+                f"point {offset} of {self.volume} lies after window {w.first}-{w.last}, "
+                f"which cannot be verified as the newest: {broken.error.message}"
+            )
 
     # -- lookups -----------------------------------------------------------------------
     def require_windows(self) -> None:
@@ -138,6 +178,18 @@ class Catalog:
         """Gap records with ``low < at_offset ≤ high``."""
         return [g for g in self.gaps if low < g.at_offset <= high]
 
+    def latest(self) -> int:
+        """The newest restorable point, only while the newest window is anchored."""
+        span = self.restorable_span()
+        if span is None:
+            raise NotRestorableError(f"volume {self.volume} has no restorable point")
+        broken = self.anchor_problem()
+        if broken is not None:
+            raise NotRestorableError(
+                f"the newest point of {self.volume} cannot be established: {broken.error.message}"
+            )
+        return span[1]
+
     def restorable_span(self) -> tuple[int, int] | None:
         """(oldest, newest) restorable point recorded in the store, or None."""
         self.require_windows()
@@ -175,6 +227,8 @@ class Catalog:
                 f"{m.first_offset}-{m.last_offset}: restorable from {m.restorable_from}, "
                 f"consistent end: {m.consistent}); a gap or an unfinished baseline precedes it"
             )
+        if offset > m.last_offset:
+            self.check_after(index, offset)
         return index, m
 
 

@@ -4,7 +4,10 @@ Objects are downloaded by a thread pool (``workers``, default 4) a few ahead of 
 being applied, each checked against its manifest digest (size + SHA-256) and its extents'
 CRC-32C before it is applied in plan order. At every window boundary the image is checked
 against the window's recorded ``ranges_sha256``: after a forward increment is applied, and
-before a backward increment is applied (the image must then hold the window's end state).
+before a backward increment is applied (the image must then hold the window's end state);
+after the last backward increment, the image over the edge window's ranges (from its
+forward increment, ``Path.final``) must match that window's ``ranges_sha256``. The
+checkpoint read to start from must be the one planned (its canonical digest).
 Single writes come from Kafka while the broker still retains the window's offsets (when a
 :class:`~connectors.restore.kafka_source.KafkaReplay` is given), else from the archived
 write log; when a log record up to the point is ``in_forward`` (its bytes live only in the
@@ -44,13 +47,15 @@ from connectors.errors import (
 from connectors.fsutil import fsync_dir
 from connectors.restore.catalog import Catalog
 from connectors.restore.kafka_source import KafkaReplay
-from connectors.restore.planner import Plan, Step, plan_restore
+from connectors.restore.plan import Plan, Step
+from connectors.restore.planner import plan_restore
 from connectors.store.base import ObjectStore
+from streams import keys
 from streams.checkpoint import materialize_checkpoint
 from streams.extents import Extent
 from streams.image import Image
 from streams.increment import read_increment
-from streams.manifest import get_verified
+from streams.manifest import ObjectRef, get_verified
 from streams.writelog import ForwardBytes, LogRecord, apply_records, needs_forward, read_log
 
 log = logging.getLogger("kcdp.restore")
@@ -189,6 +194,7 @@ def execute(
             if bar:
                 bar.advance(plan.path.checkpoint_bytes)
             _apply_steps(store, plan, image, workers, bar)
+            _check_final(store, plan, image)
             source = _replay(store, plan, image, kafka)
             if bar and plan.path.replay:
                 bar.advance(plan.path.replay.bytes)
@@ -217,17 +223,27 @@ def _start(
     assert path.checkpoint_key is not None
     try:
         cp = catalog.checkpoint(path.checkpoint)
+        if cp.digest != path.checkpoint_digest:
+            raise IntegrityError(f"{cp.key}: changed since the restore was planned")
         materialize_checkpoint(store, cp, image, workers=workers)
     except (IntegrityError, GapError) as exc:
         raise BadObject(path.checkpoint_key, exc) from None
 
 
 def _fetch(store: ObjectStore, step: Step, direction: str) -> list[Extent]:
+    """The verified extents of ``step``'s increment (digest, CRCs, recorded counts)."""
     try:
-        data = get_verified(store, step.ref)
-        return list(read_increment(data, expect_direction=direction, name=step.ref.key))
+        return _extents(store, step.ref, direction, step.manifest)
     except (IntegrityError, GapError) as exc:
         raise BadObject(step.ref.key, exc) from None
+
+
+def _extents(store: ObjectStore, ref: ObjectRef, direction: str, manifest: str) -> list[Extent]:
+    data = get_verified(store, ref)
+    extents = list(read_increment(data, expect_direction=direction, name=ref.key))
+    logical = sum(e.length for e in extents)
+    ref.check_counts(manifest=manifest, extents=len(extents), logical_bytes=logical)
+    return extents
 
 
 def _prefetched(
@@ -286,6 +302,23 @@ def _apply_steps(
             bar.advance(step.ref.size)
 
 
+def _check_final(store: ObjectStore, plan: Plan, image: Image) -> None:
+    """After rolling back: the edge window's ranges must hold its recorded end state."""
+    final = plan.path.final
+    if final is None:
+        return
+    extents = _fetch(store, final, "forward")
+    if _ranges_sha256(image, extents) != final.ranges_sha256:
+        blame = plan.path.steps[-1].ref.key if plan.path.steps else plan.path.checkpoint_key
+        raise BadObject(
+            blame or final.ref.key,
+            IntegrityError(
+                f"after rolling back to window {final.first}-{final.last} of {plan.volume} "
+                f"the image does not match its recorded digest: {blame} holds wrong bytes"
+            ),
+        )
+
+
 def _replay(store: ObjectStore, plan: Plan, image: Image, kafka: KafkaReplay | None) -> str:
     replay = plan.path.replay
     if replay is None:
@@ -310,17 +343,18 @@ def _replay(store: ObjectStore, plan: Plan, image: Image, kafka: KafkaReplay | N
             apply_records(image, records, upto_offset=replay.upto)
             return "kafka"
     ref = replay.ref
+    manifest = keys.manifest_key(plan.volume, replay.first, replay.last)
     try:
         data = get_verified(store, ref)
         logged: list[LogRecord] = list(read_log(data, name=ref.key))
+        ref.check_counts(manifest=manifest, records=len(logged))
     except (IntegrityError, GapError) as exc:
         raise BadObject(ref.key, exc) from None
     forward: ForwardBytes | None = None
     if replay.forward is not None and needs_forward(logged, upto_offset=replay.upto):
         fkey = replay.forward.key
         try:
-            fdata = get_verified(store, replay.forward)
-            extents = read_increment(fdata, expect_direction="forward", name=fkey)
+            extents = _extents(store, replay.forward, "forward", manifest)
             forward = ForwardBytes(extents, name=fkey)
         except (IntegrityError, GapError) as exc:
             raise BadObject(fkey, exc) from None

@@ -1,12 +1,16 @@
 """Scrub a volume's history in the store, and list its restore points.
 
-:func:`verify_volume` checks that every manifest parses and names its own key, that the
-window chain is continuous (each ``previous`` links to the window before it, no overlap),
-that every object exists with the recorded size, and lists recorded gaps. With
+:func:`verify_volume` checks that every manifest parses, matches its digest (version 2)
+and names its own key; that the chain is unbroken (:func:`streams.manifest.link_problem`
+for each window: offsets and digests; a missing manifest is named by its key); that the
+head anchors the newest window (docs/FORMAT.md "Head"); that each checkpoint pairs with the
+manifest ending at its offset; that every object exists with the recorded size; and lists
+recorded gaps and the windows whose manifests are version 1 (unauthenticated). With
 ``read_data`` it downloads every object and checkpoint chunk and checks its SHA-256, every
-extent's and record's CRC-32C, and that each forward increment hashes to the manifest's
-``ranges_sha256``; the bytes of ``in_forward`` write-log records are checked against their
-CRC-32C in the window's forward increment (docs/FORMAT.md "Write log").
+extent's and record's CRC-32C, the counts the manifest records (extents, logical bytes,
+records), and that each forward increment hashes to the manifest's ``ranges_sha256``; the
+bytes of ``in_forward`` write-log records are checked against their CRC-32C in the
+window's forward increment (docs/FORMAT.md "Write log").
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from connectors.restore.catalog import Catalog
 from connectors.store.base import ObjectStore
 from schemas.events import crc32c
 from streams import keys
-from streams.checkpoint import fetch_chunk
+from streams.checkpoint import check_pairing, fetch_chunk
 from streams.extents import Extent
+from streams.head import anchor_problem
 from streams.increment import ranges_digest, read_increment
-from streams.manifest import Manifest, ObjectRef, get_verified
+from streams.manifest import Broken, Manifest, ObjectRef, get_verified, link_problem
 from streams.writelog import ForwardBytes, read_log
 
 
@@ -46,6 +51,8 @@ class VerifyReport:
     read_data: bool = False
     problems: list[Problem] = field(default_factory=list)
     gaps: list[dict[str, Any]] = field(default_factory=list)
+    #: manifests of version 1: readable, but nothing authenticates their fields
+    unauthenticated: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +69,7 @@ class VerifyReport:
             "read_data": self.read_data,
             "problems": [asdict(p) for p in self.problems],
             "gaps": self.gaps,
+            "unauthenticated": self.unauthenticated,
         }
 
     def to_text(self) -> str:
@@ -72,6 +80,12 @@ class VerifyReport:
         ]
         for g in self.gaps:
             lines.append(f"  gap        {g['kind']} at offset {g['at_offset']}: {g['detail']}")
+        v1 = self.unauthenticated
+        if v1:
+            lines.append(
+                f"  v1         {len(v1)} window(s) unauthenticated (manifest version 1, no "
+                f"digest): {v1[0]}" + (f" .. {v1[-1]}" if len(v1) > 1 else "")
+            )
         for p in self.problems:
             lines.append(f"  {p.kind:<10} {p.key}: {p.detail}")
         lines.append("OK" if self.ok else f"{len(self.problems)} problem(s)")
@@ -102,7 +116,9 @@ def verify_volume(
             manifests.append(None)
             report.problems.append(Problem(_kind(exc), w.key, exc.message))
     _check_chain(catalog, manifests, report)
+    _check_head(catalog, manifests, report)
     present = [m for m in manifests if m is not None]
+    report.unauthenticated = [m.key for m in present if m.version < 2]
     check = _read_window if read_data else _stat_window
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for m, found in zip(present, pool.map(lambda m: check(store, m), present), strict=True):
@@ -110,11 +126,16 @@ def verify_volume(
             report.bytes_checked += _refs_size(m) if read_data else 0
             report.problems.extend(found)
         chunks: dict[str, int] = {}
+        ending = {w.last: k for k, w in enumerate(catalog.windows)}
         for offset in catalog.checkpoints:
             try:
                 cp = catalog.checkpoint(offset)
-            except KcdpError as exc:
-                report.problems.append(Problem(_kind(exc), f"checkpoint@{offset}", exc.message))
+                k = ending.get(offset)
+                if k is None or manifests[k] is not None:  # else: its problem is listed
+                    check_pairing(cp, None if k is None else manifests[k])
+            except (GapError, IntegrityError) as exc:
+                key = keys.checkpoint_key(volume, offset)
+                report.problems.append(Problem(_kind(exc), key, exc.message))
                 continue
             for i, digest in enumerate(cp.chunks):
                 if digest is not None:
@@ -133,7 +154,13 @@ def _kind(exc: KcdpError) -> str:
     return "gap" if isinstance(exc, GapError | ObjectNotFound) else "integrity"
 
 
+def _problem(broken: Broken) -> Problem:
+    return Problem(_kind(broken.error), broken.key, broken.error.message)
+
+
 def _check_chain(catalog: Catalog, manifests: list[Manifest | None], report: VerifyReport) -> None:
+    """Each window must follow the stored one before it (its offsets when that manifest is
+    unreadable: its own problem is listed already)."""
     windows = catalog.windows
     for k, m in enumerate(manifests):
         if k and windows[k].first <= windows[k - 1].last:
@@ -144,15 +171,27 @@ def _check_chain(catalog: Catalog, manifests: list[Manifest | None], report: Ver
                     f"overlaps window {windows[k - 1].first}-{windows[k - 1].last}",
                 )
             )
-        if m is None or k == 0:
+        if m is None:
             continue
-        want = (windows[k - 1].first, windows[k - 1].last)
-        if m.previous != want:
-            prev = m.previous
-            what = "no previous window" if prev is None else f"window {prev[0]}-{prev[1]}"
-            report.problems.append(
-                Problem("gap", windows[k].key, f"follows {what}, but the store holds {want}")
-            )
+        before = manifests[k - 1] if k else None
+        prev = before or ((windows[k - 1].first, windows[k - 1].last) if k else None)
+        broken = link_problem(prev, m)
+        if broken is not None:
+            report.problems.append(_problem(broken))
+
+
+def _check_head(catalog: Catalog, manifests: list[Manifest | None], report: VerifyReport) -> None:
+    """The head must anchor the newest window (unless that manifest's problem is listed)."""
+    if not manifests or manifests[-1] is None:
+        return
+    try:
+        head = catalog.head()
+    except IntegrityError as exc:
+        report.problems.append(Problem("integrity", keys.head_key(catalog.volume), exc.message))
+        return
+    broken = anchor_problem(head, manifests[-1], volume=catalog.volume)
+    if broken is not None:
+        report.problems.append(_problem(broken))
 
 
 def _refs_size(m: Manifest) -> int:
@@ -186,6 +225,11 @@ def _read_window(store: ObjectStore, m: Manifest) -> list[Problem]:
         except (IntegrityError, GapError) as exc:
             problems.append(Problem(_kind(exc), ref.key, exc.message))
             continue
+        try:
+            logical = sum(e.length for e in extents)
+            ref.check_counts(manifest=m.key, extents=len(extents), logical_bytes=logical)
+        except IntegrityError as exc:
+            problems.append(Problem("integrity", m.key, exc.message))
         if direction == "forward":
             if ranges_digest(extents) != m.ranges_sha256:
                 problems.append(
@@ -195,7 +239,11 @@ def _read_window(store: ObjectStore, m: Manifest) -> list[Problem]:
                 forward = extents
     ref = m.writelog
     try:
-        records = read_log(get_verified(store, ref), name=ref.key)
+        records = list(read_log(get_verified(store, ref), name=ref.key))
+        try:
+            ref.check_counts(manifest=m.key, records=len(records))
+        except IntegrityError as exc:
+            problems.append(Problem("integrity", m.key, exc.message))
         fwd = ForwardBytes(forward, name=m.forward.key) if forward is not None else None
         for rec in records:
             if not rec.in_forward:
