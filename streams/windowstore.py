@@ -202,7 +202,7 @@ def write_window(
         created_us=job.clock(),
     )
     store.put(manifest.key, manifest.to_json())
-    put_head(store, manifest, job.clock())
+    put_head(store, manifest, manifest.created_us)  # one clock reading per window
     image.apply(forward)
     if job.sync:
         image.sync()

@@ -255,7 +255,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         report = verify_volume(store, args.volume, read_data=args.read_data, workers=args.workers)
     finally:
         store.close()
-    if not report.windows and not report.checkpoints:
+    if not report.windows and not report.checkpoints and not report.problems:
         raise NotRestorableError(f"volume {args.volume} has nothing in {settings.store_url}")
     _emit(args, report.to_dict(), report.to_text())
     if any(p.kind == "integrity" for p in report.problems):

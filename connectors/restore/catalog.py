@@ -202,7 +202,8 @@ class Catalog:
         return oldest, newest
 
     def check_point(self, offset: int) -> tuple[int, Manifest]:
-        """(window index, manifest) of point ``offset``, if the history is consistent there."""
+        """(window index, manifest) of point ``offset``, if the history is consistent there
+        and, for a point after the window's end, :meth:`check_after` holds."""
         self.require_windows()
         index = self.index_for(offset)
         if index is None:
