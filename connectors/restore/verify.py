@@ -182,20 +182,21 @@ def _check_chain(catalog: Catalog, manifests: list[Manifest | None], report: Ver
 
 def _check_head(catalog: Catalog, manifests: list[Manifest | None], report: VerifyReport) -> None:
     """The head must anchor the newest window (unless that manifest's problem is listed)."""
-    if manifests and manifests[-1] is None:
+    newest = manifests[-1] if manifests else None
+    if manifests and newest is None:
         return
     try:
         head = catalog.head()
     except IntegrityError as exc:
         report.problems.append(Problem("integrity", keys.head_key(catalog.volume), exc.message))
         return
-    if not manifests:
+    if newest is None:
         if head is not None:
             missing = keys.manifest_key(catalog.volume, head.first_offset, head.last_offset)
             detail = f"the head names {head.window}, whose manifest is missing (none is stored)"
             report.problems.append(Problem("gap", missing, detail))
         return
-    broken = anchor_problem(head, manifests[-1], volume=catalog.volume)
+    broken = anchor_problem(head, newest, volume=catalog.volume)
     if broken is not None:
         report.problems.append(_problem(broken))
 
