@@ -234,6 +234,27 @@ def check_restores(
     return report
 
 
+def offered_points(store_url: str, volume: str, offsets: Iterable[int]) -> list[int]:
+    """Those of ``offsets`` that ``kcdp points --json`` offers as restorable: from a
+    window's ``restorable_from`` on, its last offset only if the window's end is consistent."""
+    import orjson
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = kcdp_main(["points", volume, "--store", store_url, "--json"])
+    assert code == 0, f"kcdp points {volume} exited {code}"
+    spans = [
+        (w["restorable_from"], w["last_offset"], w["consistent"])
+        for w in orjson.loads(out.getvalue())["windows"]
+        if w["restorable_from"] is not None
+    ]
+    return sorted(
+        o
+        for o in set(offsets)
+        if any(lo <= o < last or (o == last and whole) for lo, last, whole in spans)
+    )
+
+
 def sample(points: Sequence[int], k: int, rng: random.Random, *always: int) -> list[int]:
     """Up to ``k`` of ``points`` at random plus ``always`` (sorted, distinct)."""
     pool = sorted(set(points))
