@@ -310,7 +310,10 @@ def assert_history_exact(
     ``kcdp restore`` of sampled acknowledged points (and the newest) equal to ``model``."""
     from streams.gaps import list_gaps
 
-    assert list_gaps(store, volume) == [], f"{volume} has gap records"
+    gaps = list_gaps(store, volume)
+    assert gaps == [], f"{volume} has gap records: " + "; ".join(
+        f"{g.kind} at {g.at_offset}: {g.detail}" for g in gaps[:3]
+    )
     chain = chain_exact(store, volume, model)
     assert sum(m.events for m in chain) == len(events), "an event is missing or stored twice"
     assert chain[-1].last_offset == events[-1][0]
@@ -355,6 +358,23 @@ def wait_durable(
                 f"after {timeout:.0f}s:\n{worker.log_tail(20)}"
             )
         time.sleep(0.2)
+
+
+def wait_consumed(worker: WorkerProcess, records: int, timeout: float) -> None:
+    """Wait until the worker consumed ``records`` records (``kcdp_events_total``)."""
+    from tests.worker_process import metric_values
+
+    deadline = time.monotonic() + timeout
+    seen = 0.0
+    while time.monotonic() < deadline:
+        if worker.proc is not None and worker.proc.poll() is not None:
+            raise AssertionError(f"worker exited {worker.proc.returncode}:\n{worker.log_tail(30)}")
+        with contextlib.suppress(OSError):
+            seen = metric_values(worker.metrics_text()).get(("kcdp_events_total", ()), 0.0)
+            if seen >= records:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"worker consumed {seen:.0f} of {records} records in {timeout:.0f}s")
 
 
 def wait_exit(worker: WorkerProcess, timeout: float) -> int:

@@ -39,6 +39,7 @@ from tests.fault.support import (
     assert_history_exact,
     read_partition,
     volume_events,
+    wait_consumed,
     wait_durable,
     worker,
 )
@@ -198,13 +199,16 @@ def test_malformed_flood_leaves_the_volume_protected_and_every_bad_record_dead_l
             writer.volume.close()
         assert not failed, failed[:3]
         assert len(bad) == REAL_WRITES * BURST
+        records = read_partition(bootstrap, topic)
         real = [
             (o, e)
-            for o, e in volume_events(read_partition(bootstrap, topic), VOLUME)
+            for o, e in volume_events(records, VOLUME)
             if o not in bad and e.session == writer.volume.session
         ]
         assert real[-1][1].kind is EventKind.SESSION_END
-        wait_durable(store, VOLUME, real[-1][0], w, 180)
+        wait_consumed(w, len(records), 180)
+        # everything is consumed: the last window closes by its deadline (3 s) and a TICK
+        wait_durable(store, VOLUME, real[-1][0], w, 30)
         dead = [
             AvroCodec("DeadLetter").decode(v or b"") for _, _, v in read_partition(bootstrap, dlq)
         ]
