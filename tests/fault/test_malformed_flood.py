@@ -123,14 +123,14 @@ class Forger:
                 crc32c=crc32c(data),
                 session=self.volume.session,
             )
-            value = bytearray(self.codec.encode(ev.to_record()))
-            at = bytes(value).index(data) + rng.randrange(len(data))
-            value[at] ^= 1 << rng.randrange(8)
-            return bytes(value)
+            flipped = bytearray(self.codec.encode(ev.to_record()))
+            at = bytes(flipped).index(data) + rng.randrange(len(data))
+            flipped[at] ^= 1 << rng.randrange(8)
+            return bytes(flipped)
         if category == "flipped-header":  # magic or schema fingerprint
-            value = bytearray(self.event(nxt))
-            value[rng.randrange(10)] ^= 1 << rng.randrange(8)
-            return bytes(value)
+            header = bytearray(self.event(nxt))
+            header[rng.randrange(10)] ^= 1 << rng.randrange(8)
+            return bytes(header)
         if category == "bad-crc-next":
             return self.event(nxt, bad_crc=True)
         if category == "foreign-session":

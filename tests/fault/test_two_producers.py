@@ -130,8 +130,8 @@ def test_two_producers_on_one_partition_leave_no_gap_and_lose_nothing(
             for name, p in children.items():
                 out, _ = p.communicate(timeout=DURATION + 60)
                 assert p.returncode == 0, f"{name} exited {p.returncode}: {out[-500:]}"
-                _, n, seq = out.split()
-                done[name] = (int(n), int(seq))
+                _, count, last_seq = out.split()
+                done[name] = (int(count), int(last_seq))
         finally:
             for p in children.values():
                 p.kill()
@@ -144,8 +144,8 @@ def test_two_producers_on_one_partition_leave_no_gap_and_lose_nothing(
             # every acknowledged write is in the topic, whole and in order
             assert [e.sequence for _, e in evs] == list(range(seq + 1)), f"{name}: sequences"
             assert evs[-1][1].kind is EventKind.SESSION_END
-            writes = [(e.offset, e.data) for _, e in evs if e.kind is EventKind.WRITE]
-            assert writes == _stream(name, n), f"{name}: the topic differs from its writes"
+            stored = [(e.offset, e.data) for _, e in evs if e.kind is EventKind.WRITE]
+            assert stored == _stream(name, n), f"{name}: the topic differs from its writes"
             wait_durable(store, name, evs[-1][0], w, 120)
         assert w.proc is not None and w.proc.poll() is None, "the worker stopped"
     for k, (name, evs) in enumerate(events.items()):
