@@ -7,6 +7,7 @@ A :class:`WriteEvent` is the Python face of the ``io.kcdp.v1.WriteEvent`` record
 from __future__ import annotations
 
 import enum
+import struct
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,9 +36,19 @@ DATA_KINDS = frozenset({EventKind.WRITE, EventKind.BASELINE})
 CHANGE_KINDS = frozenset({EventKind.WRITE, EventKind.BASELINE, EventKind.ZERO, EventKind.TRIM})
 
 
-def crc32c(data: bytes | bytearray | memoryview) -> int:
-    """CRC-32C (Castagnoli) of ``data`` as an unsigned int."""
-    return int(_crc32c.crc32c(data))
+#: The event format producers write (docs/FORMAT.md "The seal"); readers accept every
+#: version in :data:`EVENT_FORMATS`.
+EVENT_FORMAT = 2
+EVENT_FORMATS = frozenset({1, 2})
+#: ``kind`` → its index in the Avro enum (the schema's symbol order), for the seal.
+_KIND_INDEX = {k: i for i, k in enumerate(EventKind)}
+_HEADER_INTS = struct.Struct("<7q")
+_TEXT_LEN = struct.Struct("<I")
+
+
+def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """CRC-32C (Castagnoli) of ``data`` as an unsigned int; ``value`` continues a CRC."""
+    return int(_crc32c.crc32c(data, value))
 
 
 def now_us() -> int:
@@ -63,12 +74,55 @@ class WriteEvent:
     host: str = ""
     name: str = ""
     format_version: int = field(default=1)
+    #: CRC-32C of ``data`` alone, set by :meth:`validate` and :meth:`seal` (not a field
+    #: of the record; see :meth:`data_crc32c`)
+    _data_crc: int | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_record(self) -> dict[str, Any]:
         """A dict ready for the Avro codec."""
         rec = asdict(self)
+        del rec["_data_crc"]
         rec["kind"] = str(self.kind)
         return rec
+
+    def header(self) -> bytes:
+        """The canonical header the format-2 seal covers (docs/FORMAT.md "The seal")."""
+        parts = [
+            _HEADER_INTS.pack(
+                self.format_version,
+                self.sequence,
+                _KIND_INDEX[self.kind],
+                self.offset,
+                self.length,
+                self.volume_size,
+                self.timestamp_us,
+            )
+        ]
+        for text in (self.group, self.volume, self.session, self.host, self.name):
+            raw = text.encode()
+            parts += (_TEXT_LEN.pack(len(raw)), raw)
+        return b"".join(parts)
+
+    def seal(self) -> WriteEvent:
+        """Make this a format-2 event and set ``crc32c`` to its seal; returns ``self``.
+        Producers call it once every other field is final."""
+        self.format_version = EVENT_FORMAT
+        data_crc = crc32c(self.data) if self.data else 0
+        self._data_crc = data_crc
+        self.crc32c = crc32c(self.header(), data_crc)
+        return self
+
+    def with_data_crc32c(self, value: int) -> WriteEvent:
+        """Take ``value`` as the CRC-32C of ``data`` (for an event rebuilt from fields of a
+        validated one); returns ``self``."""
+        self._data_crc = value
+        return self
+
+    def data_crc32c(self) -> int:
+        """CRC-32C of ``data`` (0 when empty): what write-log records carry."""
+        if self._data_crc is None:
+            self._data_crc = crc32c(self.data) if self.data else 0
+        return self._data_crc
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> WriteEvent:
@@ -93,7 +147,16 @@ class WriteEvent:
     def validate(self) -> None:
         """Raise :class:`InvalidEventError` if the event breaks a rule of docs/FORMAT.md."""
         self.validate_trusting_crc()
-        if self.kind in DATA_KINDS and crc32c(self.data) != self.crc32c:
+        if self.kind is EventKind.TICK:
+            return
+        data_crc = crc32c(self.data) if self.data else 0
+        self._data_crc = data_crc
+        if self.format_version >= 2:
+            if crc32c(self.header(), data_crc) != self.crc32c:
+                raise InvalidEventError(
+                    f"{self._where()}: the event does not match its seal (CRC-32C)"
+                )
+        elif self.kind in DATA_KINDS and data_crc != self.crc32c:
             raise InvalidEventError(f"{self._where()}: data does not match its CRC-32C")
 
     def validate_trusting_crc(self) -> None:
@@ -102,9 +165,14 @@ class WriteEvent:
         For producers that just computed ``crc32c`` from ``data`` themselves; consumers
         use :meth:`validate`.
         """
+        if self.format_version not in EVENT_FORMATS:
+            raise InvalidEventError(
+                f"{self._where()}: unknown event format {self.format_version} "
+                f"(known: {', '.join(map(str, sorted(EVENT_FORMATS)))})"
+            )
         if self.kind is EventKind.TICK:
-            if self.volume or self.sequence != -1 or self.data:
-                raise InvalidEventError("TICK must have no volume, sequence -1 and no data")
+            if self.volume or self.sequence != -1 or self.data or self.crc32c:
+                raise InvalidEventError("TICK must have no volume, sequence -1, data or CRC")
             return
         if not self.volume:
             raise InvalidEventError(f"{self.kind} event without a volume name")
@@ -133,8 +201,8 @@ class WriteEvent:
                 raise InvalidEventError(
                     f"{self._where()}: length {self.length} but {len(self.data)} data bytes"
                 )
-        elif self.data:
-            raise InvalidEventError(f"{self._where()}: {self.kind} must not carry data")
+        elif self.data or (self.crc32c and self.format_version < 2):
+            raise InvalidEventError(f"{self._where()}: {self.kind} must not carry data or a CRC")
         if self.kind is EventKind.BOOKMARK and not self.name:
             raise InvalidEventError(f"{self._where()}: bookmark without a name")
 

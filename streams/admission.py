@@ -244,9 +244,9 @@ class VolumeLine:
         out.append(Accept(record, unclean))
         self._release(out)
 
-    def _release(self, out: list[Verdict]) -> None:
-        """After the line moved: held records now in line follow it; the rest are out of
-        line (the line went on without them)."""
+    def _release(self, out: list[Verdict], *, reject: bool = True) -> None:
+        """After the line moved: held records now in line follow it; with ``reject`` the
+        rest are out of line (the line went on without them)."""
         while self.held:
             nxt = next((h for h in self.held if self._in_line(h.record)), None)
             if nxt is None:
@@ -254,6 +254,8 @@ class VolumeLine:
             self.held.remove(nxt)
             self._take(nxt.record)
             out.append(Accept(nxt.record, False))
+        if not reject:
+            return
         for h in list(self.held):
             if h.accepted < self.accepted:
                 self.held.remove(h)
@@ -339,7 +341,9 @@ class VolumeLine:
                 continue
             if found.event.session not in self.fenced and self._in_line(found):
                 self.found_by_reread += 1
-                self._accept(found, out)
+                self._take(found)
+                out.append(Accept(found, False))
+        self._release(out, reject=False)  # the held records are judged on their own
 
     def _fence(self, session: str) -> None:
         if session and session not in self.fenced:

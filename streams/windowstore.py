@@ -36,7 +36,7 @@ from concurrent.futures.process import ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from functools import partial
 from multiprocessing import get_context
-from operator import attrgetter, itemgetter
+from operator import attrgetter, itemgetter, methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,13 @@ class WindowCut:
 
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
-_EVENT_FIELDS = tuple(attrgetter(f.name) for f in fields(WriteEvent))
-_DATA = 1 + [f.name for f in fields(WriteEvent)].index("data")  # its column
+_INIT_FIELDS = [f.name for f in fields(WriteEvent) if f.init]
+#: the WriteEvent fields, then the CRC of its data (computed once, when it was validated)
+_EVENT_FIELDS: tuple[Callable[[WriteEvent], Any], ...] = (
+    *map(attrgetter, _INIT_FIELDS),
+    methodcaller("data_crc32c"),
+)
+_DATA = 1 + _INIT_FIELDS.index("data")  # its column
 _CUT_FIELDS = tuple(f.name for f in fields(WindowCut) if f.name != "members")
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
@@ -93,7 +98,8 @@ def _cut_columns(cut: WindowCut) -> tuple[tuple[Any, ...], list[list[Any]]]:
 
 
 def _cut_from_columns(rest: tuple[Any, ...], columns: list[list[Any]]) -> WindowCut:
-    members = list(zip(columns[0], map(WriteEvent, *columns[1:]), strict=True))
+    events = map(WriteEvent.with_data_crc32c, map(WriteEvent, *columns[1:-1]), columns[-1])
+    members = list(zip(columns[0], events, strict=True))
     return WindowCut(members=members, **dict(zip(_CUT_FIELDS, rest, strict=True)))
 
 

@@ -65,7 +65,7 @@ class LogRecord:
             offset=event.offset,
             length=event.length,
             timestamp_us=event.timestamp_us,
-            crc32c=event.crc32c,
+            crc32c=event.data_crc32c(),
             data=b"" if in_forward else event.data,
             name=event.name,
             in_forward=in_forward,
@@ -129,7 +129,9 @@ def write_event_log(
     """
     if len(in_forward) != len(events):
         raise ValueError(f"{len(in_forward)} in_forward flags for {len(events)} events")
-    cols = _columns(list(map(_EVENT, events)))
+    evs = list(map(_EVENT, events))
+    cols = _columns(evs)
+    cols[5] = [e.data_crc32c() for e in evs]  # records carry the data's CRC, not the seal
     flags = list(map(operator.and_, map(bool, in_forward), map(DATA_KINDS.__contains__, cols[1])))
     if any(flags):
         cols[6] = [b"" if f else d for d, f in zip(cols[6], flags, strict=True)]

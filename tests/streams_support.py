@@ -23,6 +23,9 @@ class Volume:
     seq: int = 0
     t_us: int = 1_700_000_000_000_000
     model: bytearray = field(default_factory=bytearray)
+    group: str = ""  # empty: the volume's name
+    #: events in format 2 (sealed, as the intercept writes them); False: format 1
+    sealed: bool = True
 
     def __post_init__(self) -> None:
         self.model = bytearray(self.size)
@@ -38,7 +41,7 @@ class Volume:
     ) -> WriteEvent:
         self.t_us += dt_us
         ev = WriteEvent(
-            group=self.name,
+            group=self.group or self.name,
             volume=self.name,
             sequence=self.seq,
             kind=kind,
@@ -51,6 +54,8 @@ class Volume:
             session=self.session,
             name=name,
         )
+        if self.sealed:
+            ev.seal()
         self.seq += 1
         if kind in DATA_KINDS:
             self.model[offset : offset + len(data)] = data

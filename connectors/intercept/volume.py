@@ -40,7 +40,7 @@ from connectors.intercept.publisher import Delivery, Publisher
 from connectors.intercept.state import InterceptState, load_state, save_state
 from connectors.kafka import MAX_EVENT_DATA, ensure_topics, producer_config
 from schemas.codec import AvroCodec
-from schemas.events import EventKind, WriteEvent, crc32c, now_us
+from schemas.events import EventKind, WriteEvent, now_us
 
 log = logging.getLogger("kcdp.intercept")
 
@@ -399,12 +399,11 @@ class InterceptedVolume:
             length=len(data) if length is None else length,
             data=data,
             volume_size=self._size,
-            crc32c=crc32c(data) if data else 0,
             session=self._session,
             host=self._host,
             name=name,
-        )
-        event.validate_trusting_crc()  # crc32c was just computed from data above
+        ).seal()
+        event.validate_trusting_crc()  # the seal was just computed from the fields above
         value = self._codec.encode_event(event)
         try:
             delivery = self._publisher.send(self._key, value, track=track)

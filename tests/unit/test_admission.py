@@ -6,95 +6,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent
-from streams.builder import Outcome, PartitionProcessor, Record
-from streams.gaps import Gap, list_gaps
-from streams.volume import BuildOptions
-from streams.window import WindowPolicy
-from tests.streams_support import Volume, check_chain, tick
-
-TICK_END = tick(10**18)
-
-
-class Log:
-    """One partition: its records, which of them are real writes of the volume, and a
-    processor fed from it with a re-read that serves every record of the log."""
-
-    def __init__(self, tmp: Path, volume: Volume, *, count: int = 4) -> None:
-        from connectors.store.memory import MemoryStore
-
-        self.volume = volume
-        self.records: list[Record] = []
-        self.real: list[WriteEvent | None] = []
-        opts = BuildOptions(
-            topic="t",
-            partition=0,
-            workdir=tmp,
-            policy=WindowPolicy(seconds=60.0, count=count),
-            checkpoint_windows=3,
-            chunk_size=4096,
-            clock=lambda: 42,
-        )
-        self.proc = PartitionProcessor(MemoryStore(), opts, reread=self.reread)
-        self.proc.open(0)
-        self.rereads: list[tuple[int, int]] = []
-        self.out = Outcome()
-
-    def reread(self, lo: int, hi: int) -> list[Record]:
-        self.rereads.append((lo, hi))
-        return [r for r in self.records if lo <= r[0] <= hi]
-
-    def add(self, item: WriteEvent | bytes, *, real: bool, delivered: bool = True) -> int:
-        """Append a record (an event, or raw bytes) and feed it unless not ``delivered``."""
-        value = item if isinstance(item, bytes) else self.proc.codec.encode(item.to_record())
-        offset = len(self.records)
-        self.records.append((offset, None, value))
-        self.real.append(item if real and isinstance(item, WriteEvent) else None)
-        if delivered:
-            self._gather(self.proc.feed([self.records[-1]]))
-        return offset
-
-    def good(self, *events: WriteEvent, delivered: bool = True) -> None:
-        for ev in events:
-            self.add(ev, real=True, delivered=delivered)
-
-    def bad(self, *items: WriteEvent | bytes) -> None:
-        for item in items:
-            self.add(item, real=False)
-
-    def finish(self) -> Outcome:
-        self.add(TICK_END, real=False)
-        self._gather(self.proc.drain())
-        return self.out
-
-    def _gather(self, out: Outcome) -> None:
-        self.out.dead_letters += out.dead_letters
-        self.out.gaps += out.gaps
-        self.out.windows += out.windows
-
-    def states(self) -> dict[int, bytes]:
-        """The volume after every offset, from the real events alone."""
-        size = self.volume.size
-        image = bytearray(size)
-        out = {-1: bytes(size)}
-        for offset, ev in enumerate(self.real):
-            if ev is not None and ev.kind in DATA_KINDS:
-                image[ev.offset : ev.offset + ev.length] = ev.data
-            elif ev is not None and ev.kind in CHANGE_KINDS:
-                image[ev.offset : ev.offset + ev.length] = bytes(ev.length)
-            out[offset] = bytes(image)
-        return out
-
-    def gaps(self) -> list[Gap]:
-        return list_gaps(self.proc.store, self.volume.name)
-
-    def check(self) -> None:
-        """The stored chain equals the model of the real events, window by window."""
-        self.proc.close()
-        check_chain(self.proc.store, self.volume.name, self.volume.size, self.states())
-
-    def real_offsets(self) -> set[int]:
-        return {o for o, ev in enumerate(self.real) if ev is not None}
+from schemas.events import EventKind, WriteEvent
+from tests.line_support import Log
+from tests.streams_support import Volume, tick
 
 
 def _writes(v: Volume, n: int, salt: int = 0) -> list[WriteEvent]:
@@ -132,7 +46,7 @@ def test_a_sequence_far_ahead_is_rejected_once_the_line_goes_on(tmp_path: Path) 
     v, log = _started(tmp_path, "ahead")
     (probe,) = _writes(v, 1, salt=3)
     v.seq -= 1  # the probe is not sent: its sequence stays the line's next
-    log.bad(dataclasses.replace(probe, sequence=probe.sequence + 1000))
+    log.bad(dataclasses.replace(probe, sequence=probe.sequence + 1000).seal())
     assert log.proc.held == 1 and log.proc.commit_offset <= 6
     log.good(*_writes(v, 30, salt=4))
     out = log.finish()
@@ -147,7 +61,7 @@ def test_a_sequence_behind_is_stale_at_once(tmp_path: Path) -> None:
     v, log = _started(tmp_path, "behind")
     (probe,) = _writes(v, 1)
     v.seq -= 1
-    log.bad(dataclasses.replace(probe, sequence=1))
+    log.bad(dataclasses.replace(probe, sequence=1).seal())
     log.good(*_writes(v, 4, salt=2))
     out = log.finish()
     assert [d.error for d in out.dead_letters] == ["StaleEventError"]
@@ -160,9 +74,9 @@ def test_a_foreign_session_is_fenced_and_protection_goes_on(tmp_path: Path) -> N
     (probe,) = _writes(v, 1, salt=1)
     v.seq -= 1
     foreign = "a" * 31 + "b"  # one character differs
-    log.bad(dataclasses.replace(probe, session=foreign))
+    log.bad(dataclasses.replace(probe, session=foreign).seal())
     log.good(*_writes(v, 6, salt=2))
-    log.bad(dataclasses.replace(probe, session=foreign, sequence=probe.sequence + 1))
+    log.bad(dataclasses.replace(probe, session=foreign, sequence=probe.sequence + 1).seal())
     log.good(*_writes(v, 3, salt=3))
     out = log.finish()
     assert [d.error for d in out.dead_letters] == ["OutOfLineEventError", "FencedSessionError"]

@@ -52,8 +52,12 @@ def test_only_validate_rehashes_the_data() -> None:
         ({"volume_size": 0}, "volume_size must be positive"),
         ({"volume": ""}, "without a volume name"),
         ({"kind": EventKind.ZERO}, "must not carry data"),
-        ({"kind": EventKind.BOOKMARK, "data": b"", "length": 0}, "bookmark without a name"),
-        ({"kind": EventKind.TRIM, "data": b"", "length": 0}, "empty TRIM"),
+        ({"kind": EventKind.ZERO, "data": b""}, "must not carry data or a CRC"),
+        (
+            {"kind": EventKind.BOOKMARK, "data": b"", "length": 0, "crc32c": 0},
+            "bookmark without a name",
+        ),
+        ({"kind": EventKind.TRIM, "data": b"", "length": 0, "crc32c": 0}, "empty TRIM"),
     ],
 )
 def test_both_enforce_the_other_rules(over: dict[str, Any], message: str) -> None:
