@@ -328,7 +328,7 @@ class PartitionProcessor:
         for v in verdicts:
             if isinstance(v, Accept):
                 if v.unclean:
-                    vb.consistent = False  # no clean predecessor: inconsistent until a baseline
+                    vb.break_history()  # no clean predecessor: inconsistent until a baseline
                 self._apply(vb, v.record.offset, v.record.event, out)
             elif isinstance(v, Reject):
                 r = v.record
@@ -419,7 +419,7 @@ class PartitionProcessor:
             detected_us=self.opt.clock(),
         )
         self.store.put(gap.key, gap.to_json())
-        vb.consistent = False
+        vb.break_history()
         log.warning("volume %s: %s gap at offset %d: %s", vb.volume, kind, offset, detail)
         out.gaps.append(gap)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import orjson
 
-from connectors.errors import GapError, IntegrityError
+from connectors.errors import GapError, IntegrityError, VolumeError
 from connectors.fsutil import write_atomic
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
@@ -150,6 +150,9 @@ class VolumeBuilder:
             reread=reread,
         )
         self.consistent = False
+        #: a BASELINE_START was applied since the history last broke (only a baseline begun
+        #: after the break makes the volume consistent again at its BASELINE_END)
+        self.baseline_open = False
         self.last_offset_seen = -1
         # checkpoints
         self.checkpoint: Checkpoint | None = None
@@ -187,10 +190,17 @@ class VolumeBuilder:
         if self.consistent and self.restorable_from is None:
             self.restorable_from = offset
 
+    def break_history(self) -> None:
+        """Records were lost or a session began uncleanly: inconsistent until a baseline
+        that starts after this point ends."""
+        self.consistent = self.baseline_open = False
+
     def add(self, offset: int, event: WriteEvent, t_us: int) -> str | None:
         """Add a valid event (clamped time ``t_us``); return a close reason or None."""
-        if event.kind is EventKind.BASELINE_END:
-            self.consistent = True
+        if event.kind is EventKind.BASELINE_START:
+            self.baseline_open = True
+        elif event.kind is EventKind.BASELINE_END:
+            self.consistent = self.consistent or self.baseline_open
         elif event.kind is EventKind.BOOKMARK:
             self.bookmarks.append(Bookmark(event.name, offset, t_us))
         self.members.append((offset, event))
@@ -349,7 +359,12 @@ class VolumeBuilder:
             "session": self.line.session,
             "sequence": (self.line.next_seq or 0) - 1,
         }
-        write_atomic(self.state_path, orjson.dumps(state))
+        try:
+            write_atomic(self.state_path, orjson.dumps(state))
+        except OSError as exc:
+            raise VolumeError(
+                f"cannot record the applied offset in {self.state_path}: {exc.strerror}"
+            ) from exc
 
     def _read_state(self) -> int | None:
         try:
@@ -377,7 +392,7 @@ class VolumeBuilder:
         self.previous = (last.first_offset, last.last_offset)
         self.newest = (last.first_offset, last.last_offset, last.digest)
         self.win_session = last.session
-        self.consistent = last.consistent
+        self.consistent = self.baseline_open = last.consistent
         records = list(read_log(get_verified(self.store, last.writelog), name=last.writelog.key))
         self.line.resume(
             session=last.session,

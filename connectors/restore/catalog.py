@@ -228,6 +228,13 @@ class Catalog:
                 f"{m.first_offset}-{m.last_offset}: restorable from {m.restorable_from}, "
                 f"consistent end: {m.consistent}); a gap or an unfinished baseline precedes it"
             )
+        for g in self.gaps:
+            if (g.after_offset if g.after_offset is not None else -1) < offset < g.at_offset:
+                raise NotRestorableError(
+                    f"point {offset} of {self.volume} lies between the last event before a "
+                    f"{g.kind} gap ({g.after_offset}) and the gap at offset {g.at_offset}: "
+                    "the records lost there may precede it"
+                )
         if offset > m.last_offset:
             self.check_after(index, offset)
         return index, m

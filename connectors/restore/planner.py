@@ -16,14 +16,15 @@ Before any byte is written, a path is refused unless it stands on an unbroken hi
 the one before it (:func:`streams.manifest.check_link`: offsets and digests), a version 2
 checkpoint pairs with the manifest ending at its offset, and a point after a window's end
 has the next window (or the head) vouch for that window (:meth:`Catalog.check_point`).
-A path is also refused when a recorded gap lies between its checkpoint and the edge, or
-when it uses an object in ``avoid`` (known bad); an older (forward) or newer (backward)
-checkpoint is tried then. Each path costs the bytes it reads: checkpoint chunks +
-increments + the write log + the target window's forward increment, which a write-log
-replay may need for its ``in_forward`` records (docs/FORMAT.md "Write log"; the executor
-fetches it only when a record up to N is ``in_forward``, so this is an upper bound) + on a
-backward path the edge window's forward increment, whose ranges check the result
-(``final``). ``auto`` takes the cheaper (forward on a tie).
+A stored path may cross a recorded gap (the point is consistent, so a baseline begun after
+the gap rewrote every byte before it; docs/FORMAT.md "Restore", rule 4); a Kafka tail may
+not. A path is refused when it uses an object in ``avoid`` (known bad); an older (forward)
+or newer (backward) checkpoint is tried then. Each path costs the bytes it reads:
+checkpoint chunks + increments + the write log + the target window's forward increment,
+which a write-log replay may need for its ``in_forward`` records (docs/FORMAT.md "Write
+log"; the executor fetches it only when a record up to N is ``in_forward``, so this is an
+upper bound) + on a backward path the edge window's forward increment, whose ranges check
+the result (``final``). ``auto`` takes the cheaper (forward on a tie).
 """
 
 from __future__ import annotations
@@ -193,7 +194,6 @@ def _forward(
     catalog: Catalog, offset: int | None, edge_index: int, edge: int, replay: Replay | None
 ) -> Path:
     start = None if offset is None else _start(catalog, offset)
-    _check_gaps(catalog, -1 if offset is None else offset, edge)
     first_index = 0 if start is None else start.index + 1
     before = None if start is None else start.manifest
     _check_chain(catalog, before, first_index, _target_index(edge_index, replay))
@@ -212,7 +212,6 @@ def _backward(
     catalog: Catalog, offset: int, edge_index: int, edge: int, replay: Replay | None
 ) -> Path:
     start = _start(catalog, offset)
-    _check_gaps(catalog, edge, offset)
     before = catalog.manifest(edge_index) if edge_index >= 0 else None
     _check_chain(
         catalog, before, edge_index + 1, max(start.index, _target_index(edge_index, replay))
