@@ -171,8 +171,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     except SystemExit as exc:
         exit_code = exc.code
     finally:
-        worker.close()
-        store.close()
+        try:
+            worker.close()
+        except Exception as exc:  # a failure already recorded is the one to report
+            if worker.failure is None:
+                worker.failure = exc
+            else:
+                log.error("closing after the failure also failed: %s", exc)
+        finally:
+            store.close()
     if worker.failure is not None:
         if isinstance(worker.failure, KcdpError):
             raise worker.failure
