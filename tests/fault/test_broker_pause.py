@@ -213,14 +213,16 @@ def test_broker_sigstop_during_capture(pausable: EmbeddedBroker, tmp_path: Path,
         if k < len(acked):
             assert present == seqs, f"acknowledged write {k} is missing from the topic"
         else:
-            assert present in ([], seqs), (
+            # a write that was not acknowledged may be torn, never out of order: the
+            # topic holds a prefix of its pieces (docs/FORMAT.md "Event rules")
+            assert present == seqs[: len(present)], (
                 f"{mode} write {k} ({c.error or 'in flight'}; enqueued sequences "
-                f"{c.seq_first}..{c.seq_last}) is in the topic in part: sequences {present} "
-                f"of {seqs[0]}..{seqs[-1]}"
+                f"{c.seq_first}..{c.seq_last}) is in the topic out of order: sequences "
+                f"{present} of {seqs[0]}..{seqs[-1]}"
             )
         if present:
             data = b"".join(by_seq[s][1].data for s in present)
-            assert data == c.data and by_seq[seqs[0]][1].offset == c.where
+            assert c.data.startswith(data) and by_seq[seqs[0]][1].offset == c.where
     if mode == "sync":
         for c in acked:
             assert c.offset == by_seq[c.seq_last][0]
