@@ -91,6 +91,10 @@ class VolumeStatus:
     bytes_stored: int
     gaps: list[dict[str, Any]]
     dlq_events: int
+    #: dead letters of the volume by reason (the DLQ record's ``error`` class name)
+    dlq_by_reason: dict[str, int]
+    #: sessions fenced out of the history, as of the newest stored window
+    fenced_sessions: list[str]
     worker: WorkerHealth
     checked_us: int
 
@@ -250,10 +254,12 @@ class StatusReader:
                 members=members,
                 state=state,
             )
-            out.append(self._status(v, health, dlq.get(v.name, 0), now))
+            out.append(self._status(v, health, dlq.get(v.name, {}), now))
         return out
 
-    def _status(self, v: _Volume, health: WorkerHealth, dlq: int, now: int) -> VolumeStatus:
+    def _status(
+        self, v: _Volume, health: WorkerHealth, dlq: dict[str, int], now: int
+    ) -> VolumeStatus:
         s = v.scan
         last_offset, last_time = s.last_offset, s.last_time_us
         if v.durable is not None and (last_offset is None or last_offset < v.durable[1]):
@@ -284,7 +290,11 @@ class StatusReader:
                 {"kind": g.kind, "at_offset": g.at_offset, "detail": g.detail}
                 for g in v.catalog.gaps
             ],
-            dlq_events=dlq,
+            dlq_events=sum(dlq.values()),
+            dlq_by_reason=dict(sorted(dlq.items())),
+            fenced_sessions=list(v.catalog.manifest(len(v.catalog) - 1).fenced)
+            if len(v.catalog)
+            else [],
             worker=health,
             checked_us=now,
         )
@@ -431,8 +441,8 @@ class StatusReader:
             return {}
         return {tp.partition: tp.offset for tp in found if tp.offset >= 0 and not tp.error}
 
-    def _dead_letters(self, consumer: Any) -> dict[str, int]:
-        """Dead letters per volume in the dead-letter topic (absent topic: none)."""
+    def _dead_letters(self, consumer: Any) -> dict[str, dict[str, int]]:
+        """Dead letters per volume and reason in the dead-letter topic (absent topic: none)."""
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
@@ -441,7 +451,7 @@ class StatusReader:
             )
         except KafkaException as exc:
             raise BrokerError(f"cannot read metadata of {self.dlq_topic!r}: {exc}") from None
-        counts: dict[str, int] = {}
+        counts: dict[str, dict[str, int]] = {}
         if md is None or md.error:
             return counts
         for p in sorted(md.partitions):
@@ -451,10 +461,12 @@ class StatusReader:
             start = max(low, high - self.max_scan)
             for msg in self._read(consumer, self.dlq_topic, p, start, high):
                 try:
-                    volume = str(self.dlq_codec.decode(msg.value() or b"").get("volume", ""))
+                    letter = self.dlq_codec.decode(msg.value() or b"")
                 except DecodeError:
                     continue
-                counts[volume] = counts.get(volume, 0) + 1
+                reasons = counts.setdefault(str(letter.get("volume", "")), {})
+                reason = str(letter.get("error", "")) or "unknown"
+                reasons[reason] = reasons.get(reason, 0) + 1
         return counts
 
     def _group(self) -> tuple[int | None, str]:

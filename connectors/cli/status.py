@@ -129,6 +129,7 @@ def render_table(rows: Sequence[VolumeStatus]) -> str:
         "STORED",
         "GAPS",
         "DLQ",
+        "FENCED",
         "WORKER",
     )
     body = []
@@ -154,7 +155,8 @@ def render_table(rows: Sequence[VolumeStatus]) -> str:
                 points,
                 human_bytes(s.bytes_stored),
                 str(len(s.gaps)),
-                str(s.dlq_events),
+                _reasons(s.dlq_by_reason),
+                str(len(s.fenced_sessions)),
                 worker,
             )
         )
@@ -163,3 +165,12 @@ def render_table(rows: Sequence[VolumeStatus]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip()
         for r in (head, *body)
     )
+
+
+def _reasons(by_reason: dict[str, int]) -> str:
+    """``3 (StaleEventError 2, DecodeError 1)``: the total, then each reason, most first."""
+    total = sum(by_reason.values())
+    if not total:
+        return "0"
+    parts = sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f"{total} (" + ", ".join(f"{r} {n}" for r, n in parts) + ")"

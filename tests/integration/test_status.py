@@ -77,7 +77,7 @@ def build_windows(
         proc.close()
 
 
-def dead_letter(topic: Topic, volume: str) -> None:
+def dead_letter(topic: Topic, volume: str, error: str = "InvalidEventError") -> None:
     codec = AvroCodec("DeadLetter")
     value = codec.encode(
         {
@@ -87,7 +87,7 @@ def dead_letter(topic: Topic, volume: str) -> None:
             "key": None,
             "value": b"garbage",
             "volume": volume,
-            "error": "InvalidEventError",
+            "error": error,
             "reason": "test",
             "time_us": T0,
         }
@@ -100,7 +100,7 @@ def dead_letter(topic: Topic, volume: str) -> None:
 @pytest.fixture
 def history(topic: Topic, tmp_path: Path) -> Iterator[tuple[MemoryStore, Writer]]:
     """Volume ``db``: 3 start markers + 6 writes produced; windows built through offset of
-    the 4th write; a gap record and a dead letter for ``db``."""
+    the 4th write; a gap record and two dead letters (two reasons) for ``db``."""
     store = MemoryStore()
     w = Writer(topic, "db", size=SIZE, t0_us=T0)
     w.start()
@@ -112,6 +112,7 @@ def history(topic: Topic, tmp_path: Path) -> Iterator[tuple[MemoryStore, Writer]
         Gap("db", "sequence", 10_000, 9_999, "s", 7, 9, "test gap", T0).to_json(),
     )
     dead_letter(topic, "db")
+    dead_letter(topic, "db", "StaleEventError")
     dead_letter(topic, "other")
     yield store, w
 
@@ -149,7 +150,9 @@ def test_status_reports_durable_lag_rpo_points_and_dlq(
     assert s.bytes_stored == sum(i.size for i in store.list("v1/volumes/db/"))
     assert s.bytes_stored > 3 * 1000  # three windows of data made it to the store
     assert [g["at_offset"] for g in s.gaps] == [10_000]
-    assert s.dlq_events == 1
+    assert s.dlq_events == 2
+    assert s.dlq_by_reason == {"InvalidEventError": 1, "StaleEventError": 1}
+    assert s.fenced_sessions == []
     assert s.worker.committed_offset is None and s.worker.uncommitted is None
     assert s.worker.high_watermark == w.offsets[-1] + 1
     assert s.worker.state in ("stopped", "unknown")
