@@ -147,8 +147,9 @@ def setup(bootstrap: str, s3_endpoint: str, tmp_path_factory: Any) -> Iterator[S
         gaps = Writer(Topic(bootstrap, topic, "kcdp.writes.dlq"), GAP_VOLUME, size=SIZE)
         gaps.start()
         gaps.write(0, b"before")
-        gaps.seq += 3  # three events never arrive: a sequence gap
-        gaps.write(4096, b"after")
+        gaps.seq += 3  # three events never arrive: a sequence gap ...
+        for k in range(4):  # ... that the writes after it confirm (FORMAT.md "Quarantine")
+            gaps.write(4096 * (k + 1), b"after")
         s = Setup(bootstrap, store_url, topic, worker, last, None)  # type: ignore[arg-type]
         s.before = s.status()  # nothing durable yet: no worker runs
         with worker:

@@ -101,6 +101,7 @@ def test_two_workers_share_partitions_and_dead_letter_poison(
             events.append(v.write(rng.randrange(SIZE - n), rng.randbytes(n), dt_us=100))
         victim = vols[0]
         bad = victim.write(SIZE - 10, b"x" * 100)  # ends past the volume: invalid
+        victim.seq -= 1  # an invalid event consumes no sequence: the next write reuses it
         after = [victim.write(5, b"still protected"), victim.write(SIZE - 4, b"end!")]
         items = [(e.group.encode(), codec.encode(e.to_record())) for e in events]
         items += [(b"gv0", b"\x00poison"), (b"gv0", codec.encode(bad.to_record()))]
