@@ -43,6 +43,7 @@ from connectors.kafka import consumer_config
 from connectors.restore.catalog import Catalog
 from connectors.restore.partitioner import partition_for
 from connectors.store.base import ObjectStore
+from connectors.worker_metrics import WorkerFigures
 from schemas.codec import AvroCodec
 from schemas.events import DATA_KINDS, EventKind, WriteEvent, now_us
 from streams import keys
@@ -95,6 +96,10 @@ class VolumeStatus:
     dlq_by_reason: dict[str, int]
     #: sessions fenced out of the history, as of the newest stored window
     fenced_sessions: list[str]
+    #: records held in quarantine now, and records re-reads found, from the workers'
+    #: ``/metrics`` (None: no worker that builds the volume was read)
+    quarantined: int | None
+    reread_found: int | None
     worker: WorkerHealth
     checked_us: int
 
@@ -200,6 +205,7 @@ class StatusReader:
         batch: int = DEFAULT_BATCH,
         timeout: float = 10.0,
         clock: Callable[[], int] = now_us,
+        worker_figures: Mapping[str, WorkerFigures] | None = None,
     ) -> None:
         if max_scan <= 0 or batch <= 0 or timeout <= 0:
             raise ValueError("max_scan, batch and timeout must be positive")
@@ -214,6 +220,7 @@ class StatusReader:
         self.batch = batch
         self.timeout = timeout
         self.clock = clock
+        self.worker_figures = worker_figures
 
     # -- entry point -------------------------------------------------------------------
     def volumes(self, names: Iterable[str] | None = None) -> list[VolumeStatus]:
@@ -268,6 +275,7 @@ class StatusReader:
         if s.oldest_lag_time_us is not None:
             rpo = max(0.0, (now - s.oldest_lag_time_us) / 1e6)
         oldest, newest = restorable_span(v.catalog) if len(v.catalog) else (None, None)
+        live = None if self.worker_figures is None else self.worker_figures.get(v.name)
         return VolumeStatus(
             volume=v.name,
             group=v.group,
@@ -295,6 +303,8 @@ class StatusReader:
             fenced_sessions=list(v.catalog.manifest(len(v.catalog) - 1).fenced)
             if len(v.catalog)
             else [],
+            quarantined=None if live is None else live.quarantined,
+            reread_found=None if live is None else live.reread_found,
             worker=health,
             checked_us=now,
         )

@@ -19,6 +19,7 @@ from connectors.config import Settings
 from connectors.errors import UsageError
 from connectors.status import DEFAULT_BATCH, DEFAULT_MAX_SCAN, StatusReader, VolumeStatus
 from connectors.store import open_store
+from connectors.worker_metrics import read_worker_metrics
 from schemas.codec import AvroCodec
 
 #: The worker's consumer group when ``--group-id`` is not given: the Faust app id, the
@@ -53,12 +54,26 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--timeout", type=float, default=10.0, help="seconds per broker call (default 10)"
     )
+    p.add_argument(
+        "--worker-metrics",
+        dest="worker_metrics",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a worker's /metrics URL (repeatable): adds records in quarantine and records "
+        "re-reads found per volume",
+    )
     p.set_defaults(func=cmd_status)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.max_scan <= 0 or args.timeout <= 0:
         raise UsageError("--max-scan and --timeout must be positive")
+    live = (
+        read_worker_metrics(args.worker_metrics, timeout=args.timeout)
+        if args.worker_metrics
+        else None
+    )
     store = open_store(settings.store_url)
     try:
         reader = StatusReader(
@@ -74,6 +89,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             max_scan=args.max_scan,
             batch=min(DEFAULT_BATCH, args.max_scan),
             timeout=args.timeout,
+            worker_figures=live,
         )
         found = reader.volumes(args.volumes or None)
     finally:
@@ -130,6 +146,7 @@ def render_table(rows: Sequence[VolumeStatus]) -> str:
         "GAPS",
         "DLQ",
         "FENCED",
+        "HELD",
         "WORKER",
     )
     body = []
@@ -157,6 +174,7 @@ def render_table(rows: Sequence[VolumeStatus]) -> str:
                 str(len(s.gaps)),
                 _reasons(s.dlq_by_reason),
                 str(len(s.fenced_sessions)),
+                "-" if s.quarantined is None else f"{s.quarantined} ({s.reread_found} found)",
                 worker,
             )
         )

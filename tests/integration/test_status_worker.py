@@ -191,12 +191,19 @@ def test_status_after_the_worker_caught_up(
     assert s.gaps == []
     eventually(lambda: setup.status().dlq_events == 1 or None, "the poison event is dead-lettered")
     # the CLI prints the same figures as JSON
-    assert kcdp(["status", "--json", "--group-id", GROUP_ID, *setup.common(), VOLUME]) == 0
+    metrics = f"http://127.0.0.1:{setup.worker.web_port}/metrics"
+    live = ["--worker-metrics", metrics]
+    assert kcdp(["status", "--json", "--group-id", GROUP_ID, *live, *setup.common(), VOLUME]) == 0
     [doc] = orjson.loads(capsys.readouterr().out)
     assert doc["volume"] == VOLUME
     assert doc["last_durable_offset"] == setup.last_offset
     assert doc["lag_events"] == 0 and doc["rpo_seconds"] < WINDOW_SECONDS
     assert doc["dlq_events"] == 1
+    assert doc["dlq_by_reason"] == {"InvalidEventError": 1}  # the poison's bad CRC
+    assert doc["fenced_sessions"] == []
+    assert doc["quarantined"] == 0 and doc["reread_found"] == 0  # from the worker
+    # a worker that cannot be read is an error, not a status without it
+    assert kcdp(["status", "--worker-metrics", "http://127.0.0.1:1/metrics", *setup.common()]) == 5
     assert doc["worker"]["group_id"] == GROUP_ID
 
 
