@@ -17,14 +17,16 @@ the one before it (:func:`streams.manifest.check_link`: offsets and digests), a 
 checkpoint pairs with the manifest ending at its offset, and a point after a window's end
 has the next window (or the head) vouch for that window (:meth:`Catalog.check_point`).
 A stored path may cross a recorded gap (the point is consistent, so a baseline begun after
-the gap rewrote every byte before it; docs/FORMAT.md "Restore", rule 4); a Kafka tail may
-not. A path is refused when it uses an object in ``avoid`` (known bad); an older (forward)
-or newer (backward) checkpoint is tried then. Each path costs the bytes it reads:
-checkpoint chunks + increments + the write log + the target window's forward increment,
-which a write-log replay may need for its ``in_forward`` records (docs/FORMAT.md "Write
-log"; the executor fetches it only when a record up to N is ``in_forward``, so this is an
-upper bound) + on a backward path the edge window's forward increment, whose ranges check
-the result (``final``). ``auto`` takes the cheaper (forward on a tie).
+the gap rewrote every byte before it; docs/FORMAT.md "Restore", rule 4) unless the window
+after the gap claims consistency from its first event (:func:`_check_healed`); a Kafka
+tail may not cross one. A path is refused when it uses an object in ``avoid`` (known bad);
+an older (forward) or newer (backward) checkpoint is tried then. Each path costs the bytes
+it reads: checkpoint chunks + increments + the write log + the target window's forward
+increment, which a write-log replay may need for its ``in_forward`` records
+(docs/FORMAT.md "Write log"; the executor fetches it only when a record up to N is
+``in_forward``, so this is an upper bound) + on a backward path the edge window's forward
+increment, whose ranges check the result (``final``). ``auto`` takes the cheaper (forward
+on a tie).
 """
 
 from __future__ import annotations
@@ -107,6 +109,23 @@ def _check_chain(catalog: Catalog, before: Manifest | None, lo: int, hi: int) ->
     for m in catalog.manifests(range(lo, hi + 1)):
         check_link(prev, m)
         prev = m
+
+
+def _check_healed(catalog: Catalog, low: int, high: int) -> None:
+    """A stored path over ``low..high`` may cross a gap only if the window after it starts
+    inconsistent, as the worker writes it (the point's consistency then rests on a
+    baseline begun after the gap); a store claiming otherwise contradicts its gap record."""
+    for g in catalog.gaps_between(low, high):
+        k = next((i for i, w in enumerate(catalog.windows) if w.first >= g.at_offset), None)
+        if k is None:
+            continue
+        m = catalog.manifest(k)
+        if m.restorable_from == m.first_offset:
+            raise GapError(
+                f"the path crosses a recorded {g.kind} gap of {catalog.volume} at offset "
+                f"{g.at_offset} that no baseline healed: window {m.first_offset}-"
+                f"{m.last_offset} after it claims consistency from its first event"
+            )
 
 
 def _check_gaps(catalog: Catalog, low: int, high: int) -> None:
@@ -194,6 +213,7 @@ def _forward(
     catalog: Catalog, offset: int | None, edge_index: int, edge: int, replay: Replay | None
 ) -> Path:
     start = None if offset is None else _start(catalog, offset)
+    _check_healed(catalog, -1 if offset is None else offset, edge)
     first_index = 0 if start is None else start.index + 1
     before = None if start is None else start.manifest
     _check_chain(catalog, before, first_index, _target_index(edge_index, replay))
@@ -212,6 +232,7 @@ def _backward(
     catalog: Catalog, offset: int, edge_index: int, edge: int, replay: Replay | None
 ) -> Path:
     start = _start(catalog, offset)
+    _check_healed(catalog, edge, offset)
     before = catalog.manifest(edge_index) if edge_index >= 0 else None
     _check_chain(
         catalog, before, edge_index + 1, max(start.index, _target_index(edge_index, replay))
