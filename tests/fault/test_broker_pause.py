@@ -64,12 +64,8 @@ ACKED = 50
 @pytest.fixture(scope="module")
 def pausable() -> Iterator[EmbeddedBroker]:
     """A broker of this module's own: its tests freeze it."""
-    b = EmbeddedBroker()
-    b.start()
-    try:
+    with EmbeddedBroker() as b:
         yield b
-    finally:
-        b.stop()
 
 
 def _signal(broker: EmbeddedBroker, sig: signal.Signals) -> None:

@@ -75,10 +75,9 @@ class Forger:
         self.foreign = s[:-1] + ("0" if s[-1] != "0" else "1")
         self.last_real: tuple[int, bytes] = (0, b"\x01" * 64)
 
-    def event(self, sequence: int, *, session: str | None = None, bad_crc: bool = False) -> bytes:
-        data = self.rng.randbytes(self.rng.randint(16, 256))
-        where = self.rng.randrange(SIZE - len(data))
-        ev = WriteEvent(
+    def _write(self, sequence: int, where: int, data: bytes, session: str = "") -> WriteEvent:
+        """A sealed WRITE of the volume (format 2, as the intercept writes them)."""
+        return WriteEvent(
             group=VOLUME,
             volume=VOLUME,
             sequence=sequence,
@@ -88,9 +87,14 @@ class Forger:
             length=len(data),
             data=data,
             volume_size=SIZE,
-            crc32c=crc32c(data) ^ (1 if bad_crc else 0),
             session=session or self.volume.session,
-        )
+        ).seal()
+
+    def event(self, sequence: int, *, session: str | None = None, bad_crc: bool = False) -> bytes:
+        data = self.rng.randbytes(self.rng.randint(16, 256))
+        ev = self._write(sequence, self.rng.randrange(SIZE - len(data)), data, session or "")
+        if bad_crc:
+            ev.crc32c ^= 1
         return self.codec.encode(ev.to_record())
 
     def tick(self, **kw: Any) -> bytes:
@@ -110,19 +114,7 @@ class Forger:
             return value[: rng.randrange(1, len(value))]
         if category == "flipped-data":  # a copy of the last real write, one data bit flipped
             where, data = self.last_real
-            ev = WriteEvent(
-                group=VOLUME,
-                volume=VOLUME,
-                sequence=nxt - 1,
-                kind=EventKind.WRITE,
-                timestamp_us=now_us(),
-                offset=where,
-                length=len(data),
-                data=data,
-                volume_size=SIZE,
-                crc32c=crc32c(data),
-                session=self.volume.session,
-            )
+            ev = self._write(nxt - 1, where, data)
             flipped = bytearray(self.codec.encode(ev.to_record()))
             at = bytes(flipped).index(data) + rng.randrange(len(data))
             flipped[at] ^= 1 << rng.randrange(8)

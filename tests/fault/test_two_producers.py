@@ -90,12 +90,8 @@ def _child_argv(bootstrap: str, topic: str, backing: Path, volume: str, mode: st
 @pytest.fixture(scope="module")
 def busy_broker() -> Iterator[EmbeddedBroker]:
     """A broker of this module's own, so the minute of data leaves with it."""
-    b = EmbeddedBroker()
-    b.start()
-    try:
+    with EmbeddedBroker() as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.mark.timeout(300)
