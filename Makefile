@@ -40,6 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check schemas connectors streams infra tests
 	$(BIN)/ruff format --check schemas connectors streams infra tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: system-deps lint
 	$(BIN)/pytest

@@ -45,6 +45,9 @@ SECRET_ENV = (
 
 _secrets: set[str] = set()
 
+#: The worker's consumer group (and Faust app id): where it commits durable offsets.
+DEFAULT_GROUP_ID = "kcdp-increments"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:

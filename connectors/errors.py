@@ -11,6 +11,10 @@ values through :func:`connectors.config.redact` first.
 
 from __future__ import annotations
 
+#: Prefix of the one stderr line a child process (the nbdkit plugin) writes to report a
+#: KcdpError to its launcher: ``<prefix><class name>: <message>``.
+ERROR_LINE_PREFIX = "kcdp-error: "
+
 
 class KcdpError(Exception):
     """Base of every kafka-cdp error."""
@@ -70,7 +74,7 @@ class StoreError(KcdpError):
     exit_code = 4
 
 
-class ObjectNotFound(StoreError):
+class ObjectNotFoundError(StoreError):
     """The object store has no object under the key."""
 
 

@@ -57,7 +57,7 @@ def ensure_topics(
 ) -> None:
     """Create each missing topic in ``topics`` (name -> partitions); wait until visible."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin_conf = {k: v for k, v in conf.items() if not k.startswith(("enable.", "acks"))}
     admin = AdminClient(

@@ -22,7 +22,7 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # its stream varies
     """Writes to whatever ``sys.stderr`` is at emit time (tests swap it per test)."""
 
     def __init__(self) -> None:

@@ -1,33 +1,9 @@
-"""What ``kcdp status`` reports: per volume, how far protection is behind capture.
-
-Definitions (also in README "Status and metrics"):
-
-* **last captured** offset and time: the volume's newest event in the write topic (its
-  partition comes from its manifests, else its partition marker, else murmur2 of its
-  group). Found by reading the partition forward from the last durable window when that
-  span is small (≤ ``max_scan`` records), else backwards from the high watermark in
-  batches of ``batch`` records with ``assign()``; never with ``offsets_for_times``.
-* **last durable** window: the newest manifest in the store (first/last offset, time).
-* **lag**: the volume's events after the last durable window's last offset (all of the
-  volume's events when it has no window), counted with their WRITE/BASELINE data bytes by
-  reading the topic from there. ``lag_complete`` is false when the span held more than
-  ``max_scan`` records and the counts are lower bounds. Events that do not decode or break
-  an event rule are not counted (they go to the dead-letter topic).
-* **RPO** seconds: 0 when every captured event is durable, else now - the event time of
-  the oldest non-durable event (the data at risk spans from then).
-* **oldest / newest restorable point**: from the manifests (``Catalog``), None before
-  the first consistent point.
-* **bytes stored**: the sizes of every object under the volume's prefix (manifests,
-  increments, write logs, checkpoints, gap records) plus the stored sizes of the distinct
-  checkpoint chunks its checkpoints reference (a chunk shared by volumes counts for each).
-* **gaps**: the volume's gap records.
-* **DLQ count**: records of the dead-letter topic whose ``volume`` is the volume (read
-  through ``max_scan`` records per partition, decoded with the DeadLetter codec).
-* **worker health**: the worker group's committed offset of the volume's partition
-  against the partition's high watermark (``uncommitted`` records), and the number of
-  group members when the broker answers ``describe_consumer_groups``; the state is
-  ``running`` (members > 0), ``stopped`` (the group is empty or dead) or ``unknown`` (the
-  broker cannot tell, or calls the group active yet lists no member, as Tansu 0.6 does).
+"""How far protection is behind capture, per volume: :class:`StatusReader` reads the
+store, the write topic, the dead-letter topic and the worker group's commits into
+:class:`~connectors.status_figures.VolumeStatus` (every figure is defined once, in the
+README, "Status and metrics"). The topic is read forward from the last durable window when
+that span is small (≤ ``max_scan`` records), else backwards from the high watermark in
+batches of ``batch`` records with ``assign()``; never with ``offsets_for_times``.
 """
 
 from __future__ import annotations
@@ -35,19 +11,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.errors import BrokerError, DecodeError, InvalidEventError, NotRestorableError
 from connectors.kafka import consumer_config
 from connectors.restore.catalog import Catalog
 from connectors.restore.partitioner import partition_for
+from connectors.status_figures import (
+    VolumeStatus,
+    WorkerHealth,
+    list_volumes,
+    restorable_span,
+    stored_bytes,
+)
 from connectors.store.base import ObjectStore
 from connectors.worker_metrics import WorkerFigures
+from schemas import keys
 from schemas.codec import AvroCodec
 from schemas.events import DATA_KINDS, EventKind, WriteEvent, now_us
-from streams import keys
-from streams.checkpoint import load_checkpoint
 
 log = logging.getLogger("kcdp.status")
 
@@ -55,56 +37,6 @@ log = logging.getLogger("kcdp.status")
 DEFAULT_MAX_SCAN = 200_000
 #: Default size of one backward read batch.
 DEFAULT_BATCH = 2_000
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerHealth:
-    """The worker group as the broker sees it, for one partition."""
-
-    group_id: str
-    committed_offset: int | None
-    high_watermark: int
-    uncommitted: int | None
-    members: int | None
-    state: str
-
-
-@dataclass(frozen=True, slots=True)
-class VolumeStatus:
-    """The status of one volume; every field is JSON-able (times in µs since the epoch)."""
-
-    volume: str
-    group: str
-    topic: str
-    partition: int
-    last_captured_offset: int | None
-    last_captured_time_us: int | None
-    last_durable_first_offset: int | None
-    last_durable_offset: int | None
-    last_durable_time_us: int | None
-    windows: int
-    lag_events: int
-    lag_bytes: int
-    lag_complete: bool
-    rpo_seconds: float
-    oldest_point: int | None
-    newest_point: int | None
-    bytes_stored: int
-    gaps: list[dict[str, Any]]
-    dlq_events: int
-    #: dead letters of the volume by reason (the DLQ record's ``error`` class name)
-    dlq_by_reason: dict[str, int]
-    #: sessions fenced out of the history, as of the newest stored window
-    fenced_sessions: list[str]
-    #: records held in quarantine now, and records re-reads found, from the workers'
-    #: ``/metrics`` (None: no worker that builds the volume was read)
-    quarantined: int | None
-    reread_found: int | None
-    worker: WorkerHealth
-    checked_us: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(slots=True)
@@ -130,55 +62,6 @@ class _Volume:
     catalog: Catalog
     durable: tuple[int, int, int] | None  # first, last offset, last event time
     scan: _Scan = field(default_factory=lambda: _Scan(0))
-
-
-def list_volumes(store: ObjectStore, topic: str) -> dict[str, int | None]:
-    """Volumes in ``store``: name -> partition of ``topic`` from its marker (None: no marker).
-
-    Markers are ``v1/partitions/<topic>/<partition>/<volume>``; volumes with manifests but
-    no marker (another topic, or a marker lost) are listed too.
-    """
-    found: dict[str, int | None] = {}
-    prefix = f"{keys.LAYOUT}/partitions/{topic}/"
-    for info in store.list(prefix):
-        part, _, name = info.key[len(prefix) :].partition("/")
-        if part.isdigit() and name and "/" not in name:
-            found[name] = int(part)
-    vprefix = keys.volumes_prefix()
-    for info in store.list(vprefix):
-        name = info.key[len(vprefix) :].split("/", 1)[0]
-        found.setdefault(name, None)
-    return found
-
-
-def stored_bytes(store: ObjectStore, catalog: Catalog) -> int:
-    """Bytes of the volume's objects plus its distinct checkpoint chunks (stored sizes)."""
-    total = sum(info.size for info in store.list(keys.volume_prefix(catalog.volume)))
-    chunks: dict[str, int] = {}
-    for offset in catalog.checkpoints:
-        cp = load_checkpoint(store, catalog.volume, offset)
-        for digest, size in zip(cp.chunks, cp.chunk_sizes, strict=False):
-            if digest is not None:
-                chunks[digest] = size
-    return total + sum(chunks.values())
-
-
-def restorable_span(catalog: Catalog) -> tuple[int | None, int | None]:
-    """(oldest, newest) restorable point, loading manifests only from the two ends."""
-    n = len(catalog)
-    oldest = next(
-        (
-            m.restorable_from
-            for m in (catalog.manifest(i) for i in range(n))
-            if m.restorable_from is not None
-        ),
-        None,
-    )
-    newest = next(
-        (m.last_offset for m in (catalog.manifest(i) for i in reversed(range(n))) if m.consistent),
-        None,
-    )
-    return oldest, newest
 
 
 class StatusReader:

@@ -182,6 +182,10 @@ class WriteEvent:
             raise InvalidEventError(
                 f"{self._where()}: sequence must be >= 0, and 0 for SESSION_START"
             )
+        self._check_extent()
+
+    def _check_extent(self) -> None:
+        """The rules on offset, length, volume size, data and name."""
         if self.offset < 0 or self.length < 0:
             raise InvalidEventError(
                 f"{self._where()}: negative offset or length ({self.offset}, {self.length})"

@@ -25,7 +25,7 @@ from operator import add
 from typing import NamedTuple, Protocol
 
 from schemas.events import DATA_KINDS, EventKind, WriteEvent
-from streams.extents import MAX_EXTENT, Extent
+from schemas.extents import MAX_EXTENT, Extent
 
 _ZEROS = bytes(MAX_EXTENT)
 #: ``_new(Extent, (offset, length, data))`` builds an Extent without the keyword-handling

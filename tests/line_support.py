@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from schemas.events import CHANGE_KINDS, DATA_KINDS, WriteEvent
-from streams.builder import Outcome, PartitionProcessor, Record
-from streams.gaps import Gap, list_gaps
-from streams.volume import BuildOptions
+from schemas.gaps import Gap, list_gaps
+from streams.partition import Outcome, PartitionProcessor, Record
+from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, check_chain, tick
 

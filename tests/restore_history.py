@@ -21,16 +21,16 @@ from pathlib import Path
 
 from connectors.restore.plan import Plan
 from connectors.store.base import ObjectStore
+from schemas import keys
+from schemas.checkpoint import Checkpoint, write_checkpoint
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
-from streams import keys
-from streams.checkpoint import Checkpoint, write_checkpoint
-from streams.extents import Extent, split_ranges, union_ranges
-from streams.gaps import Gap
-from streams.head import put_head
-from streams.image import Image
-from streams.increment import write_increment
-from streams.manifest import Bookmark, Manifest, ObjectRef, list_window_keys
-from streams.writelog import LogRecord, needs_forward, read_log, write_log
+from schemas.extents import Extent, split_ranges, union_ranges
+from schemas.gaps import Gap
+from schemas.head import put_head
+from schemas.image import Image
+from schemas.increment import write_increment
+from schemas.manifest import Bookmark, Manifest, ObjectRef, list_window_keys
+from schemas.writelog import LogRecord, needs_forward, read_log, write_log
 
 T0 = 1_795_571_270_000_000  # µs
 

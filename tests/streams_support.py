@@ -9,8 +9,8 @@ from typing import Any
 
 from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
-from streams.increment import read_increment
-from streams.manifest import Manifest, get_verified, list_window_keys, load_manifest
+from schemas.increment import read_increment
+from schemas.manifest import Manifest, get_verified, list_window_keys, load_manifest
 
 
 @dataclass

@@ -31,13 +31,14 @@ from connectors.restore.catalog import Catalog, group_volumes
 from connectors.restore.kafka_source import KafkaReplay
 from connectors.restore.materialize import restore_point
 from connectors.restore.partitioner import group_partition
-from connectors.restore.planner import DIRECTIONS, plan_restore
+from connectors.restore.plan import DIRECTIONS
+from connectors.restore.planner import plan_restore
 from connectors.restore.replica import Replica
 from connectors.restore.verify import list_points, verify_volume
 from connectors.store import open_store
 from connectors.store.base import ObjectStore
+from schemas import keys
 from schemas.codec import AvroCodec
-from streams import keys
 
 
 def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:

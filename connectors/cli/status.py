@@ -15,16 +15,15 @@ from typing import Any
 
 import orjson
 
-from connectors.config import Settings
+from connectors.config import DEFAULT_GROUP_ID, Settings
 from connectors.errors import UsageError
-from connectors.status import DEFAULT_BATCH, DEFAULT_MAX_SCAN, StatusReader, VolumeStatus
+from connectors.status import DEFAULT_BATCH, DEFAULT_MAX_SCAN, StatusReader
+from connectors.status_figures import VolumeStatus
 from connectors.store import open_store
 from connectors.worker_metrics import read_worker_metrics
 from schemas.codec import AvroCodec
 
 #: The worker's consumer group when ``--group-id`` is not given: the Faust app id, the
-#: default of ``streams.app.WorkerOptions.group_id`` (not imported: it pulls in Faust).
-DEFAULT_GROUP_ID = "kcdp-increments"
 
 
 def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.config import Settings
+from connectors.config import DEFAULT_GROUP_ID, Settings
 from connectors.errors import KcdpError
 from connectors.kafka import ensure_topics
 from connectors.store import open_store
-from streams.app import WorkerOptions, create_app
+from streams.app import create_app
 from streams.window import WindowPolicy
+from streams.worker import WorkerOptions
 
 log = logging.getLogger("kcdp.worker")
 
@@ -71,7 +72,11 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     w.add_argument(
         "--tick-grace", type=float, default=0.5, help="seconds past a deadline before a TICK"
     )
-    p.add_argument("--group-id", default="kcdp-increments", help="consumer group / Faust app id")
+    p.add_argument(
+        "--group-id",
+        default=DEFAULT_GROUP_ID,
+        help=f"consumer group / Faust app id (default {DEFAULT_GROUP_ID})",
+    )
     p.add_argument("--workdir", help="replica images and worker data (default <state-dir>/worker)")
     p.add_argument("--web-port", type=int, help="serve /metrics on this port (default: off)")
     p.add_argument("--web-host", default="127.0.0.1", help="web bind address (127.0.0.1)")

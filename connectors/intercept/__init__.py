@@ -6,6 +6,6 @@ NBD export (:mod:`connectors.intercept.nbd`) lets any NBD client write through i
 
 from __future__ import annotations
 
-from connectors.intercept.volume import InterceptedVolume
+from connectors.intercept.intercepted import InterceptedVolume
 
 __all__ = ["InterceptedVolume"]

@@ -8,7 +8,6 @@ regular file (it reads back as zeros) and writes zeros elsewhere.
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 import os
 import stat
@@ -16,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.errors import ConfigError, VolumeError
+from connectors.fsutil import libc, zero_range
 
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
+_ZERO_BLOCK = bytes(1 << 20)
+
 _SYNC_FILE_RANGE_WRITE = 0x02
 #: Default bytes written between two writeback starts (see :class:`Writeback`).
 WRITEBACK_EVERY = 8 * 1024 * 1024
-_ZERO_BLOCK = bytes(1024 * 1024)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +76,6 @@ def is_zero(chunk: bytes) -> bool:
     return chunk.count(0) == n
 
 
-def pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
-    done = os.pwrite(fd, buf, offset)  # almost always the whole buffer: no slice
-    while done < len(buf):
-        done += os.pwrite(fd, buf[done:], offset + done)
-
-
 class Writeback:
     """Starts the kernel's writeback of ``fd`` every ``every`` bytes written.
 
@@ -101,23 +93,11 @@ class Writeback:
         self.pending += n
         if self.pending >= self.every:
             self.pending = 0
-            _libc.sync_file_range(
+            libc().sync_file_range(
                 self.fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE
             )
 
 
 def clear_range(fd: int, offset: int, length: int, *, punch: bool) -> None:
     """Make ``[offset, offset+length)`` read as zeros: punch a hole, else write zeros."""
-    if punch:
-        mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-        res = _libc.fallocate(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length))
-        if res == 0:
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
-            raise OSError(err, os.strerror(err))
-    end = offset + length
-    while offset < end:
-        n = min(len(_ZERO_BLOCK), end - offset)
-        pwrite_all(fd, memoryview(_ZERO_BLOCK)[:n], offset)
-        offset += n
+    zero_range(fd, offset, length, punch=punch)

@@ -27,12 +27,16 @@ from typing import Any
 import orjson
 
 from connectors import errors
-from connectors.errors import ConfigError, ExternalToolError, KcdpError, VolumeError
+from connectors.errors import (
+    ERROR_LINE_PREFIX,
+    ConfigError,
+    ExternalToolError,
+    KcdpError,
+    VolumeError,
+)
 from connectors.intercept.control import socket_path
 
 PLUGIN = Path(__file__).with_name("nbd_plugin.py")
-#: Must equal nbd_plugin.ERROR_PREFIX (the plugin cannot be imported outside nbdkit).
-ERROR_PREFIX = "kcdp-error: "
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Seconds nbdkit has to exit after SIGTERM before it is killed.
 STOP_GRACE = 60.0
@@ -164,8 +168,8 @@ class NbdExport:
     def startup_error(self) -> KcdpError:
         """The error that stopped nbdkit: the plugin's kafka-cdp error if it reported one."""
         for line in reversed(self.log_tail(20000).splitlines()):
-            if line.startswith(ERROR_PREFIX):
-                name, _, message = line[len(ERROR_PREFIX) :].partition(": ")
+            if line.startswith(ERROR_LINE_PREFIX):
+                name, _, message = line[len(ERROR_LINE_PREFIX) :].partition(": ")
                 cls = getattr(errors, name, None)
                 if isinstance(cls, type) and issubclass(cls, KcdpError):
                     return cls(message)

@@ -23,8 +23,6 @@ from typing import Any
 import nbdkit
 
 API_VERSION = 2
-#: Prefix of the line that reports a kafka-cdp error to the launcher (see nbd.py).
-ERROR_PREFIX = "kcdp-error: "
 
 _settings: dict[str, Any] = {}
 _state: dict[str, Any] = {}
@@ -54,13 +52,13 @@ def thread_model() -> int:
 
 def after_fork() -> None:
     logging.basicConfig(level=logging.WARNING, format="kcdp-nbd %(levelname)s %(message)s")
-    from connectors.errors import KcdpError
-    from connectors.intercept.volume import InterceptedVolume
+    from connectors.errors import ERROR_LINE_PREFIX, KcdpError
+    from connectors.intercept.intercepted import InterceptedVolume
 
     try:
         _state["volume"] = InterceptedVolume(**_settings)
     except KcdpError as exc:  # one line the launcher turns back into the same error
-        sys.stderr.write(f"{ERROR_PREFIX}{type(exc).__name__}: {exc.message}\n")
+        sys.stderr.write(f"{ERROR_LINE_PREFIX}{type(exc).__name__}: {exc.message}\n")
         sys.stderr.flush()
         raise
 

@@ -1,11 +1,11 @@
-"""Options and argument checks of :class:`connectors.intercept.volume.InterceptedVolume`."""
+"""Options and argument checks of :class:`connectors.intercept.intercepted.InterceptedVolume`."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from connectors.errors import ConfigError, InvalidEventError
-from streams.keys import check_name
+from schemas.keys import check_name
 
 Mode = Literal["sync", "async"]
 BaselinePolicy = Literal["auto", "always", "never"]

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 from connectors.errors import IntegrityError, NotRestorableError
 from connectors.store.base import ObjectStore
-from streams import keys
-from streams.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
-from streams.gaps import Gap, list_gaps
-from streams.head import Head, anchor_problem, load_head
-from streams.manifest import (
+from schemas import keys
+from schemas.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
+from schemas.gaps import Gap, list_gaps
+from schemas.head import Head, anchor_problem, load_head
+from schemas.manifest import (
     Bookmark,
     Broken,
     Manifest,
@@ -36,7 +36,7 @@ from streams.manifest import (
     list_window_keys,
     load_manifest,
 )
-from streams.writelog import read_log
+from schemas.writelog import read_log
 
 
 @dataclass(frozen=True, slots=True)

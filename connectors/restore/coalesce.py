@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 
-from streams.extents import Extent
+from schemas.extents import Extent
 
 
 class Coalescer:

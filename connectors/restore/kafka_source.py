@@ -1,7 +1,7 @@
 """Single writes straight from Kafka, while the broker still retains them.
 
 :class:`KafkaReplay` reads offsets of the volume's partition with ``assign()`` and turns
-the volume's change events into :class:`streams.writelog.LogRecord` values, with the same
+the volume's change events into :class:`schemas.writelog.LogRecord` values, with the same
 rules as the agents: TICKs, other volumes' events and records that do not decode or break
 an event rule are skipped, duplicate sequences are skipped.
 
@@ -35,7 +35,7 @@ from connectors.errors import (
 from connectors.kafka import consumer_config
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
-from streams.writelog import LogRecord
+from schemas.writelog import LogRecord
 
 log = logging.getLogger("kcdp.restore")
 

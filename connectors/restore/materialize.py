@@ -50,13 +50,13 @@ from connectors.restore.kafka_source import KafkaReplay
 from connectors.restore.plan import Plan, Step
 from connectors.restore.planner import plan_restore
 from connectors.store.base import ObjectStore
-from streams import keys
-from streams.checkpoint import materialize_checkpoint
-from streams.extents import Extent
-from streams.image import Image
-from streams.increment import read_increment
-from streams.manifest import ObjectRef, get_verified
-from streams.writelog import ForwardBytes, LogRecord, apply_records, needs_forward, read_log
+from schemas import keys
+from schemas.checkpoint import materialize_checkpoint
+from schemas.extents import Extent
+from schemas.image import Image
+from schemas.increment import read_increment
+from schemas.manifest import ObjectRef, get_verified
+from schemas.writelog import ForwardBytes, LogRecord, apply_records, needs_forward, read_log
 
 log = logging.getLogger("kcdp.restore")
 
@@ -81,7 +81,7 @@ class RestoreResult:
         }
 
 
-class BadObject(Exception):
+class BadObjectError(Exception):
     """Internal control flow, not part of the error hierarchy: ``error`` was raised while
     reading ``key``; :func:`restore_point` re-plans around it or re-raises ``error``."""
 
@@ -142,7 +142,7 @@ def restore_point(
             store, catalog, plan, output, workers=workers, kafka=kafka, progress=progress
         )
         return RestoreResult(plan, Path(output), source, time.monotonic() - started)
-    except BadObject as bad:
+    except BadObjectError as bad:
         if direction != "auto":
             raise bad.error from None
         try:
@@ -157,7 +157,7 @@ def restore_point(
         source = execute(
             store, catalog, plan, output, workers=workers, kafka=kafka, progress=progress
         )
-    except BadObject as again:
+    except BadObjectError as again:
         raise again.error from None
     return RestoreResult(plan, Path(output), source, time.monotonic() - started, retried)
 
@@ -174,7 +174,7 @@ def execute(
 ) -> str:
     """Materialize ``plan`` into ``output``; returns the replay source (log, kafka, none).
 
-    Raises :class:`BadObject` wrapping the IntegrityError/GapError of the object at fault.
+    Raises :class:`BadObjectError` wrapping the IntegrityError/GapError of the object at fault.
     """
     output = Path(output)
     if output.is_dir():
@@ -227,7 +227,7 @@ def _start(
             raise IntegrityError(f"{cp.key}: changed since the restore was planned")
         materialize_checkpoint(store, cp, image, workers=workers)
     except (IntegrityError, GapError) as exc:
-        raise BadObject(path.checkpoint_key, exc) from None
+        raise BadObjectError(path.checkpoint_key, exc) from None
 
 
 def _fetch(store: ObjectStore, step: Step, direction: str) -> list[Extent]:
@@ -235,7 +235,7 @@ def _fetch(store: ObjectStore, step: Step, direction: str) -> list[Extent]:
     try:
         return _extents(store, step.ref, direction, step.manifest)
     except (IntegrityError, GapError) as exc:
-        raise BadObject(step.ref.key, exc) from None
+        raise BadObjectError(step.ref.key, exc) from None
 
 
 def _extents(store: ObjectStore, ref: ObjectRef, direction: str, manifest: str) -> list[Extent]:
@@ -284,7 +284,7 @@ def _apply_steps(
     for step, extents in _prefetched(store, plan.path.steps, direction, workers):
         window = f"window {step.first}-{step.last} of {plan.volume}"
         if direction == "backward" and _ranges_sha256(image, extents) != step.ranges_sha256:
-            raise BadObject(
+            raise BadObjectError(
                 blame,
                 IntegrityError(
                     f"before rolling back {window} the image does not match its recorded "
@@ -293,7 +293,7 @@ def _apply_steps(
             )
         image.apply(extents)
         if direction == "forward" and _ranges_sha256(image, extents) != step.ranges_sha256:
-            raise BadObject(
+            raise BadObjectError(
                 step.ref.key,
                 IntegrityError(f"{step.ref.key}: {window} does not match its recorded digest"),
             )
@@ -310,7 +310,7 @@ def _check_final(store: ObjectStore, plan: Plan, image: Image) -> None:
     extents = _fetch(store, final, "forward")
     if _ranges_sha256(image, extents) != final.ranges_sha256:
         blame = plan.path.steps[-1].ref.key if plan.path.steps else plan.path.checkpoint_key
-        raise BadObject(
+        raise BadObjectError(
             blame or final.ref.key,
             IntegrityError(
                 f"after rolling back to window {final.first}-{final.last} of {plan.volume} "
@@ -349,7 +349,7 @@ def _replay(store: ObjectStore, plan: Plan, image: Image, kafka: KafkaReplay | N
         logged: list[LogRecord] = list(read_log(data, name=ref.key))
         ref.check_counts(manifest=manifest, records=len(logged))
     except (IntegrityError, GapError) as exc:
-        raise BadObject(ref.key, exc) from None
+        raise BadObjectError(ref.key, exc) from None
     forward: ForwardBytes | None = None
     if replay.forward is not None and needs_forward(logged, upto_offset=replay.upto):
         fkey = replay.forward.key
@@ -357,9 +357,9 @@ def _replay(store: ObjectStore, plan: Plan, image: Image, kafka: KafkaReplay | N
             extents = _extents(store, replay.forward, "forward", manifest)
             forward = ForwardBytes(extents, name=fkey)
         except (IntegrityError, GapError) as exc:
-            raise BadObject(fkey, exc) from None
+            raise BadObjectError(fkey, exc) from None
     try:
         apply_records(image, logged, upto_offset=replay.upto, forward=forward, name=ref.key)
     except IntegrityError as exc:
-        raise BadObject(ref.key, exc) from None
+        raise BadObjectError(ref.key, exc) from None
     return "log"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams import keys
-from streams.manifest import ObjectRef
+from schemas import keys
+from schemas.manifest import ObjectRef
 
 DIRECTIONS = ("auto", "forward", "backward")
 #: assumed read throughput for the time estimate of a plan (bytes/s); an estimate only.

@@ -13,7 +13,7 @@ log up to N. Two candidate paths reach the edge (docs/FORMAT.md "Restore"):
 
 Before any byte is written, a path is refused unless it stands on an unbroken history
 (docs/FORMAT.md "Restore"): every window from the checkpoint's to the target window follows
-the one before it (:func:`streams.manifest.check_link`: offsets and digests), a version 2
+the one before it (:func:`schemas.manifest.check_link`: offsets and digests), a version 2
 checkpoint pairs with the manifest ending at its offset, and a point after a window's end
 has the next window (or the head) vouch for that window (:meth:`Catalog.check_point`).
 A stored path may cross a recorded gap (the point is consistent, so a baseline begun after
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from connectors.errors import GapError, IntegrityError, NotRestorableError, UsageError
 from connectors.restore.catalog import Catalog
 from connectors.restore.plan import DEFAULT_THROUGHPUT, DIRECTIONS, Path, Plan, Replay, Step
-from streams import keys
-from streams.checkpoint import check_pairing
-from streams.manifest import Manifest, check_link
+from schemas import keys
+from schemas.checkpoint import check_pairing
+from schemas.manifest import Manifest, check_link
 
 
 def plan_restore(

@@ -20,98 +20,26 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from connectors.errors import (
     BrokerError,
     DecodeError,
     GapError,
-    IntegrityError,
     InvalidEventError,
     NotRestorableError,
     VolumeError,
 )
-from connectors.fsutil import write_atomic
 from connectors.kafka import consumer_config
 from connectors.restore.coalesce import Coalescer
 from schemas.codec import AvroCodec
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent
-from streams.image import Image
+from schemas.image import Image
+from schemas.replica_state import ReplicaState, load_state, save_state, state_path
 
 log = logging.getLogger("kcdp.replica")
-
-STATE_SUFFIX = ".kcdp-replica.json"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaState:
-    """What the replica image holds: every event of the partition up to ``applied_offset``.
-
-    ``applied_offset`` is -1 before anything was applied; ``session``/``sequence`` are the
-    last applied event's (empty / -1 before the first).
-    """
-
-    volume: str
-    topic: str
-    partition: int
-    applied_offset: int = -1
-    session: str = ""
-    sequence: int = -1
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "format": "kcdp-replica",
-                "version": 1,
-                "volume": self.volume,
-                "topic": self.topic,
-                "partition": self.partition,
-                "applied_offset": self.applied_offset,
-                "session": self.session,
-                "sequence": self.sequence,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, data: bytes, *, where: str = "replica state") -> ReplicaState:
-        try:
-            doc = orjson.loads(data)
-            if doc.get("format") != "kcdp-replica" or doc.get("version") != 1:
-                raise ValueError("not a version 1 kcdp-replica document")
-            return cls(
-                volume=str(doc["volume"]),
-                topic=str(doc["topic"]),
-                partition=int(doc["partition"]),
-                applied_offset=int(doc["applied_offset"]),
-                session=str(doc["session"]),
-                sequence=int(doc["sequence"]),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise IntegrityError(f"{where} is unreadable: {exc}") from None
-
-
-def state_path(output: str | Path) -> Path:
-    """Where the replica of ``output`` keeps its state."""
-    return Path(f"{output}{STATE_SUFFIX}")
-
-
-def load_state(output: str | Path) -> ReplicaState | None:
-    """The stored state beside ``output``, or None when there is none."""
-    path = state_path(output)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    return ReplicaState.from_json(data, where=str(path))
-
-
-def save_state(output: str | Path, state: ReplicaState) -> None:
-    """Store ``state`` atomically: temp file, fsync, rename, fsync the directory."""
-    write_atomic(state_path(output), state.to_json())
 
 
 class Replica:

@@ -1,7 +1,7 @@
 """Scrub a volume's history in the store, and list its restore points.
 
 :func:`verify_volume` checks that every manifest parses, matches its digest (version 2)
-and names its own key; that the chain is unbroken (:func:`streams.manifest.link_problem`
+and names its own key; that the chain is unbroken (:func:`schemas.manifest.link_problem`
 for each window: offsets and digests; a missing manifest is named by its key); that the
 head anchors the newest window (docs/FORMAT.md "Head"); that each checkpoint pairs with the
 manifest ending at its offset; that every object exists with the recorded size; and lists
@@ -19,17 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from connectors.errors import GapError, IntegrityError, KcdpError, ObjectNotFound
+from connectors.errors import GapError, IntegrityError, KcdpError, ObjectNotFoundError
 from connectors.restore.catalog import Catalog
 from connectors.store.base import ObjectStore
+from schemas import keys
+from schemas.checkpoint import check_pairing, fetch_chunk
 from schemas.events import crc32c
-from streams import keys
-from streams.checkpoint import check_pairing, fetch_chunk
-from streams.extents import Extent
-from streams.head import anchor_problem
-from streams.increment import ranges_digest, read_increment
-from streams.manifest import Broken, Manifest, ObjectRef, get_verified, link_problem
-from streams.writelog import ForwardBytes, read_log
+from schemas.extents import Extent
+from schemas.head import anchor_problem
+from schemas.increment import ranges_digest, read_increment
+from schemas.manifest import Broken, Manifest, ObjectRef, get_verified, link_problem
+from schemas.writelog import ForwardBytes, read_log
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,7 @@ def verify_volume(
 
 
 def _kind(exc: KcdpError) -> str:
-    return "gap" if isinstance(exc, GapError | ObjectNotFound) else "integrity"
+    return "gap" if isinstance(exc, GapError | ObjectNotFoundError) else "integrity"
 
 
 def _problem(broken: Broken) -> Problem:
@@ -213,7 +213,7 @@ def _stat_window(store: ObjectStore, m: Manifest) -> list[Problem]:
 def _stat_object(store: ObjectStore, ref: ObjectRef) -> Problem | None:
     try:
         size = store.stat(ref.key).size
-    except ObjectNotFound:
+    except ObjectNotFoundError:
         return Problem("gap", ref.key, "object is missing")
     if size != ref.size:
         return Problem("integrity", ref.key, f"{size} bytes, manifest says {ref.size}")

@@ -6,10 +6,10 @@ Contract (every backend, checked by tests/unit/test_store_contract.py):
   never a part. Once it returns the object is durable. Putting an existing key replaces it.
 * ``get(key)`` returns the whole object; ``get(key, start, length)`` a byte range
   (``length=None``: to the end; a range past the end is cut at the end).
-  A missing key raises :class:`connectors.errors.ObjectNotFound`.
+  A missing key raises :class:`connectors.errors.ObjectNotFoundError`.
 * ``list(prefix, start_after=None)`` yields :class:`ObjectInfo` for every key that starts
   with ``prefix`` and sorts after ``start_after``, in lexicographic (byte) order.
-* ``stat(key)`` returns :class:`ObjectInfo` or raises ``ObjectNotFound``.
+* ``stat(key)`` returns :class:`ObjectInfo` or raises ``ObjectNotFoundError``.
 * ``delete(key)`` removes the key; deleting a missing key is not an error.
 
 Keys are ``/``-separated relative paths of printable ASCII, without ``..`` segments or a

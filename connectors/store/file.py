@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from connectors.errors import ObjectNotFound, StoreError
+from connectors.errors import ObjectNotFoundError, StoreError
 from connectors.fsutil import fsync_dir
 from connectors.store.base import ObjectInfo
 from connectors.store.validate import TEMP_SUFFIX, check_key, check_prefix, check_range
@@ -115,7 +115,7 @@ class FileStore:
                 fh.seek(start)
                 return fh.read(-1 if length is None else length)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise ObjectNotFound(f"{self.url}: no object {key!r}") from None
+            raise ObjectNotFoundError(f"{self.url}: no object {key!r}") from None
         except OSError as exc:
             raise self._error("get", key, exc) from None
 
@@ -124,11 +124,11 @@ class FileStore:
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFound(f"{self.url}: no object {key!r}") from None
+            raise ObjectNotFoundError(f"{self.url}: no object {key!r}") from None
         except OSError as exc:
             raise self._error("stat", key, exc) from None
         if not path.is_file():
-            raise ObjectNotFound(f"{self.url}: no object {key!r}")
+            raise ObjectNotFoundError(f"{self.url}: no object {key!r}")
         return ObjectInfo(key, st.st_size)
 
     def delete(self, key: str) -> None:

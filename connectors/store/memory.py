@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from connectors.errors import ObjectNotFound
+from connectors.errors import ObjectNotFoundError
 from connectors.store.base import ObjectInfo
 from connectors.store.validate import check_key, check_prefix, check_range
 
@@ -34,7 +34,7 @@ class MemoryStore:
         with self._lock:
             blob = self._objects.get(key)
         if blob is None:
-            raise ObjectNotFound(f"{self.url}: no object {key!r}")
+            raise ObjectNotFoundError(f"{self.url}: no object {key!r}")
         end = len(blob) if length is None else start + length
         return blob[start:end]
 
@@ -53,7 +53,7 @@ class MemoryStore:
         with self._lock:
             blob = self._objects.get(key)
         if blob is None:
-            raise ObjectNotFound(f"{self.url}: no object {key!r}")
+            raise ObjectNotFoundError(f"{self.url}: no object {key!r}")
         return ObjectInfo(key, len(blob))
 
     def delete(self, key: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import certifi
 import urllib3
 from minio import Minio
-from minio.credentials import (
+from minio.credentials.providers import (
     AWSConfigProvider,
     ChainedProvider,
     EnvAWSProvider,
@@ -32,7 +32,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 from minio.helpers import check_bucket_name
 
 from connectors.config import register_secret
-from connectors.errors import ConfigError, ObjectNotFound, StoreError
+from connectors.errors import ConfigError, ObjectNotFoundError, StoreError
 from connectors.store.base import ObjectInfo
 from connectors.store.validate import check_key, check_prefix, check_range
 
@@ -159,7 +159,7 @@ class S3Store:
         where = f"{self.url}: {op} {key!r}" if key else f"{self.url}: {op}"
         if isinstance(exc, S3Error):
             if exc.code in _MISSING_KEY_CODES:
-                raise ObjectNotFound(f"{self.url}: no object {key!r}") from None
+                raise ObjectNotFoundError(f"{self.url}: no object {key!r}") from None
             status = exc.response.status if exc.response is not None else 0
             retriable = exc.code in _RETRIABLE_CODES or status >= 500 or status == 429
             hint = ""

@@ -146,7 +146,7 @@ def _run_kcdp(
     """Seconds from the first to the last processed record; objects and bytes stored."""
     from connectors.store import open_store
     from infra.broker import free_port
-    from streams.manifest import list_window_keys
+    from schemas.manifest import list_window_keys
     from tests.worker_process import WorkerProcess, metric_values
 
     store_dir = tmp / f"store-{topic}"

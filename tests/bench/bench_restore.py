@@ -34,16 +34,16 @@ from connectors.restore.catalog import Catalog
 from connectors.restore.materialize import restore_point
 from connectors.store import open_store
 from connectors.store.base import ObjectStore
+from schemas import keys
+from schemas.checkpoint import Checkpoint, write_checkpoint
 from schemas.events import EventKind, crc32c
-from streams import keys
+from schemas.extents import Extent, split_ranges, union_ranges
+from schemas.head import put_head
+from schemas.image import Image
+from schemas.increment import write_increment
+from schemas.manifest import Manifest, ObjectRef
+from schemas.writelog import LogRecord, write_log
 from streams.assemble import in_forward_flags
-from streams.checkpoint import Checkpoint, write_checkpoint
-from streams.extents import Extent, split_ranges, union_ranges
-from streams.head import put_head
-from streams.image import Image
-from streams.increment import write_increment
-from streams.manifest import Manifest, ObjectRef
-from streams.writelog import LogRecord, write_log
 from tests.bench.common import Figure
 
 MiB = 1 << 20

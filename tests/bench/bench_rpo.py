@@ -28,7 +28,7 @@ from connectors.store import open_store
 from connectors.store.base import ObjectStore
 from infra.broker import EmbeddedBroker, free_port
 from schemas.events import now_us
-from streams.manifest import Manifest, list_window_keys, load_manifest
+from schemas.manifest import Manifest, list_window_keys, load_manifest
 from tests.bench.common import Figure, print_figures, quick_parser
 from tests.worker_process import WorkerProcess
 

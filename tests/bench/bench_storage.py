@@ -1,7 +1,7 @@
 """Bytes stored for 5% scattered 4 KiB changes of a volume: kafka-cdp ÷ restic, same run.
 
 Both protect the same random volume (1 GiB by default) first: kafka-cdp through the
-worker's window builder (``streams.builder.PartitionProcessor``: a baseline of 512 KiB
+worker's window builder (``streams.partition.PartitionProcessor``: a baseline of 512 KiB
 chunks, its windows and checkpoint in a directory store), restic with ``restic backup`` of
 the image file into a local repository. Then 5% of the volume's 4 KiB blocks, chosen at
 random, get new random bytes: kafka-cdp stores the window holding those writes (forward
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from connectors.store import FileStore
 from schemas.events import EventKind, WriteEvent, crc32c
-from streams.builder import PartitionProcessor
-from streams.volume import BuildOptions
+from streams.partition import PartitionProcessor
+from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.bench.common import Figure, print_figures, quick_parser
 

@@ -21,11 +21,11 @@ import orjson
 
 from connectors.store.file import FileStore
 from schemas.events import EventKind, WriteEvent
-from streams.extents import Extent
-from streams.image import Image
-from streams.increment import read_increment
-from streams.manifest import get_verified, list_window_keys, load_manifest
-from streams.volume import BuildOptions, VolumeBuilder
+from schemas.extents import Extent
+from schemas.image import Image
+from schemas.increment import read_increment
+from schemas.manifest import get_verified, list_window_keys, load_manifest
+from streams.volume_builder import BuildOptions, VolumeBuilder
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, check_chain, states_after
 

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from connectors.errors import GapError, IntegrityError, NotRestorableError
+from connectors.errors import GapError, IntegrityError, KcdpError, NotRestorableError
 from connectors.restore.catalog import Catalog
 from connectors.restore.materialize import restore_point
 from connectors.restore.planner import plan_restore
 from connectors.restore.verify import verify_volume
 from connectors.store import MemoryStore
-from streams.extents import Extent
-from streams.gaps import Gap
-from streams.increment import read_increment, write_increment
-from streams.manifest import Manifest, ObjectRef
-from streams.writelog import read_log
+from schemas.extents import Extent
+from schemas.gaps import Gap
+from schemas.increment import read_increment, write_increment
+from schemas.manifest import Manifest, ObjectRef
+from schemas.writelog import read_log
 from tests.restore_history import POLICIES, History, random_history, reseal, write_store
 
 
@@ -63,7 +63,12 @@ def _delete(store: MemoryStore, key: str) -> None:
 )
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_damaged_increment_is_named_and_nothing_is_written(
-    store: MemoryStore, history: History, tmp_path: Path, damage, error, direction: str
+    store: MemoryStore,
+    history: History,
+    tmp_path: Path,
+    damage: Callable[[MemoryStore, str], None],
+    error: type[KcdpError],
+    direction: str,
 ) -> None:
     catalog = Catalog(store, "va")
     point = _point(catalog)
@@ -102,8 +107,10 @@ def test_corrupt_write_log_fails_in_every_direction(
     point = _point(catalog)
     plan = plan_restore(catalog, point)
     assert plan.path.replay is not None
-    _flip(store, plan.path.replay.ref.key)
-    with pytest.raises(IntegrityError, match=plan.path.replay.ref.key):
+    ref = plan.path.replay.ref
+    assert ref is not None
+    _flip(store, ref.key)
+    with pytest.raises(IntegrityError, match=ref.key):
         restore_point(store, catalog, point, tmp_path / "o.img", progress=False)
     assert not (tmp_path / "o.img").exists()
 

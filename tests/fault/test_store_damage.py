@@ -19,13 +19,13 @@ from connectors.restore.materialize import restore_point
 from connectors.restore.verify import verify_volume
 from connectors.store import open_store
 from connectors.store.base import ObjectStore
+from schemas import keys
+from schemas.checkpoint import Checkpoint
 from schemas.events import EventKind, WriteEvent
-from streams import keys
-from streams.builder import PartitionProcessor
-from streams.checkpoint import Checkpoint
-from streams.volume import BuildOptions
+from streams.partition import PartitionProcessor
+from streams.storing import WindowStorers
+from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
-from streams.windowstore import WindowStorers
 from tests.streams_support import Volume
 
 REFUSALS = (GapError, IntegrityError, NotRestorableError)
@@ -151,7 +151,7 @@ def test_each_key_damaged_in_turn_is_exact_or_refused(
                         continue
                     assert out.read_bytes() == written.states[point], (damage, key, point)
                     exact += 1
-            with contextlib.suppress(REFUSALS):  # the newest point, or refused: never older
+            with contextlib.suppress(*REFUSALS):  # the newest point, or refused: never older
                 assert damaged.latest() == latest, (damage, key)
             report = verify_volume(store, "da", read_data=True)
             if not (damage == "delete" and "/checkpoints/" in key):

@@ -1,6 +1,6 @@
 """Window-storing child processes never outlive the process that started them.
 
-A process starts :class:`~streams.windowstore.WindowStorers` (deleting the spill file a
+A process starts :class:`~streams.storing.WindowStorers` (deleting the spill file a
 killed run left) and is killed with SIGKILL; its children must die at once
 (``PR_SET_PDEATHSIG``), so no orphan goes on writing objects or a replica image that a
 restarted worker is resuming. Before that, a SIGINT or SIGTERM sent to the children (a
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PARENT = """
 import sys, time
 from pathlib import Path
-from streams.windowstore import WindowStorers
+from streams.storing import WindowStorers
 pool = WindowStorers(2, Path(sys.argv[1]))
 pool._pool.submit(time.sleep, 0.5).result()
 pool._pool.submit(time.sleep, 0.5).result()

@@ -23,8 +23,8 @@ from connectors.store import ObjectStore, open_store
 from infra.broker import free_port
 from schemas.codec import AvroCodec
 from schemas.events import WriteEvent
-from streams.gaps import list_gaps
-from streams.manifest import list_window_keys
+from schemas.gaps import list_gaps
+from schemas.manifest import list_window_keys
 from tests.streams_support import Volume, check_chain, produce, states_after, wait_for
 from tests.worker_process import WorkerProcess, alive, child_pids
 
@@ -194,7 +194,7 @@ def comparable(store: ObjectStore, volume: str) -> dict[str, object]:
 def test_worker_exits_loudly_on_a_corrupt_store(bootstrap: str, tmp_path: Path) -> None:
     """A manifest that does not parse stops the worker with the integrity exit code."""
     from connectors.kafka import ensure_topics
-    from streams import keys
+    from schemas import keys
 
     topic = f"bad-{uuid.uuid4().hex[:8]}"
     ensure_topics({"bootstrap.servers": bootstrap}, {topic: 1})

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from connectors import __version__
 from connectors.kafka import partition_count, producer_config
@@ -42,7 +42,12 @@ class BrokerCommand:
         lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None
         stdout = self.proc.stdout
-        threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
+
+        def pump() -> None:
+            for x in stdout:
+                lines.put(x)
+
+        threading.Thread(target=pump, daemon=True).start()
         try:
             self.first_line = lines.get(timeout=START_TIMEOUT).strip()
         except queue.Empty:
@@ -152,7 +157,9 @@ def test_avro_write_event_round_trip(cli_broker: BrokerCommand) -> None:
     consumer.close()
     assert got is not None, "the event did not come back within 15 s"
     assert got.key() == b"db"
-    decoded = WriteEvent.from_record(codec.decode(got.value()))
+    value = got.value()
+    assert value is not None
+    decoded = WriteEvent.from_record(codec.decode(value))
     assert decoded == event
     decoded.validate()
 
@@ -160,12 +167,13 @@ def test_avro_write_event_round_trip(cli_broker: BrokerCommand) -> None:
 def _produce_one(bootstrap: str, value: bytes) -> tuple[int, int]:
     producer = Producer(producer_config({"bootstrap.servers": bootstrap}))
     acks: list[tuple[int, int]] = []
-    producer.produce(
-        "kcdp.writes",
-        key=b"db",
-        value=value,
-        on_delivery=lambda err, msg: acks.append((msg.partition(), msg.offset())),
-    )
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None
+        acks.append((partition, offset))
+
+    producer.produce("kcdp.writes", key=b"db", value=value, on_delivery=on_delivery)
     assert producer.flush(15) == 0
     assert len(acks) == 1
     return acks[0]
@@ -179,8 +187,7 @@ def _consume_one(bootstrap: str, partition: int, offset: int) -> bytes | None:
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None and not msg.error():
-                value: bytes = msg.value()
-                return value
+                return msg.value()
         return None
     finally:
         consumer.close()

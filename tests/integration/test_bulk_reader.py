@@ -7,7 +7,7 @@ import time
 import uuid
 
 from connectors.kafka import ensure_topics
-from streams.builder import Record
+from streams.partition import Record
 from streams.reader import BulkReader
 from tests.streams_support import produce
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -187,7 +188,7 @@ def test_bad_input_is_refused_and_nothing_published(bootstrap: str, tmp_path: Pa
     topic, backing = new_topic(), tmp_path / "vol.img"
     with InterceptedVolume(backing, "bad", 4096, bootstrap_servers=bootstrap, topic=topic) as v:
         before = v.sequence
-        for call, args in [
+        cases: list[tuple[Callable[..., object], tuple[object, ...]]] = [
             (v.write, (4095, b"ab")),
             (v.write, (-1, b"a")),
             (v.write, (0, b"")),
@@ -196,7 +197,8 @@ def test_bad_input_is_refused_and_nothing_published(bootstrap: str, tmp_path: Pa
             (v.zero, (10, -5)),
             (v.trim, (4000, 97)),
             (v.bookmark, ("",)),
-        ]:
+        ]
+        for call, args in cases:
             with pytest.raises(InvalidEventError):
                 call(*args)
         assert v.sequence == before

@@ -72,7 +72,9 @@ def stop_and_replay(exp: NbdExport, bootstrap: str, tmp_path: Path) -> list[Reco
     assert [r.event.sequence for r in records] == list(range(len(records)))
     assert records[-1].event.kind is EventKind.SESSION_END
     replayed = tmp_path / f"{s['volume']}.replayed"
-    apply_events(records, replayed, s["size"])
+    size = s["size"]
+    assert isinstance(size, int)
+    apply_events(records, replayed, size)
     run("cmp", s["path"], str(replayed))
     return records
 

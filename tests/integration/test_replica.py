@@ -11,9 +11,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from connectors.errors import GapError, NotRestorableError
 from connectors.kafka import ensure_topics, producer_config
@@ -21,10 +22,11 @@ from connectors.restore.catalog import Catalog
 from connectors.restore.kafka_source import KafkaReplay
 from connectors.restore.materialize import restore_point
 from connectors.restore.partitioner import group_partition, partition_for
-from connectors.restore.replica import Replica, load_state
+from connectors.restore.replica import Replica
 from connectors.store import MemoryStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
+from schemas.replica_state import load_state
 from tests.restore_history import POLICIES, History, random_history, write_store
 
 PARTITIONS = 3
@@ -35,12 +37,18 @@ def _produce(bootstrap: str, topic: str, events: list[WriteEvent]) -> list[tuple
     codec = AvroCodec()
     producer = Producer(producer_config({"bootstrap.servers": bootstrap}))
     acks: list[tuple[int, int]] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None
+        acks.append((partition, offset))
+
     for ev in events:
         producer.produce(
             topic,
             key=ev.group.encode(),
             value=codec.encode(ev.to_record()),
-            on_delivery=lambda err, msg: acks.append((msg.partition(), msg.offset())),
+            on_delivery=on_delivery,
         )
     assert producer.flush(30) == 0
     return acks
@@ -152,7 +160,7 @@ def _wait_for(cond, timeout: float = 40.0) -> None:  # type: ignore[no-untyped-d
 def test_replica_refuses_to_cross_a_sequence_gap(bootstrap: str, tmp_path: Path) -> None:
     topic = _topic(bootstrap)
 
-    def ev(seq: int, kind: EventKind, **kw: object) -> WriteEvent:
+    def ev(seq: int, kind: EventKind, **kw: Any) -> WriteEvent:
         return WriteEvent(
             group="gg",
             volume="vg",
@@ -162,7 +170,7 @@ def test_replica_refuses_to_cross_a_sequence_gap(bootstrap: str, tmp_path: Path)
             volume_size=4096,
             session="s1",
             **kw,
-        )  # type: ignore[arg-type]
+        )
 
     from schemas.events import crc32c
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from connectors.cli import main as kcdp
 from connectors.kafka import consumer_config, ensure_topics, producer_config
 from connectors.restore.partitioner import partition_for
-from connectors.status import StatusReader, list_volumes
+from connectors.status import StatusReader
+from connectors.status_figures import list_volumes
 from connectors.store import MemoryStore, open_store
 from connectors.store.base import ObjectStore
+from schemas import keys
 from schemas.codec import AvroCodec
-from streams import keys
-from streams.builder import PartitionProcessor
-from streams.gaps import Gap
-from streams.volume import BuildOptions
+from schemas.gaps import Gap
+from streams.partition import PartitionProcessor
+from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.status_support import Topic, Writer
 
@@ -98,7 +98,7 @@ def dead_letter(topic: Topic, volume: str, error: str = "InvalidEventError") -> 
 
 
 @pytest.fixture
-def history(topic: Topic, tmp_path: Path) -> Iterator[tuple[MemoryStore, Writer]]:
+def history(topic: Topic, tmp_path: Path) -> tuple[MemoryStore, Writer]:
     """Volume ``db``: 3 start markers + 6 writes produced; windows built through offset of
     the 4th write; a gap record and two dead letters (two reasons) for ``db``."""
     store = MemoryStore()
@@ -114,7 +114,7 @@ def history(topic: Topic, tmp_path: Path) -> Iterator[tuple[MemoryStore, Writer]
     dead_letter(topic, "db")
     dead_letter(topic, "db", "StaleEventError")
     dead_letter(topic, "other")
-    yield store, w
+    return store, w
 
 
 def reader(store: ObjectStore, topic: Topic, **kw: Any) -> StatusReader:

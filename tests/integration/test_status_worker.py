@@ -24,13 +24,14 @@ from confluent_kafka import Producer
 from connectors.cli import main as kcdp
 from connectors.intercept import InterceptedVolume
 from connectors.kafka import ensure_topics, producer_config
-from connectors.status import StatusReader, VolumeStatus
+from connectors.status import StatusReader
+from connectors.status_figures import VolumeStatus
 from connectors.store import open_store
 from infra.broker import free_port
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent, now_us
-from streams.app import WorkerOptions
 from streams.window import WindowPolicy
+from streams.worker import WorkerOptions
 from tests.fixtures.s3 import BUCKET
 from tests.status_support import Topic, Writer
 from tests.worker_process import WorkerProcess, metric_values

@@ -20,8 +20,8 @@ from connectors.store import open_store
 from infra.broker import free_port
 from schemas.codec import AvroCodec
 from schemas.events import WriteEvent
-from streams.gaps import list_gaps
-from streams.manifest import list_window_keys
+from schemas.gaps import list_gaps
+from schemas.manifest import list_window_keys
 from tests.streams_support import Volume, check_chain, produce, states_after, wait_for
 from tests.worker_process import WorkerProcess, metric_values
 
@@ -57,7 +57,9 @@ def read_topic(bootstrap: str, topic: str, schema: str) -> list[dict[str, object
         out = []
         while (msg := c.poll(2)) is not None:
             if not msg.error():
-                out.append(codec.decode(msg.value()))
+                value = msg.value()
+                assert value is not None
+                out.append(codec.decode(value))
         return out
     finally:
         c.close()

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from connectors.errors import VolumeError
 from schemas.events import DATA_KINDS, EventKind, WriteEvent, crc32c
+from schemas.extents import MAX_EXTENT, Extent, union_ranges
+from schemas.image import Image
 from streams.assemble import assemble, assemble_window, in_forward_flags
-from streams.extents import MAX_EXTENT, Extent, union_ranges
-from streams.image import Image
 
 SIZE = 3 * MAX_EXTENT + 123  # room for events over 1 MiB; not a multiple of anything
 KINDS = [EventKind.WRITE, EventKind.BASELINE, EventKind.ZERO, EventKind.TRIM]

@@ -1,5 +1,5 @@
 """Windows stored in the background — on threads (``close_threads`` > 0) or in child
-processes (:class:`~streams.windowstore.WindowStorers`) — are the windows stored inline:
+processes (:class:`~streams.storing.WindowStorers`) — are the windows stored inline:
 same keys and bytes, reported in window order, and no commit offset passes a window before
 it is reported. A failed background store, or a child process that dies, is raised, never
 skipped over."""
@@ -24,11 +24,11 @@ from connectors.store.base import ObjectStore
 from connectors.store.memory import MemoryStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind
-from streams.builder import PartitionProcessor
-from streams.manifest import Manifest, list_window_keys
-from streams.volume import BuildOptions
+from schemas.manifest import Manifest, list_window_keys
+from streams.partition import PartitionProcessor
+from streams.storing import WindowStorers
+from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
-from streams.windowstore import WindowStorers
 from tests.streams_support import Volume, tick
 
 codec = AvroCodec("WriteEvent")
@@ -147,7 +147,7 @@ class FailingStore(MemoryStore):
         super().__init__()
         self.ok = ok
 
-    def put(self, key: str, data: bytes) -> None:  # type: ignore[override]
+    def put(self, key: str, data: bytes) -> None:
         if key.endswith(".log"):
             if self.ok <= 0:
                 raise StoreError(f"put {key}: injected failure")
@@ -161,7 +161,7 @@ def test_a_failed_background_store_is_raised_and_never_committed(tmp_path: Path)
     proc = PartitionProcessor(store, _options(tmp_path, 2))
     proc.open(0)
     commits = []
-    with pytest.raises(StoreError, match="injected failure"):
+    with pytest.raises(StoreError, match="injected failure"):  # noqa: PT012 (fails mid-run)
         for i in range(0, len(records), 5):
             commits.append(proc.feed(records[i : i + 5]).commit_offset)
         proc.drain()
@@ -188,7 +188,7 @@ def test_a_window_storing_child_that_dies_is_raised_and_never_committed(tmp_path
     proc.open(0)
     commits = []
     try:
-        with pytest.raises(BrokenProcessPool):
+        with pytest.raises(BrokenProcessPool):  # noqa: PT012 (fails mid-run)
             for i in range(0, len(records), 5):
                 commits.append(proc.feed(records[i : i + 5]).commit_offset)
             proc.drain()

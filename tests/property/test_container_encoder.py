@@ -1,6 +1,6 @@
 """The direct container encoder writes exactly fastavro's bytes (``write_container``).
 
-Increments and write logs encode their records column-wise (``streams.avrofile.encode_pieces``)
+Increments and write logs encode their records column-wise (``schemas.avropieces.encode_pieces``)
 and cut and compress blocks themselves (``write_pieces``); these properties pin the output
 to the general fastavro path for the same records, over the whole Avro long range (both
 the whole-column and the per-value varint paths), empty and multi-block files, and check
@@ -17,18 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import load_schema
+from schemas.avrofile import SYNC_INTERVAL, write_container
+from schemas.avropieces import Column, Raw, encode_pieces, long_bytes
 from schemas.events import EventKind, WriteEvent, crc32c
-from streams.avrofile import (
-    SYNC_INTERVAL,
-    Column,
-    Raw,
-    encode_pieces,
-    long_bytes,
-    write_container,
-)
-from streams.extents import MAX_EXTENT, Extent
-from streams.increment import ranges_digest, read_increment, write_increment
-from streams.writelog import LogRecord, read_log, write_event_log, write_log
+from schemas.extents import MAX_EXTENT, Extent
+from schemas.increment import ranges_digest, read_increment, write_increment
+from schemas.writelog import LogRecord, read_log, write_event_log, write_log
 from tests.strategies import LONGS
 
 #: Bytes that extent and record data are cut from (random: zstd cannot shrink them).

@@ -24,8 +24,8 @@ from connectors.restore.materialize import restore_point
 from connectors.restore.planner import plan_restore
 from connectors.restore.verify import verify_volume
 from connectors.store import MemoryStore
-from streams import keys
-from streams.checkpoint import Checkpoint
+from schemas import keys
+from schemas.checkpoint import Checkpoint
 from tests.restore_history import POLICIES, random_history, write_store
 
 REFUSALS = (GapError, IntegrityError, NotRestorableError)
@@ -120,7 +120,7 @@ def test_one_damaged_object_is_refused_or_avoided_never_wrong_bytes(
             assert out.read_bytes() == history.image_at("a", point), (kind, damaged, point)
 
     # the newest point is the newest there was, or refused; never silently an older one
-    with contextlib.suppress(REFUSALS):
+    with contextlib.suppress(*REFUSALS):
         assert catalog.latest() == latest
     try:
         plan = plan_restore(catalog, newest + 1, tail=True)

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
+from schemas.image import Image
+from schemas.writelog import ForwardBytes, LogRecord, apply_records, read_log, write_log
 from streams.assemble import assemble, in_forward_flags
-from streams.image import Image
-from streams.writelog import ForwardBytes, LogRecord, apply_records, read_log, write_log
 
 SIZE = 256
 KINDS = [EventKind.WRITE, EventKind.BASELINE, EventKind.ZERO, EventKind.TRIM, EventKind.BOOKMARK]

@@ -106,7 +106,7 @@ def test_anomalies_change_nothing(
         log = Log(Path(tmp), vols[0], count=count)
         for v in vols:
             log.good(*v.start())
-        at = {}
+        at: dict[int, tuple[str, int]] = {}
         for i, kind, bit in anomalies:
             at.setdefault(min(i, len(ops) - 2), (kind, bit))  # a real event always follows
         for i, op in enumerate(ops):

@@ -1,7 +1,7 @@
-"""Restores over stores written by the agents' own window builder (streams.builder).
+"""Restores over stores written by the agents' own window builder (streams.partition).
 
 The same random two-volume workloads as test_restore_paths, fed through
-:class:`streams.builder.PartitionProcessor` with several window policies and its own
+:class:`streams.partition.PartitionProcessor` with several window policies and its own
 checkpoints; restores at random offsets, both directions where a path exists, must equal
 the reference model.
 """
@@ -18,8 +18,8 @@ from connectors.restore.catalog import Catalog
 from connectors.restore.materialize import restore_point
 from connectors.restore.planner import plan_restore
 from connectors.store import MemoryStore
-from streams.builder import PartitionProcessor
-from streams.volume import BuildOptions
+from streams.partition import PartitionProcessor
+from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.restore_history import random_history, replays_from_forward
 

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from schemas.events import EventKind
-from streams.extents import Extent
-from streams.increment import write_increment
-from streams.writelog import LogRecord, read_log, write_event_log, write_log
+from schemas.extents import Extent
+from schemas.increment import write_increment
+from schemas.writelog import LogRecord, read_log, write_event_log, write_log
 from tests.streams_support import Volume
 
 
@@ -47,8 +47,8 @@ def test_increment_without_digest_has_the_same_bytes() -> None:
 
 
 def test_assemble_matches_a_byte_model() -> None:
+    from schemas.extents import MAX_EXTENT
     from streams.assemble import assemble
-    from streams.extents import MAX_EXTENT
 
     rng = random.Random(5)
     size = 8 << 20
@@ -95,6 +95,6 @@ def test_log_refuses_unknown_kinds_and_unmatched_flags() -> None:
     with pytest.raises(ValueError, match="unknown kind 'NOPE'"):
         write_log(io.BytesIO(), [bad], **span)  # type: ignore[arg-type]
     v = Volume("flags", 1 << 20)
+    pairs = [(0, v.write(0, b"a")), (1, v.write(1, b"b"))]
     with pytest.raises(ValueError, match="1 in_forward flags for 2 events"):
-        pairs = [(0, v.write(0, b"a")), (1, v.write(1, b"b"))]
         write_event_log(io.BytesIO(), pairs, [True], volume="v", first_offset=0, last_offset=1)

@@ -10,9 +10,9 @@ import random
 import fastavro
 
 from schemas import load_schema
-from streams.avrofile import CODEC, NULL_CODEC, choose_codec, write_container
-from streams.extents import Extent
-from streams.increment import read_increment, write_increment
+from schemas.avrofile import CODEC, NULL_CODEC, choose_codec, write_container
+from schemas.extents import Extent
+from schemas.increment import read_increment, write_increment
 from tests.property.test_container_encoder import extent_record
 
 SPAN = {"volume": "v", "first_offset": 0, "last_offset": 9}

@@ -20,7 +20,7 @@ def _subclasses(cls: type[KcdpError]) -> Iterator[type[KcdpError]]:
         yield from _subclasses(sub)
 
 
-ALL_ERRORS = [KcdpError, *_subclasses(KcdpError)]
+ALL_ERRORS: list[type[KcdpError]] = [KcdpError, *_subclasses(KcdpError)]
 
 
 def test_every_error_class_of_the_module_is_covered() -> None:
@@ -46,7 +46,7 @@ def test_exit_codes_of_the_main_classes() -> None:
         errors.DecodeError: 3,
         errors.InvalidEventError: 3,
         errors.StoreError: 4,
-        errors.ObjectNotFound: 4,
+        errors.ObjectNotFoundError: 4,
         errors.BrokerError: 5,
         errors.DeliveryError: 5,
         errors.IntegrityError: 6,

@@ -1,4 +1,4 @@
-"""streams.decode.EventDecoder: exactly ``WriteEvent.from_record(codec.decode(value))``.
+"""schemas.decode.EventDecoder: exactly ``WriteEvent.from_record(codec.decode(value))``.
 
 Equal events for every well-formed value, and the same outcome (event, or exception type
 and message) for damaged values: truncated, extended, or with a byte changed.
@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import AvroCodec
+from schemas.decode import EventDecoder
 from schemas.events import EventKind, WriteEvent
-from streams.decode import EventDecoder
 from tests.strategies import EVENTS
 
 CODEC = AvroCodec("WriteEvent")

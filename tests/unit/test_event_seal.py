@@ -4,14 +4,15 @@ changed copy of a real event is invalid; format-1 events stay readable."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
 from connectors.errors import DecodeError, InvalidEventError
 from schemas import schema_json
 from schemas.codec import AvroCodec
+from schemas.decode import EventDecoder
 from schemas.events import EVENT_FORMAT, EventKind, WriteEvent, crc32c
-from streams.decode import EventDecoder
 
 DATA = b"hello, volume"
 
@@ -35,7 +36,7 @@ def _sealed(kind: EventKind = EventKind.WRITE, **over: object) -> WriteEvent:
     return WriteEvent(**fields).seal()  # type: ignore[arg-type]
 
 
-CHANGES = {
+CHANGES: dict[str, Any] = {
     "group": "h",
     "volume": "w",
     "sequence": 8,

@@ -36,7 +36,9 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]
+    services = compose["services"]
+    assert isinstance(services, dict)
+    return services
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:

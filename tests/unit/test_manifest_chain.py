@@ -13,14 +13,14 @@ import pytest
 
 from connectors.errors import GapError, IntegrityError
 from connectors.store.memory import MemoryStore
-from streams import keys
-from streams.checkpoint import Checkpoint, check_pairing, load_checkpoint, write_checkpoint
-from streams.document import canonical_digest
-from streams.head import Head, anchor_problem, load_head, put_head
-from streams.image import Image
-from streams.manifest import Manifest, ObjectRef, check_link, link_problem, load_manifest
+from schemas import keys
+from schemas.checkpoint import Checkpoint, check_pairing, load_checkpoint, write_checkpoint
+from schemas.document import canonical_digest
+from schemas.head import Head, anchor_problem, load_head, put_head
+from schemas.image import Image
+from schemas.manifest import Manifest, ObjectRef, check_link, link_problem, load_manifest
+from streams.storing import WindowJob
 from streams.window import WindowPolicy
-from streams.windowstore import WindowJob
 
 
 def _window(first: int, last: int, prev: Manifest | None = None, **kw: object) -> Manifest:

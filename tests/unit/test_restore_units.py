@@ -20,14 +20,9 @@ from connectors.restore.coalesce import Coalescer
 from connectors.restore.materialize import Progress
 from connectors.restore.partitioner import partition_for
 from connectors.restore.planner import plan_restore
-from connectors.restore.replica import (
-    Replica,
-    ReplicaState,
-    load_state,
-    save_state,
-    state_path,
-)
+from connectors.restore.replica import Replica
 from connectors.store import MemoryStore
+from schemas.replica_state import ReplicaState, load_state, save_state, state_path
 from tests.restore_history import POLICIES, random_history, write_store
 
 writes = st.lists(
@@ -60,7 +55,7 @@ def test_partition_for_spreads_groups_and_is_stable() -> None:
     parts = {partition_for(f"group-{i}", 6) for i in range(100)}
     assert parts == set(range(6))
     assert partition_for("grp-7", 3) == partition_for("grp-7", 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="partitions must be positive"):
         partition_for("g", 0)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from connectors.cli.status import render_table
 from connectors.errors import UsageError
-from connectors.status import VolumeStatus, WorkerHealth
+from connectors.status_figures import VolumeStatus, WorkerHealth
 from connectors.worker_metrics import WorkerFigures, parse_worker_metrics
 
 

@@ -18,13 +18,13 @@ from connectors.restore.catalog import Catalog
 from connectors.restore.materialize import restore_point
 from connectors.restore.verify import verify_volume
 from connectors.store.file import FileStore
+from schemas import keys
+from schemas.checkpoint import load_checkpoint
 from schemas.events import EventKind
-from streams import keys
-from streams.builder import PartitionProcessor
-from streams.checkpoint import load_checkpoint
-from streams.head import load_head
-from streams.manifest import list_window_keys, load_manifest
-from streams.volume import BuildOptions
+from schemas.head import load_head
+from schemas.manifest import list_window_keys, load_manifest
+from streams.partition import PartitionProcessor
+from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.streams_support import Volume
 

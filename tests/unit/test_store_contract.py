@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from minio import Minio
 
-from connectors.errors import ObjectNotFound, StoreError
+from connectors.errors import ObjectNotFoundError, StoreError
 from connectors.store import FileStore, MemoryStore, ObjectInfo, ObjectStore, open_store
 from connectors.store.validate import TEMP_SUFFIX
 from tests.fixtures.s3 import BUCKET
@@ -114,9 +114,9 @@ def test_range_reads(store: ObjectStore) -> None:
 
 
 def test_range_on_missing_key_and_bad_range(store: ObjectStore) -> None:
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(ObjectNotFoundError):
         store.get("missing", 0, 0)
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(ObjectNotFoundError):
         store.get("missing", 10, 5)
     store.put("r", b"abc")
     for start, length in ((-1, None), (0, -1)):
@@ -129,14 +129,14 @@ def test_range_on_missing_key_and_bad_range(store: ObjectStore) -> None:
 
 
 def test_missing_key_raises_object_not_found(store: ObjectStore) -> None:
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(ObjectNotFoundError):
         store.get("no/such/key")
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(ObjectNotFoundError):
         store.stat("no/such/key")
     store.put("no/such", b"x")  # a prefix of the missing key exists
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(ObjectNotFoundError):
         store.get("no/such/key")
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(ObjectNotFoundError):
         store.stat("no")  # only a "directory" of keys
 
 
@@ -146,7 +146,7 @@ def test_delete_is_idempotent(store: ObjectStore) -> None:
     store.put("d/other", b"2")
     store.delete("d/k")
     store.delete("d/k")
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(ObjectNotFoundError):
         store.get("d/k")
     assert keys_of(store.list()) == ["d/other"]
     store.put("d/k", b"again")
@@ -183,7 +183,7 @@ def test_bad_keys_are_rejected(store: ObjectStore, key: str) -> None:
     for call in calls:
         with pytest.raises(StoreError) as err:
             call()
-        assert not isinstance(err.value, ObjectNotFound)
+        assert not isinstance(err.value, ObjectNotFoundError)
         assert not err.value.retriable
         assert "invalid store key" in str(err.value)
     assert list(store.list()) == []
@@ -377,14 +377,14 @@ def test_backend_matches_dict_model(make_store: Factory, ops: list[tuple[object,
                 end = None if length is None else start + length
                 assert store.get(key, start, length) == model[key][start:end]
             else:
-                with pytest.raises(ObjectNotFound):
+                with pytest.raises(ObjectNotFoundError):
                     store.get(key, start, length)
         elif op[0] == "stat":
             key = str(op[1])
             if key in model:
                 assert store.stat(key) == ObjectInfo(key, len(model[key]))
             else:
-                with pytest.raises(ObjectNotFound):
+                with pytest.raises(ObjectNotFoundError):
                     store.stat(key)
         else:
             _, prefix, after = op

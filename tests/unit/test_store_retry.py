@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from moto.server import ThreadedMotoServer
 
-from connectors.errors import ConfigError, ObjectNotFound, StoreError
+from connectors.errors import ConfigError, ObjectNotFoundError, StoreError
 from connectors.store import MemoryStore, ObjectInfo, RetryingStore, open_store
 from tests.fixtures.s3 import BUCKET
 
@@ -95,13 +95,13 @@ def test_every_call_is_retried(op: str) -> None:
     inner.put("k", b"value")
     inner.failures, inner.calls = 2, 0
     store, _ = wrap(inner)
-    call = {
+    calls: dict[str, Callable[[], object]] = {
         "put": lambda: store.put("k", b"value"),
         "get": lambda: store.get("k", 1, 3),
         "stat": lambda: store.stat("k"),
         "delete": lambda: store.delete("k"),
-    }[op]
-    result = call()
+    }
+    result = calls[op]()
     assert inner.calls == 3
     if op == "get":
         assert result == b"alu"
@@ -121,7 +121,7 @@ def test_non_retriable_error_is_not_retried() -> None:
 def test_object_not_found_is_not_retried() -> None:
     inner = FlakyStore(failures=0, error=RETRIABLE)
     store, sleeps = wrap(inner)
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(ObjectNotFoundError):
         store.get("missing")
     assert inner.calls == 1 and sleeps == []
 
@@ -181,7 +181,7 @@ def test_s3_against_stopped_endpoint_is_retriable(s3_endpoint: str) -> None:
         with pytest.raises(StoreError) as err:
             call()
         assert err.value.retriable
-        assert not isinstance(err.value, ObjectNotFound)
+        assert not isinstance(err.value, ObjectNotFoundError)
         assert f"{host}:{port}" in str(err.value)
     sleeps: list[float] = []
     retrying = RetryingStore(bare, attempts=3, sleep=sleeps.append)

@@ -10,19 +10,19 @@ import pytest
 
 from connectors.errors import GapError, IntegrityError, VolumeError
 from connectors.store.memory import MemoryStore
-from schemas.events import EventKind, crc32c
-from streams import keys
-from streams.checkpoint import (
+from schemas import keys
+from schemas.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     materialize_checkpoint,
     write_checkpoint,
 )
-from streams.extents import Extent, split_ranges, union_ranges
-from streams.gaps import Gap, list_gaps
-from streams.image import Image
-from streams.increment import ranges_digest, read_increment, write_increment
-from streams.manifest import (
+from schemas.events import EventKind, crc32c
+from schemas.extents import Extent, split_ranges, union_ranges
+from schemas.gaps import Gap, list_gaps
+from schemas.image import Image
+from schemas.increment import ranges_digest, read_increment, write_increment
+from schemas.manifest import (
     Bookmark,
     Manifest,
     ObjectRef,
@@ -30,7 +30,7 @@ from streams.manifest import (
     list_window_keys,
     load_manifest,
 )
-from streams.writelog import LogRecord, apply_records, read_log, write_log
+from schemas.writelog import LogRecord, apply_records, read_log, write_log
 from tests.streams_support import small_event
 
 
@@ -63,7 +63,7 @@ def test_increment_wrong_direction() -> None:
 
 
 def test_increment_rejects_overlap_on_write() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unsorted, overlapping"):
         _inc([Extent(0, 4, b"abcd"), Extent(2, 2, b"xy")])
 
 
@@ -259,8 +259,8 @@ def test_container_bytes_do_not_depend_on_the_process_hash_seed() -> None:
     import sys
 
     code = (
-        "import io,hashlib;from streams.increment import write_increment;"
-        "from streams.extents import Extent;b=io.BytesIO();"
+        "import io,hashlib;from schemas.increment import write_increment;"
+        "from schemas.extents import Extent;b=io.BytesIO();"
         "write_increment(b,[Extent(0,3,b'abc')],direction='forward',volume='v',"
         "first_offset=0,last_offset=1);print(hashlib.sha256(b.getvalue()).hexdigest())"
     )

@@ -14,8 +14,9 @@ from connectors.config import Settings
 from connectors.store.memory import MemoryStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
-from streams.app import IncrementsWorker, WorkerOptions
+from streams.partition import Record
 from streams.window import WindowPolicy
+from streams.worker import IncrementsWorker, WorkerOptions
 from tests.streams_support import Volume
 
 CODEC = AvroCodec("WriteEvent")
@@ -49,7 +50,7 @@ def test_a_window_opened_after_its_tick_gets_another(tmp_path: Path) -> None:
 
         def feed(*events: WriteEvent) -> None:
             nonlocal offset
-            records = []
+            records: list[Record] = []
             for ev in events:
                 records.append((offset, None, CODEC.encode(ev.to_record())))
                 offset += 1
@@ -84,6 +85,6 @@ def test_a_window_opened_after_its_tick_gets_another(tmp_path: Path) -> None:
 
 
 def _windows(worker: IncrementsWorker) -> list[Any]:
-    from streams.manifest import list_window_keys, load_manifest
+    from schemas.manifest import list_window_keys, load_manifest
 
     return [load_manifest(worker.store, k) for _, _, k in list_window_keys(worker.store, "late")]

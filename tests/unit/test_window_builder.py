@@ -8,12 +8,12 @@ import pytest
 
 from connectors.errors import UsageError
 from connectors.store.memory import MemoryStore
+from schemas import keys
 from schemas.events import EventKind, WriteEvent
-from streams import keys
-from streams.builder import PartitionProcessor
-from streams.gaps import list_gaps
-from streams.manifest import list_window_keys, load_manifest
-from streams.volume import BuildOptions
+from schemas.gaps import list_gaps
+from schemas.manifest import list_window_keys, load_manifest
+from streams.partition import PartitionProcessor, Record
+from streams.volume_builder import BuildOptions
 from streams.window import WindowCutter, WindowPolicy
 from tests.streams_support import Volume, blob_of, tick
 
@@ -94,7 +94,7 @@ def test_determinism_same_keys_and_bytes(tmp_path: Path) -> None:
         p = _proc(tmp_path / run, WindowPolicy(seconds=1.0, count=7))
         for i in range(0, len(evs), 5):  # different batching must not matter either
             p.feed_events(evs[i : i + 5])
-        stores.append(blob_of(p.store))  # type: ignore[arg-type]
+        stores.append(blob_of(p.store))
         p.close()
     assert stores[0] == stores[1]
     assert any(k.endswith(".fwd") for k in stores[0])
@@ -108,7 +108,7 @@ def test_batching_does_not_change_windows(tmp_path: Path) -> None:
     b = _proc(tmp_path / "b", WindowPolicy(seconds=2.0))
     for e in evs:
         b.feed_events([e])
-    assert blob_of(a.store) == blob_of(b.store)  # type: ignore[arg-type]
+    assert blob_of(a.store) == blob_of(b.store)
 
 
 def test_tick_closes_quiet_window_and_commit_offset(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_dead_letters_consume_nothing_and_protection_continues(tmp_path: Path) -
     bad = v.write(4000, bytes(200))  # past the volume end: sequence 4 is lost with it
     evs += [bad, v.write(5, b"later")]
     p = _proc(tmp_path, WindowPolicy(count=3))
-    recs = [(o, None, p.codec.encode(e.to_record())) for o, e in enumerate(evs)]
+    recs: list[Record] = [(o, None, p.codec.encode(e.to_record())) for o, e in enumerate(evs)]
     recs.insert(4, (4, b"k", b"garbage"))
     recs = [(o, k, val) for o, (_, k, val) in enumerate(recs)]
     out = p.feed(recs)
@@ -213,7 +213,7 @@ def test_restart_skips_durable_records(tmp_path: Path) -> None:
     ref = _proc(tmp_path / "ref", WindowPolicy(count=5))
     ref.feed_events(evs)
     got = {k: v for k, v in blob_of(store).items() if "/checkpoints/" not in k}
-    want = {k: v for k, v in blob_of(ref.store).items() if "/checkpoints/" not in k}  # type: ignore[arg-type]
+    want = {k: v for k, v in blob_of(ref.store).items() if "/checkpoints/" not in k}
     assert got == want
     assert keys.partition_marker_key("t", 0, "db") in got
 
@@ -230,8 +230,8 @@ def test_retention_gap_when_records_were_deleted(tmp_path: Path) -> None:
 
 
 def test_checkpoints_after_resume_match_the_model(tmp_path: Path) -> None:
-    from streams.checkpoint import list_checkpoints, load_checkpoint, materialize_checkpoint
-    from streams.image import Image
+    from schemas.checkpoint import list_checkpoints, load_checkpoint, materialize_checkpoint
+    from schemas.image import Image
     from tests.streams_support import states_after
 
     size = 8 * 4096

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from connectors.intercept.backing import Writeback, pwrite_all
+from connectors.fsutil import pwrite_all
+from connectors.intercept.backing import Writeback
 
 
 def test_pending_bytes_reset_at_each_start_and_data_is_intact(tmp_path: Path) -> None:

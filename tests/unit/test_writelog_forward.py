@@ -11,11 +11,11 @@ import pytest
 
 from connectors.errors import IntegrityError
 from schemas import schema_json
+from schemas.avrofile import write_container
 from schemas.events import EventKind, crc32c
-from streams.avrofile import write_container
-from streams.extents import Extent
-from streams.image import Image
-from streams.writelog import (
+from schemas.extents import Extent
+from schemas.image import Image
+from schemas.writelog import (
     ForwardBytes,
     LogRecord,
     apply_records,

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from connectors.errors import GapError, IntegrityError, ObjectNotFound
+from connectors.errors import GapError, IntegrityError, ObjectNotFoundError
 from connectors.store.base import ObjectStore
-from streams import keys
-from streams.document import canonical_digest, check_digest, load_document
+from schemas import keys
+from schemas.document import canonical_digest, check_digest, load_document
 
 FORMAT = "kcdp-manifest"
 VERSION = 2
@@ -120,6 +120,7 @@ class Manifest:
     created_us: int
     previous_digest: str | None = None
     fenced: tuple[str, ...] = ()
+    baseline_open: bool = False
     version: int = VERSION
     digest: str = field(init=False, default="")
 
@@ -183,6 +184,7 @@ class Manifest:
         }
         if self.version >= 2:
             body["fenced"] = list(self.fenced)
+            body["baseline_open"] = self.baseline_open
         return body
 
     def to_json(self) -> bytes:
@@ -234,6 +236,7 @@ class Manifest:
                 if prev is None or version < 2
                 else _hex_digest(prev["digest"]),
                 fenced=tuple(_strings(d["fenced"])) if version >= 2 else (),
+                baseline_open=version >= 2 and _flag(d.get("baseline_open", False)),
                 version=version,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -251,6 +254,12 @@ def _hex_digest(value: object) -> str:
     if not isinstance(value, str) or len(value) != 64:
         raise ValueError(f"not a SHA-256 hex digest: {value!r}")
     int(value, 16)
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("baseline_open must be true or false")
     return value
 
 
@@ -358,7 +367,7 @@ def load_manifest(store: ObjectStore, key: str) -> Manifest:
     """
     try:
         data = store.get(key)
-    except ObjectNotFound:
+    except ObjectNotFoundError:
         raise GapError(f"manifest {key} is missing") from None
     m = Manifest.from_json(data, name=key)
     if m.key != key:
@@ -374,7 +383,7 @@ def get_verified(store: ObjectStore, ref: ObjectRef) -> bytes:
     """
     try:
         data = store.get(ref.key)
-    except ObjectNotFound:
+    except ObjectNotFoundError:
         raise GapError(f"object {ref.key} is missing") from None
     if len(data) != ref.size:
         raise IntegrityError(f"object {ref.key}: {len(data)} bytes, manifest says {ref.size}")

@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from connectors.errors import GapError, IntegrityError, ObjectNotFound
+from connectors.errors import GapError, IntegrityError, ObjectNotFoundError
 from connectors.store.base import ObjectStore
-from streams import keys
-from streams.document import canonical_digest, check_digest, load_document
-from streams.manifest import Broken, Manifest
+from schemas import keys
+from schemas.document import canonical_digest, check_digest, load_document
+from schemas.manifest import Broken, Manifest
 
 FORMAT = "kcdp-head"
 VERSION = 1
@@ -93,7 +93,7 @@ def load_head(store: ObjectStore, volume: str) -> Head | None:
     key = keys.head_key(volume)
     try:
         data = store.get(key)
-    except ObjectNotFound:
+    except ObjectNotFoundError:
         return None
     head = Head.from_json(data, name=key)
     if head.volume != volume:

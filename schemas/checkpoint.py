@@ -20,13 +20,13 @@ from typing import Any
 import orjson
 import zstandard
 
-from connectors.errors import GapError, IntegrityError, ObjectNotFound
+from connectors.errors import GapError, IntegrityError, ObjectNotFoundError
 from connectors.store.base import ObjectStore
-from streams import keys
-from streams.document import canonical_digest, check_digest, load_document
-from streams.extents import intersects, union_ranges
-from streams.image import Image
-from streams.manifest import Manifest
+from schemas import keys
+from schemas.document import canonical_digest, check_digest, load_document
+from schemas.extents import intersects, union_ranges
+from schemas.image import Image
+from schemas.manifest import Manifest
 
 FORMAT = "kcdp-checkpoint"
 VERSION = 2
@@ -204,7 +204,7 @@ def write_checkpoint(
         key = keys.chunk_key(digest)
         try:
             stored = store.stat(key).size
-        except ObjectNotFound:
+        except ObjectNotFoundError:
             blob = cctx.compress(data)
             store.put(key, blob)
             stored = len(blob)
@@ -243,7 +243,7 @@ def load_checkpoint(store: ObjectStore, volume: str, offset: int) -> Checkpoint:
     key = keys.checkpoint_key(volume, offset)
     try:
         data = store.get(key)
-    except ObjectNotFound:
+    except ObjectNotFoundError:
         raise GapError(f"checkpoint {key} is missing") from None
     cp = Checkpoint.from_json(data, name=key)
     if cp.volume != volume or cp.offset != offset:
@@ -263,7 +263,7 @@ def fetch_chunk(store: ObjectStore, digest: str, length: int) -> bytes:
     key = keys.chunk_key(digest)
     try:
         blob = store.get(key)
-    except ObjectNotFound:
+    except ObjectNotFoundError:
         raise GapError(f"checkpoint chunk {key} is missing") from None
     try:
         data = zstandard.ZstdDecompressor().decompress(blob, max_output_size=length)

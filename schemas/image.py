@@ -6,9 +6,6 @@ so an image of a mostly empty volume takes little disk space; otherwise zeros ar
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import os
 import stat
 from collections.abc import Iterable
@@ -16,26 +13,8 @@ from pathlib import Path
 from types import TracebackType
 
 from connectors.errors import VolumeError
-from streams.extents import Extent
-
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_ZERO_STEP = 1 << 20
-
-
-def _libc_fallocate() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    with contextlib.suppress(OSError, AttributeError):
-        fn = ctypes.CDLL(name, use_errno=True).fallocate
-        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-        fn.restype = ctypes.c_int
-        return fn
-    return None
-
-
-_fallocate = _libc_fallocate()
+from connectors.fsutil import pwrite_all, zero_range
+from schemas.extents import Extent
 
 
 class Image:
@@ -87,27 +66,18 @@ class Image:
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
         """Write ``data`` at ``offset``."""
-        view = memoryview(data)
-        self._check(offset, len(view))
-        while len(view):
-            n = os.pwrite(self._fd, view, offset)
-            view = view[n:]
-            offset += n
+        self._check(offset, len(data))
+        pwrite_all(self._fd, data, offset)
 
     def zero(self, offset: int, length: int) -> None:
         """Make ``[offset, offset+length)`` read as zeros, punching a hole where possible."""
         self._check(offset, length)
         if length == 0:
             return
-        if not self._is_block and _fallocate is not None:
-            rc = _fallocate(self._fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
-            if rc == 0:
-                return
-        pos, end = offset, offset + length
-        while pos < end:
-            n = min(_ZERO_STEP, end - pos)
-            self.pwrite(pos, bytes(n))
-            pos += n
+        try:
+            zero_range(self._fd, offset, length, punch=not self._is_block)
+        except OSError as exc:
+            raise VolumeError(f"cannot zero {self.path} at {offset}: {exc.strerror}") from None
 
     def apply(self, extents: Iterable[Extent]) -> None:
         """Write each extent in order; zero extents (``data is None``) punch holes.

@@ -7,7 +7,7 @@ thread, or in a child process (:class:`WindowStorers`). It writes, in this order
 log (in parallel), then the manifest once all three are durable (chained to the previous
 stored manifest by the digest the job carries), then the volume's head naming it; only
 then does it apply the forward increment to the image, fsync the image when the job says
-so, and take a due checkpoint. The caller (:meth:`streams.volume.VolumeBuilder.stored`)
+so, and take a due checkpoint. The caller (:meth:`streams.volume_builder.VolumeBuilder.stored`)
 records the result.
 
 **Child processes.** The increment worker is CPU-bound under one interpreter lock: decoding
@@ -24,7 +24,6 @@ worker loudly. Windows of one volume are still stored one at a time, in cut orde
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import io
 import itertools
@@ -41,17 +40,18 @@ from pathlib import Path
 from typing import Any
 
 from connectors.errors import UsageError, VolumeError
+from connectors.fsutil import libc
 from connectors.store.base import ObjectStore
+from schemas import keys
+from schemas.checkpoint import Checkpoint, write_checkpoint
 from schemas.events import CHANGE_KINDS, WriteEvent, now_us
-from streams import keys
+from schemas.extents import union_ranges
+from schemas.head import put_head
+from schemas.image import Image
+from schemas.increment import write_increment
+from schemas.manifest import Bookmark, Manifest, ObjectRef
+from schemas.writelog import write_event_log
 from streams.assemble import assemble_window
-from streams.checkpoint import Checkpoint, write_checkpoint
-from streams.extents import union_ranges
-from streams.head import put_head
-from streams.image import Image
-from streams.increment import write_increment
-from streams.manifest import Bookmark, Manifest, ObjectRef
-from streams.writelog import write_event_log
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,7 @@ class WindowCut:
     bookmarks: tuple[Bookmark, ...]
     data_bytes: int  # WRITE/BASELINE bytes of the members (the cutter's count)
     fenced: tuple[str, ...] = ()  # sessions fenced out of the volume's history (manifest)
+    baseline_open: bool = False  # a baseline begun after the last break is under way
 
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
@@ -198,6 +199,7 @@ def write_window(
         previous=cut.previous,
         previous_digest=job.previous_digest,
         fenced=cut.fenced,
+        baseline_open=cut.baseline_open,
         restorable_from=cut.restorable_from,
         consistent=cut.consistent,
         bookmarks=cut.bookmarks,
@@ -310,14 +312,18 @@ _child_stores: dict[str, ObjectStore] = {}
 _child_threads: list[ThreadPoolExecutor] = []
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def _child_init(parent: int) -> None:
     """Die with the parent thread that started this process (Linux), also if it is gone.
     Ctrl-C and a SIGTERM to the process group are the parent's to handle: it finishes the
     windows being stored, then closes the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:  # else it may outlive the worker
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(err)}")
     if os.getppid() != parent:  # died before the signal was armed
         os._exit(1)
 

@@ -3,7 +3,7 @@
 Feed it raw records ``(offset, key, value)`` in offset order, in batches, with
 :meth:`PartitionProcessor.feed`. It decodes them, applies the event rules of
 docs/FORMAT.md (sessions, sequences, validation), routes each event to its volume's
-:class:`~streams.volume.VolumeBuilder`, cuts windows with the volume's
+:class:`~streams.volume_builder.VolumeBuilder`, cuts windows with the volume's
 :class:`~streams.window.WindowCutter`, and closes TICK-due windows. It returns what the
 caller must do next as values (:class:`Outcome`): dead letters to publish, windows and
 gaps that were stored, and the Kafka offset that may be committed once those dead letters
@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 
 from connectors.errors import DecodeError, InvalidEventError, UsageError
 from connectors.store.base import ObjectStore
+from schemas import keys
 from schemas.codec import AvroCodec
+from schemas.decode import EventDecoder
 from schemas.events import EventKind, WriteEvent
-from streams import keys
+from schemas.gaps import Gap
+from schemas.image import Image
+from schemas.manifest import Manifest
 from streams.admission import Accept, Candidate, Reject, Reread, Verdict
-from streams.decode import EventDecoder
-from streams.gaps import Gap
-from streams.image import Image
-from streams.manifest import Manifest
-from streams.volume import BuildOptions, VolumeBuilder
-from streams.windowstore import WindowStorers
+from streams.storing import WindowStorers
+from streams.volume_builder import BuildOptions, VolumeBuilder
 
 log = logging.getLogger("kcdp.builder")
 

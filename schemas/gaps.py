@@ -8,8 +8,8 @@ import orjson
 
 from connectors.errors import IntegrityError
 from connectors.store.base import ObjectStore
-from streams import keys
-from streams.document import load_document
+from schemas import keys
+from schemas.document import load_document
 
 FORMAT = "kcdp-gap"
 VERSION = 1

@@ -1,9 +1,9 @@
 """One volume's increment builder: window membership, objects, manifest, replica image.
 
-:class:`VolumeBuilder` is Faust-free. The partition processor (:mod:`streams.builder`)
+:class:`VolumeBuilder` is Faust-free. The partition processor (:mod:`streams.partition`)
 hands it events in offset order; it keeps the open window in memory (bounded by the
 policy's ``max_bytes``). Closing is two steps: :meth:`VolumeBuilder.cut_window` ends the
-window's membership; storing it (:func:`streams.windowstore.write_window`: here with
+window's membership; storing it (:func:`streams.storing.write_window`: here with
 :meth:`VolumeBuilder.store_window`, or on another thread or in a child process with
 :meth:`VolumeBuilder.write` or :meth:`VolumeBuilder.job`, one window at a time, in cut
 order; memory is then bounded by two windows) writes, in this order (docs/FORMAT.md
@@ -39,15 +39,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from connectors.errors import GapError, IntegrityError, VolumeError
-from connectors.fsutil import write_atomic
 from connectors.store.base import ObjectStore
-from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
-from streams import keys
-from streams.admission import DEFAULT_HOLD_US, DEFAULT_SUPPORT, Reread, VolumeLine
-from streams.checkpoint import (
+from schemas import keys
+from schemas.checkpoint import (
     DEFAULT_CHUNK_SIZE,
     Checkpoint,
     check_pairing,
@@ -55,9 +50,10 @@ from streams.checkpoint import (
     load_checkpoint,
     materialize_checkpoint,
 )
-from streams.image import Image
-from streams.increment import read_increment
-from streams.manifest import (
+from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
+from schemas.image import Image
+from schemas.increment import read_increment
+from schemas.manifest import (
     Bookmark,
     Manifest,
     check_link,
@@ -65,8 +61,10 @@ from streams.manifest import (
     list_window_keys,
     load_manifest,
 )
-from streams.window import WindowCutter, WindowPolicy
-from streams.windowstore import (
+from schemas.replica_state import ReplicaState, load_state, save_state, state_path
+from schemas.writelog import read_log
+from streams.admission import DEFAULT_HOLD_US, DEFAULT_SUPPORT, Reread, VolumeLine
+from streams.storing import (
     CheckpointJob,
     StoredWindow,
     WindowCut,
@@ -74,7 +72,7 @@ from streams.windowstore import (
     take_checkpoint,
     write_window,
 )
-from streams.writelog import read_log
+from streams.window import WindowCutter, WindowPolicy
 
 log = logging.getLogger("kcdp.volume")
 
@@ -89,9 +87,9 @@ class BuildOptions:
     ``image_sync_windows`` (default 16, at least 1): the replica image is fsynced and its
     applied offset recorded after every that many windows (and when the builder closes).
     ``close_threads`` (default 0): background threads that store cut windows while the
-    partition processor goes on feeding (:class:`streams.builder.PartitionProcessor`);
+    partition processor goes on feeding (:class:`streams.partition.PartitionProcessor`);
     0 stores each window before the feed that cut it returns (unless the processor is
-    given :class:`~streams.windowstore.WindowStorers`: child processes).
+    given :class:`~streams.storing.WindowStorers`: child processes).
     ``quarantine_support`` (default 3) and ``quarantine_us`` (default 10 s of log time):
     how long an out-of-line event is held (:class:`streams.admission.VolumeLine`).
     """
@@ -131,7 +129,7 @@ class VolumeBuilder:
         self.cutter = WindowCutter(options.policy)
         options.workdir.mkdir(parents=True, exist_ok=True)
         self.image_path = options.workdir / f"{volume}.img"
-        self.state_path = options.workdir / f"{volume}.img.kcdp-replica.json"
+        self.state_path = state_path(self.image_path)
         self.image: Image | None = None
         # history
         self.durable_offset = -1  # last offset of the last manifest (store_window's)
@@ -241,6 +239,8 @@ class VolumeBuilder:
             consistent=self.consistent,
             bookmarks=tuple(self.bookmarks),
             data_bytes=c.data_bytes,
+            fenced=tuple(self.line.fenced),
+            baseline_open=self.baseline_open and not self.consistent,
         )
         self.previous = (cut.first, cut.last)
         self.cut_offset = cut.last
@@ -249,7 +249,7 @@ class VolumeBuilder:
         return cut
 
     def store_window(self, cut: WindowCut) -> Manifest:
-        """Store a cut window here (:func:`streams.windowstore.write_window`) and record
+        """Store a cut window here (:func:`streams.storing.write_window`) and record
         it (:meth:`stored`)."""
         return self.stored(self.write(cut, self.job(cut)))
 
@@ -306,7 +306,7 @@ class VolumeBuilder:
         )
 
     def stored(self, sw: StoredWindow) -> Manifest:
-        """Record a window stored by :func:`~streams.windowstore.write_window` (from
+        """Record a window stored by :func:`~streams.storing.write_window` (from
         :meth:`job`): durable offset, checkpoint counters, image state."""
         m = sw.manifest
         self.durable_offset = m.last_offset
@@ -349,31 +349,32 @@ class VolumeBuilder:
         self.dirty_known = True
 
     def _write_state(self, applied: int) -> None:
-        state = {
-            "format": "kcdp-replica",
-            "version": 1,
-            "volume": self.volume,
-            "topic": self.opt.topic,
-            "partition": self.opt.partition,
-            "applied_offset": applied,
-            "session": self.line.session,
-            "sequence": (self.line.next_seq or 0) - 1,
-        }
+        state = ReplicaState(
+            volume=self.volume,
+            topic=self.opt.topic,
+            partition=self.opt.partition,
+            applied_offset=applied,
+            session=self.line.session,
+            sequence=(self.line.next_seq or 0) - 1,
+        )
         try:
-            write_atomic(self.state_path, orjson.dumps(state))
+            save_state(self.image_path, state)
         except OSError as exc:
             raise VolumeError(
-                f"cannot record the applied offset in {self.state_path}: {exc.strerror}"
+                f"cannot record the applied offset of {self.image_path}: {exc.strerror}"
             ) from exc
 
     def _read_state(self) -> int | None:
+        """The applied offset the image's state file records, or None (none, or unreadable:
+        the image is then rebuilt from the store)."""
         try:
-            state = orjson.loads(self.state_path.read_bytes())
-            if state.get("format") == "kcdp-replica" and state.get("volume") == self.volume:
-                return int(state["applied_offset"])
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            pass
-        return None
+            state = load_state(self.image_path)
+        except (OSError, IntegrityError) as exc:
+            log.warning("volume %s: image state unusable, rebuilding: %s", self.volume, exc)
+            return None
+        if state is None or state.volume != self.volume:
+            return None
+        return state.applied_offset
 
     # -- resume --------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -392,7 +393,8 @@ class VolumeBuilder:
         self.previous = (last.first_offset, last.last_offset)
         self.newest = (last.first_offset, last.last_offset, last.digest)
         self.win_session = last.session
-        self.consistent = self.baseline_open = last.consistent
+        self.consistent = last.consistent
+        self.baseline_open = last.consistent or last.baseline_open
         records = list(read_log(get_verified(self.store, last.writelog), name=last.writelog.key))
         self.line.resume(
             session=last.session,
@@ -458,12 +460,15 @@ class VolumeBuilder:
             self._sync_image()
 
     def close(self) -> None:
-        """Sync the image and record its applied offset if windows are pending; close it."""
-        if self.image is not None:
-            if self.unsynced:
-                self._sync_image()
-            self.image.close()
+        """Finish the windows this builder's threads store, then sync the image and record
+        its applied offset if windows are pending, and close it."""
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
-            self.image = None
+        if self.image is not None:
+            try:
+                if self.unsynced:
+                    self._sync_image()
+            finally:
+                self.image.close()
+                self.image = None

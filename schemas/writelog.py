@@ -19,17 +19,11 @@ from typing import Any, BinaryIO
 
 from connectors.errors import IntegrityError
 from schemas import load_schema
+from schemas.avrofile import read_container
+from schemas.avropieces import Column, Raw, encode_pieces, long_bytes, write_pieces
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
-from streams.avrofile import (
-    Column,
-    Raw,
-    encode_pieces,
-    long_bytes,
-    read_container,
-    write_pieces,
-)
-from streams.extents import Extent
-from streams.image import Image
+from schemas.extents import Extent
+from schemas.image import Image
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +90,7 @@ def write_log(
 ) -> int:
     """Write ``records`` (in Kafka offset order) as a write log; return how many.
 
-    The bytes equal :func:`streams.avrofile.write_container` of ``r.to_record()`` for each
+    The bytes equal :func:`schemas.avrofile.write_container` of ``r.to_record()`` for each
     record. Raises ValueError for a kind that is not an :class:`EventKind`.
     """
     recs = list(records)

@@ -1,20 +1,17 @@
-"""Avro object container files shared by increments and write logs (docs/FORMAT.md).
-
-Files use codec ``zstandard``, or ``null`` when their first block does not compress
-(:func:`choose_codec`), and carry ``kcdp.*`` header metadata; the sync marker is
-derived from that metadata so a file is a pure function of its content (idempotent
-uploads). ``kcdp.count`` holds the number of records so a file cut at a block boundary
-(which the container format alone cannot notice) is detected as truncated.
+"""Direct encoding of Avro container files (docs/FORMAT.md "Codecs"): the bytes of
+:func:`schemas.avrofile.write_container` without a dict per record — records handed over
+already cut into byte pieces, most of them made for all records at once by
+:func:`encode_pieces` — and :func:`write_pieces`, which writes them with blocks compressed
+on threads.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from array import array
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
@@ -23,129 +20,14 @@ from typing import Any, BinaryIO
 import fastavro
 from backports import zstd
 
-from connectors.errors import IntegrityError
-
-CODEC = "zstandard"
-NULL_CODEC = "null"
-SYNC_INTERVAL = 1 << 20
-#: A file is written uncompressed when zstd saves less than 1/32 of its first block.
-INCOMPRESSIBLE = 1 / 32
-
-
-def choose_codec(block: bytes) -> tuple[str, bytes]:
-    """The codec of a file whose first block is ``block`` (docs/FORMAT.md "Codecs"), and
-    that block as the codec stores it: ``zstandard`` unless zstd (default level) saves less
-    than :data:`INCOMPRESSIBLE` of it (encrypted or already compressed data), then
-    ``null``, so later blocks are not compressed in vain."""
-    packed = zstd.compress(block)
-    if len(block) - len(packed) < len(block) * INCOMPRESSIBLE:
-        return NULL_CODEC, block
-    return CODEC, packed
-
-
-def write_container(
-    fh: BinaryIO, schema: Any, records: Sequence[Mapping[str, Any]], meta: Mapping[str, str]
-) -> None:
-    """Write ``records`` as one container file with ``meta`` plus ``kcdp.count``, the
-    codec chosen by :func:`choose_codec` from the first block (the reference writer)."""
-    metadata = {**meta, "kcdp.count": str(len(records))}
-    marker = sync_marker(metadata)
-
-    def write(out: BinaryIO, codec: str) -> None:
-        fastavro.writer(
-            out,
-            sorted_keys(schema),
-            records,
-            codec=codec,
-            metadata=metadata,
-            sync_interval=SYNC_INTERVAL,
-            sync_marker=marker,
-        )
-
-    codec = CODEC
-    if records:
-        raw = io.BytesIO()
-        write(raw, NULL_CODEC)
-        raw.seek(0)
-        first: Any = next(iter(fastavro.block_reader(raw)))
-        codec = choose_codec(first.bytes_.getvalue())[0]
-    write(fh, codec)
-
-
-def sorted_keys(value: Any) -> Any:
-    """``value`` with every dict's keys sorted: fastavro embeds the parsed schema as JSON in
-    the header, and the parsed key order varies with the process's hash seed."""
-    if isinstance(value, dict):
-        return {k: sorted_keys(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [sorted_keys(v) for v in value]
-    return value
-
-
-def sync_marker(meta: Mapping[str, str]) -> bytes:
-    """A sync marker derived from the header metadata, so equal inputs give equal bytes."""
-    text = "\n".join(f"{k}={meta[k]}" for k in sorted(meta))
-    return hashlib.sha256(text.encode()).digest()[:16]
-
-
-def read_container(
-    source: bytes | BinaryIO, *, fmt: str, what: str
-) -> tuple[dict[str, str], Iterator[dict[str, Any]]]:
-    """Open a container of format ``fmt``; return its metadata and a checked record iterator.
-
-    The iterator raises :class:`IntegrityError` (message starts with ``what``) on a corrupt
-    or truncated file, including a record count that differs from ``kcdp.count``.
-    """
-    fh: BinaryIO = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
-    try:
-        reader = fastavro.reader(fh)
-        meta = {
-            k: v.decode() if isinstance(v, bytes) else str(v) for k, v in reader.metadata.items()
-        }
-    except Exception as exc:
-        raise IntegrityError(f"{what}: not a readable Avro container ({exc})") from None
-    if meta.get("kcdp.format") != fmt:
-        raise IntegrityError(
-            f"{what}: kcdp.format is {meta.get('kcdp.format')!r}, expected {fmt!r}"
-        )
-    if meta.get("kcdp.version") != "1":
-        raise IntegrityError(f"{what}: unsupported kcdp.version {meta.get('kcdp.version')!r}")
-    try:
-        count = int(meta["kcdp.count"])
-    except (KeyError, ValueError):
-        raise IntegrityError(f"{what}: missing or bad kcdp.count") from None
-
-    def records() -> Iterator[dict[str, Any]]:
-        seen = 0
-        it = iter(reader)
-        while True:
-            try:
-                rec = next(it)
-            except StopIteration:
-                break
-            except Exception as exc:
-                raise IntegrityError(
-                    f"{what}: corrupt or truncated after {seen} records "
-                    f"({type(exc).__name__}: {exc})"
-                ) from None
-            if not isinstance(rec, dict):
-                raise IntegrityError(f"{what}: record {seen} is not a record")
-            seen += 1
-            if seen > count:
-                raise IntegrityError(f"{what}: more records than the {count} announced")
-            yield rec
-        if seen != count:
-            raise IntegrityError(f"{what}: truncated, {seen} of {count} records")
-
-    return meta, records()
-
-
-def meta_int(meta: Mapping[str, str], key: str, what: str) -> int:
-    try:
-        return int(meta[key])
-    except (KeyError, ValueError):
-        raise IntegrityError(f"{what}: missing or bad {key}") from None
-
+from schemas.avrofile import (
+    CODEC,
+    NULL_CODEC,
+    SYNC_INTERVAL,
+    choose_codec,
+    sorted_keys,
+    sync_marker,
+)
 
 # --- Direct encoding -------------------------------------------------------------------------
 #
@@ -369,35 +251,82 @@ def write_pieces(
     block's record range, in order, once the block is handed to compression.
     Raises ValueError if the chunks do not hold ``count`` records of ``stride`` parts.
     """
-    metadata = {**meta, "kcdp.count": str(count)}
-    marker = sync_marker(metadata)
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-    pending: deque[tuple[int, Future[bytes] | bytes]] = deque()
-    codec: list[str] = []  # decided by the first block
+    writer = _PieceWriter(fh, schema, {**meta, "kcdp.count": str(count)}, stride, workers)
+    try:
+        parts: list[bytes] = []
+        first = 0
+        for chunk in chunks:
+            parts += chunk
+            done = writer.cut(parts, first, final=False, on_block=on_block)
+            del parts[: done * stride]
+            first += done
+        if len(parts) % stride or first + len(parts) // stride != count:
+            raise ValueError(f"the chunks do not hold {count} records of {stride} parts")
+        writer.cut(parts, first, final=True, on_block=on_block)
+        writer.finish()
+    finally:
+        writer.close()
 
-    def header(name: str) -> None:
-        codec.append(name)
+
+class _PieceWriter:
+    """The state of one :func:`write_pieces` call: header, codec, blocks in compression."""
+
+    def __init__(
+        self, fh: BinaryIO, schema: Any, metadata: dict[str, str], stride: int, workers: int
+    ) -> None:
+        self.fh = fh
+        self.schema = schema
+        self.metadata = metadata
+        self.marker = sync_marker(metadata)
+        self.stride = stride
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+        self.pending: deque[tuple[int, Future[bytes] | bytes]] = deque()
+        self.codec: str | None = None  # decided by the first block
+
+    def header(self, name: str) -> None:
+        self.codec = name
         out = io.BytesIO()
         fastavro.writer(
             out,
-            sorted_keys(schema),
+            sorted_keys(self.schema),
             [],
             codec=name,
-            metadata=metadata,
+            metadata=self.metadata,
             sync_interval=SYNC_INTERVAL,
-            sync_marker=marker,
+            sync_marker=self.marker,
         )
-        fh.write(out.getvalue())
+        self.fh.write(out.getvalue())
 
-    def put(n: int, packed: Future[bytes] | bytes) -> None:
+    def put(self, n: int, packed: Future[bytes] | bytes) -> None:
         data = packed.result() if isinstance(packed, Future) else packed
-        fh.write(long_bytes(n) + long_bytes(len(data)))
-        fh.write(data)
-        fh.write(marker)
+        self.fh.write(long_bytes(n) + long_bytes(len(data)))
+        self.fh.write(data)
+        self.fh.write(self.marker)
 
-    def cut(parts: list[bytes], first: int, *, final: bool) -> int:
+    def pack(self, block: bytes) -> Future[bytes] | bytes:
+        """The block compressed with the file's codec (the first block decides it)."""
+        if self.codec is None:
+            name, packed = choose_codec(block)
+            self.header(name)
+            return packed
+        if self.codec == NULL_CODEC:
+            return block
+        if self.pool is None:
+            return zstd.compress(block)
+        return self.pool.submit(zstd.compress, block)
+
+    def cut(
+        self,
+        parts: list[bytes],
+        first: int,
+        *,
+        final: bool,
+        on_block: Callable[[int, int], None] | None,
+    ) -> int:
         """Hand the complete blocks of ``parts`` (records from ``first``) to compression;
         return how many records they hold."""
+        stride = self.stride
         ends = list(accumulate(map(len, parts)))[stride - 1 :: stride]  # bytes through record
         start, base = 0, 0
         while start < len(ends):
@@ -406,40 +335,22 @@ def write_pieces(
                 if not final:
                     break
                 end = len(ends)
-            block = b"".join(parts[start * stride : end * stride])
-            if not codec:  # the first block decides the file's codec
-                name, packed = choose_codec(block)
-                header(name)
-                pending.append((end - start, packed))
-            elif codec[0] == NULL_CODEC:
-                pending.append((end - start, block))
-            elif pool is None:
-                pending.append((end - start, zstd.compress(block)))
-            else:
-                pending.append((end - start, pool.submit(zstd.compress, block)))
-            del block
+            self.pending.append(
+                (end - start, self.pack(b"".join(parts[start * stride : end * stride])))
+            )
             if on_block is not None:
                 on_block(first + start, first + end)
-            while len(pending) > workers:
-                put(*pending.popleft())
+            while len(self.pending) > self.workers:
+                self.put(*self.pending.popleft())
             start, base = end, ends[end - 1]
         return start
 
-    try:
-        parts: list[bytes] = []
-        first = 0
-        for chunk in chunks:
-            parts += chunk
-            done = cut(parts, first, final=False)
-            del parts[: done * stride]
-            first += done
-        if len(parts) % stride or first + len(parts) // stride != count:
-            raise ValueError(f"the chunks do not hold {count} records of {stride} parts")
-        cut(parts, first, final=True)
-        if not codec:  # no records: no block
-            header(CODEC)
-        while pending:
-            put(*pending.popleft())
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    def finish(self) -> None:
+        if self.codec is None:  # no records: no block
+            self.header(CODEC)
+        while self.pending:
+            self.put(*self.pending.popleft())
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)

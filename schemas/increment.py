@@ -16,9 +16,10 @@ from crc32c import crc32c as _crc  # the C function itself: one call per extent
 
 from connectors.errors import IntegrityError
 from schemas import load_schema
+from schemas.avrofile import meta_int, read_container
+from schemas.avropieces import encode_pieces, write_pieces
 from schemas.events import crc32c
-from streams.avrofile import encode_pieces, meta_int, read_container, write_pieces
-from streams.extents import MAX_EXTENT, Extent
+from schemas.extents import MAX_EXTENT, Extent
 
 DIRECTIONS = ("forward", "backward")
 
@@ -63,7 +64,7 @@ def write_increment(
 
     ``digest`` (default True): compute ``ranges_sha256`` (the manifest needs only the
     forward's), block by block while the blocks compress. The bytes equal
-    :func:`streams.avrofile.write_container` of the Extent records. Raises
+    :func:`schemas.avrofile.write_container` of the Extent records. Raises
     :class:`ValueError` if the extents break those rules (a bug in the caller).
     """
     if direction not in DIRECTIONS:

@@ -25,7 +25,8 @@ from connectors.errors import (
     KcdpError,
     VolumeError,
 )
-from connectors.intercept.backing import Backing, Writeback, clear_range, pwrite_all
+from connectors.fsutil import pwrite_all
+from connectors.intercept.backing import Backing, Writeback, clear_range
 from connectors.intercept.baseline import BaselineCopy
 from connectors.intercept.control import ControlServer, socket_path
 from connectors.intercept.options import (

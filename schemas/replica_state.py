@@ -1,0 +1,83 @@
+"""The replica state file ``<image>.kcdp-replica.json`` (docs/FORMAT.md "Local state
+files"): which offset of its partition an image holds. Written by the standby replica
+(``kcdp replica``) and by the worker for its own images; one codec for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from connectors.errors import IntegrityError
+from connectors.fsutil import write_atomic
+
+STATE_SUFFIX = ".kcdp-replica.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """What the replica image holds: every event of the partition up to ``applied_offset``.
+
+    ``applied_offset`` is -1 before anything was applied; ``session``/``sequence`` are the
+    last applied event's (empty / -1 before the first).
+    """
+
+    volume: str
+    topic: str
+    partition: int
+    applied_offset: int = -1
+    session: str = ""
+    sequence: int = -1
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "format": "kcdp-replica",
+                "version": 1,
+                "volume": self.volume,
+                "topic": self.topic,
+                "partition": self.partition,
+                "applied_offset": self.applied_offset,
+                "session": self.session,
+                "sequence": self.sequence,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes, *, where: str = "replica state") -> ReplicaState:
+        try:
+            doc = orjson.loads(data)
+            if doc.get("format") != "kcdp-replica" or doc.get("version") != 1:
+                raise ValueError("not a version 1 kcdp-replica document")
+            return cls(
+                volume=str(doc["volume"]),
+                topic=str(doc["topic"]),
+                partition=int(doc["partition"]),
+                applied_offset=int(doc["applied_offset"]),
+                session=str(doc["session"]),
+                sequence=int(doc["sequence"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IntegrityError(f"{where} is unreadable: {exc}") from None
+
+
+def state_path(output: str | Path) -> Path:
+    """Where the replica of ``output`` keeps its state."""
+    return Path(f"{output}{STATE_SUFFIX}")
+
+
+def load_state(output: str | Path) -> ReplicaState | None:
+    """The stored state beside ``output``, or None when there is none."""
+    path = state_path(output)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return ReplicaState.from_json(data, where=str(path))
+
+
+def save_state(output: str | Path, state: ReplicaState) -> None:
+    """Store ``state`` atomically: temp file, fsync, rename, fsync the directory."""
+    write_atomic(state_path(output), state.to_json())
