@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from connectors.errors import DecodeError, InvalidEventError, UsageError
@@ -27,9 +26,9 @@ from schemas.codec import AvroCodec
 from schemas.decode import EventDecoder
 from schemas.events import EventKind, WriteEvent
 from schemas.gaps import Gap
-from schemas.image import Image
 from schemas.manifest import Manifest
 from streams.admission import Accept, Candidate, Reject, Reread, Verdict
+from streams.sinks import InlineSink, PendingWindow, ProcessSink, ThreadSink, WindowSink
 from streams.storing import WindowStorers
 from streams.volume_builder import BuildOptions, VolumeBuilder
 
@@ -105,13 +104,13 @@ class PartitionProcessor:
         self.reread_found = 0  # records a re-read found that the feed had not delivered
         self._reread = reread
         self._start_offset: int | None = None
-        self._closer: ThreadPoolExecutor | None = None
-        self._storers = storers
-        if storers is None and options.close_threads > 0:
-            self._closer = ThreadPoolExecutor(
-                max_workers=options.close_threads,
-                thread_name_prefix=f"kcdp-store-{options.partition}",
-            )
+        self._sink: WindowSink
+        if storers is not None:
+            self._sink = ProcessSink(storers, store)
+        elif options.close_threads > 0:
+            self._sink = ThreadSink(options.close_threads, options.partition)
+        else:
+            self._sink = InlineSink()
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self, start_offset: int | None = None) -> None:
@@ -147,9 +146,7 @@ class PartitionProcessor:
         try:
             self.drain()
         finally:
-            if self._closer is not None:
-                self._closer.shutdown(wait=True)
-                self._closer = None
+            self._sink.close()
             for vb in self.volumes.values():
                 vb.close()
             self.volumes.clear()
@@ -157,7 +154,7 @@ class PartitionProcessor:
     @property
     def commit_offset(self) -> int:
         """The smallest offset not yet durable and reported (what may be committed)."""
-        firsts = [vb.pending[0] for vb in self.volumes.values() if vb.pending is not None]
+        firsts = [vb.pending.first for vb in self.volumes.values() if vb.pending is not None]
         firsts += [vb.win_first for vb in self.volumes.values() if vb.win_first is not None]
         firsts += [o for vb in self.volumes.values() if (o := vb.line.hold_offset) is not None]
         if firsts:
@@ -254,9 +251,9 @@ class PartitionProcessor:
 
     def _collect(self, vb: VolumeBuilder, out: Outcome, *, wait: bool) -> None:
         """Report ``vb``'s background window if it is stored (or once it is, ``wait``)."""
-        if vb.pending is None or not (wait or vb.pending[2].done()):
+        if vb.pending is None or not (wait or vb.pending.future.done()):
             return
-        fut = vb.pending[2]
+        fut = vb.pending.future
         vb.pending = None
         self._stored(vb.stored(fut.result()), out)
 
@@ -442,13 +439,6 @@ class PartitionProcessor:
         cut = vb.cut_window(reason)
         if cut is None:
             return
-        if self._storers is not None:
-            if vb.image is None:  # the child opens it by path: create it here first
-                vb.image = Image(vb.image_path, vb.size)
-            fut = self._storers.submit(self.store.url, cut, vb.job(cut))
-        elif self._closer is not None:
-            fut = self._closer.submit(vb.write, cut, vb.job(cut))
-        else:
-            self._stored(vb.store_window(cut), out)
-            return
-        vb.pending = (cut.first, cut.first_time_us, fut)
+        vb.pending = PendingWindow(cut.first, cut.first_time_us, self._sink.store(vb, cut))
+        if vb.pending.future.done():  # stored inline: record it now
+            self._collect(vb, out, wait=True)

@@ -35,9 +35,10 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connectors.errors import GapError, IntegrityError, VolumeError
 from connectors.store.base import ObjectStore
@@ -73,6 +74,9 @@ from streams.storing import (
     write_window,
 )
 from streams.window import WindowCutter, WindowPolicy
+
+if TYPE_CHECKING:
+    from streams.sinks import PendingWindow
 
 log = logging.getLogger("kcdp.volume")
 
@@ -136,7 +140,7 @@ class VolumeBuilder:
         self.cut_offset = -1  # last offset of the last cut window (the cuts')
         #: the cut window being stored in the background: its first offset, first event
         #: time and result (managed by the partition processor)
-        self.pending: tuple[int, int, Future[StoredWindow]] | None = None
+        self.pending: PendingWindow | None = None  # the cut window a sink is storing
         self.previous: tuple[int, int] | None = None
         #: the newest stored window: offsets and manifest digest (the next one chains to it)
         self.newest: tuple[int, int, str] | None = None

@@ -356,7 +356,7 @@ class IncrementsWorker:
                 pending = vb.pending
                 oldest = vb.cutter.first_time_us if vb.open else None
                 if pending is not None:
-                    oldest = pending[1]
+                    oldest = pending.first_time_us
                 line = vb.line
                 if line.held:
                     t = line.held[0].record.event.timestamp_us
