@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import fastavro
@@ -35,35 +35,6 @@ def choose_codec(block: bytes) -> tuple[str, bytes]:
     if len(block) - len(packed) < len(block) * INCOMPRESSIBLE:
         return NULL_CODEC, block
     return CODEC, packed
-
-
-def write_container(
-    fh: BinaryIO, schema: Any, records: Sequence[Mapping[str, Any]], meta: Mapping[str, str]
-) -> None:
-    """Write ``records`` as one container file with ``meta`` plus ``kcdp.count``, the
-    codec chosen by :func:`choose_codec` from the first block (the reference writer)."""
-    metadata = {**meta, "kcdp.count": str(len(records))}
-    marker = sync_marker(metadata)
-
-    def write(out: BinaryIO, codec: str) -> None:
-        fastavro.writer(
-            out,
-            sorted_keys(schema),
-            records,
-            codec=codec,
-            metadata=metadata,
-            sync_interval=SYNC_INTERVAL,
-            sync_marker=marker,
-        )
-
-    codec = CODEC
-    if records:
-        raw = io.BytesIO()
-        write(raw, NULL_CODEC)
-        raw.seek(0)
-        first: Any = next(iter(fastavro.block_reader(raw)))
-        codec = choose_codec(first.bytes_.getvalue())[0]
-    write(fh, codec)
 
 
 def sorted_keys(value: Any) -> Any:

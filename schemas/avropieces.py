@@ -1,6 +1,6 @@
-"""Direct encoding of Avro container files (docs/FORMAT.md "Codecs"): the bytes of
-:func:`schemas.avrofile.write_container` without a dict per record — records handed over
-already cut into byte pieces, most of them made for all records at once by
+"""Direct encoding of Avro container files (docs/FORMAT.md "Codecs"): the bytes of the
+reference writer (``tests/avro_reference.py``) without a dict per record — records handed
+over already cut into byte pieces, most of them made for all records at once by
 :func:`encode_pieces` — and :func:`write_pieces`, which writes them with blocks compressed
 on threads.
 """
@@ -31,9 +31,10 @@ from schemas.avrofile import (
 
 # --- Direct encoding -------------------------------------------------------------------------
 #
-# The writers below produce exactly the bytes of :func:`write_container` without building a
-# dict per record: the caller hands over each record already cut into byte pieces, most of
-# them made for all records at once by :func:`encode_pieces`.
+# The writers below produce exactly the bytes of the reference writer
+# (``tests/avro_reference.py``) without building a dict per record: the caller hands over
+# each record already cut into byte pieces, most of them made for all records at once by
+# :func:`encode_pieces`.
 
 #: Smallest and largest Avro long.
 LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
@@ -242,13 +243,13 @@ def write_pieces(
     """Write a container of ``count`` records given as consecutive ``chunks`` of parts:
     record ``i`` is ``b"".join(parts[i*stride:(i+1)*stride])`` of the chunks' parts.
 
-    The bytes equal :func:`write_container` of the same records: fastavro's header, blocks
-    cut after the record that brings a block to ``SYNC_INTERVAL`` bytes, each block zstd
-    compressed (default level) unless the first one did not compress
-    (:func:`choose_codec`). ``chunks`` is consumed lazily: while ``workers`` (default 2)
-    threads compress the blocks cut so far (zstd releases the GIL), the next chunk can be
-    made. ``on_block(start, end)`` (optional) is called in this thread with each
-    block's record range, in order, once the block is handed to compression.
+    The bytes equal the reference writer's (``tests/avro_reference.py``) for the same
+    records: fastavro's header, blocks cut after the record that brings a block to
+    ``SYNC_INTERVAL`` bytes, each block zstd compressed (default level) unless the first one
+    did not compress (:func:`choose_codec`). ``chunks`` is consumed lazily: while
+    ``workers`` (default 2) threads compress the blocks cut so far (zstd releases the GIL),
+    the next chunk can be made. ``on_block(start, end)`` (optional) is called in this thread
+    with each block's record range, in order, once the block is handed to compression.
     Raises ValueError if the chunks do not hold ``count`` records of ``stride`` parts.
     """
     writer = _PieceWriter(fh, schema, {**meta, "kcdp.count": str(count)}, stride, workers)

@@ -64,7 +64,7 @@ def write_increment(
 
     ``digest`` (default True): compute ``ranges_sha256`` (the manifest needs only the
     forward's), block by block while the blocks compress. The bytes equal
-    :func:`schemas.avrofile.write_container` of the Extent records. Raises
+    the reference writer (``tests/avro_reference.py``) of the Extent records. Raises
     :class:`ValueError` if the extents break those rules (a bug in the caller).
     """
     if direction not in DIRECTIONS:

@@ -90,8 +90,9 @@ def write_log(
 ) -> int:
     """Write ``records`` (in Kafka offset order) as a write log; return how many.
 
-    The bytes equal :func:`schemas.avrofile.write_container` of ``r.to_record()`` for each
-    record. Raises ValueError for a kind that is not an :class:`EventKind`.
+    The bytes equal the reference writer's (``tests/avro_reference.py``) for
+    ``r.to_record()`` of each record. Raises ValueError for a kind that is not an
+    :class:`EventKind`.
     """
     recs = list(records)
     _write(

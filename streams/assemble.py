@@ -7,8 +7,8 @@ zero extent in either direction. Nothing is written to the image here.
 
 The ``in_forward`` flags (docs/FORMAT.md "Write log") say which write-log records may omit
 their data because the forward increment holds exactly their bytes.
-:func:`assemble_window` computes them with the extents from the same sorted pass;
-:func:`in_forward_flags` computes them alone.
+:func:`assemble_window` computes them with the extents from the same sorted pass
+(``tests/assemble_reference.py`` holds the flags alone, as the tests' reference).
 
 Hot path: events are sorted once by offset; a merged range that one event covers (random
 writes) takes the event's bytes as its forward data and the one ``read`` as its backward
@@ -189,38 +189,6 @@ def _overlay(changes: Sequence[WriteEvent], group: list[int], start: int, before
         else:
             buf[pos : pos + ev.length] = bytes(ev.length)
     return bytes(buf)
-
-
-def assemble(
-    changes: Sequence[WriteEvent], read: Callable[[int, int], bytes]
-) -> tuple[list[Extent], list[Extent], list[tuple[int, int]]]:
-    """``(forward, backward, ranges)`` of :func:`assemble_window`."""
-    forward, backward, ranges, _ = assemble_window(changes, read)
-    return forward, backward, ranges
-
-
-def in_forward_flags(changes: Sequence[Change]) -> list[bool]:
-    """Per change event (in event order): True iff it is a WRITE/BASELINE event that no
-    later change event of the window overlaps, so the forward increment holds exactly its
-    bytes.
-
-    One sort by offset finds the clusters of overlapping events; an event outside every
-    such cluster is True iff it is a WRITE/BASELINE event, and only the events of a cluster
-    go through the reverse sweep.
-    """
-    flags = [c.length > 0 and c.kind in DATA_KINDS for c in changes]
-    items = sorted([(c.offset, c.offset + c.length, k) for k, c in enumerate(changes) if c.length])
-    lo, reach = 0, -1
-    for i, (s, e, _) in enumerate(items):
-        if s >= reach:  # overlaps no earlier event: the cluster before it ends
-            if i - lo > 1:
-                _sweep_into(flags, sorted([it[2] for it in items[lo:i]]), changes)
-            lo = i
-        if e > reach:
-            reach = e
-    if len(items) - lo > 1:
-        _sweep_into(flags, sorted([it[2] for it in items[lo:]]), changes)
-    return flags
 
 
 def _sweep_into(flags: list[bool], indices: Sequence[int], changes: Sequence[Change]) -> None:

@@ -16,7 +16,7 @@ processor can start anywhere at or before the committed offset.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from connectors.errors import DecodeError, InvalidEventError, UsageError
@@ -261,10 +261,6 @@ class PartitionProcessor:
         if self.on_window is not None:
             self.on_window(m)
         out.windows.append(m)
-
-    def feed_events(self, events: Sequence[tuple[int, WriteEvent]]) -> Outcome:
-        """Process decoded events (tests, tools); same rules as :meth:`feed`."""
-        return self.feed((o, None, self.codec.encode(e.to_record())) for o, e in events)
 
     def _dead(
         self,

@@ -212,11 +212,6 @@ class VolumeBuilder:
         return self.cutter.add(t_us, data, changed)
 
     # -- closing -------------------------------------------------------------------------
-    def close_window(self, reason: str) -> Manifest | None:
-        """Cut and store the open window (objects, then manifest); None if none is open."""
-        cut = self.cut_window(reason)
-        return None if cut is None else self.store_window(cut)
-
     def cut_window(self, reason: str) -> WindowCut | None:
         """End the open window and return what :meth:`store_window` needs; None if none.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +11,8 @@ from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
 from schemas.increment import read_increment
 from schemas.manifest import Manifest, get_verified, list_window_keys, load_manifest
+from streams.partition import Outcome, PartitionProcessor
+from streams.volume_builder import VolumeBuilder
 
 
 @dataclass
@@ -186,3 +188,15 @@ def small_event(
         session="s",
         name="bm" if kind is EventKind.BOOKMARK else "",
     )
+
+
+def feed_events(proc: PartitionProcessor, events: Sequence[tuple[int, WriteEvent]]) -> Outcome:
+    """Feed decoded ``(offset, event)`` pairs, encoded as the processor's codec would read
+    them (same rules as :meth:`PartitionProcessor.feed`)."""
+    return proc.feed((o, None, proc.codec.encode(e.to_record())) for o, e in events)
+
+
+def close_window(vb: VolumeBuilder, reason: str) -> Manifest | None:
+    """Cut and store ``vb``'s open window inline; None if none is open."""
+    cut = vb.cut_window(reason)
+    return None if cut is None else vb.store_window(cut)

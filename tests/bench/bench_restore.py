@@ -43,7 +43,7 @@ from schemas.image import Image
 from schemas.increment import write_increment
 from schemas.manifest import Manifest, ObjectRef
 from schemas.writelog import LogRecord, write_log
-from streams.assemble import in_forward_flags
+from tests.assemble_reference import in_forward_flags
 from tests.bench.common import Figure
 
 MiB = 1 << 20

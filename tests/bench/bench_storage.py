@@ -32,6 +32,7 @@ from streams.partition import PartitionProcessor
 from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.bench.common import Figure, print_figures, quick_parser
+from tests.streams_support import feed_events
 
 BLOCK = 4096
 CHUNK = 512 * 1024
@@ -93,10 +94,10 @@ def feed(proc: PartitionProcessor, events: Iterator[tuple[int, WriteEvent]]) -> 
     for item in events:
         batch.append(item)
         if len(batch) >= 64:
-            proc.feed_events(batch)
+            feed_events(proc, batch)
             batch = []
     if batch:
-        proc.feed_events(batch)
+        feed_events(proc, batch)
 
 
 def restic(repo: Path, *args: str) -> None:

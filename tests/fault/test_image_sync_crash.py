@@ -27,7 +27,7 @@ from schemas.increment import read_increment
 from schemas.manifest import get_verified, list_window_keys, load_manifest
 from streams.volume_builder import BuildOptions, VolumeBuilder
 from streams.window import WindowPolicy
-from tests.streams_support import Volume, check_chain, states_after
+from tests.streams_support import Volume, check_chain, close_window, states_after
 
 SIZE = 64 * 1024
 PER_WINDOW = 6
@@ -65,7 +65,7 @@ def _feed(b: VolumeBuilder, events: Iterable[tuple[int, WriteEvent]]) -> None:
     for off, ev in events:
         reason = b.add(off, ev, ev.timestamp_us)
         if reason is not None:
-            b.close_window(reason)
+            close_window(b, reason)
 
 
 def _child(tmp: Path, events: list[WriteEvent]) -> None:
@@ -121,7 +121,7 @@ def test_kill_between_image_writes_and_state_update_resumes_exact(tmp_path: Path
     assert b.durable_offset == head
     assert b.image is not None and b.image.pread(0, SIZE) == states[head]
     _feed(b, ((o, e) for o, e in enumerate(events) if o > head))
-    b.close_window("end")
+    close_window(b, "end")
     b.close()
     manifests = check_chain(store, "crash", SIZE, states)
     assert manifests[-1].last_offset == len(events) - 1

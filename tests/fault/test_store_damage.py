@@ -26,7 +26,7 @@ from streams.partition import PartitionProcessor
 from streams.storing import WindowStorers
 from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
-from tests.streams_support import Volume
+from tests.streams_support import Volume, feed_events
 
 REFUSALS = (GapError, IntegrityError, NotRestorableError)
 
@@ -73,7 +73,7 @@ class Written:
         try:
             proc = PartitionProcessor(self.store, opts, storers=storers)
             proc.open(0)
-            proc.feed_events(list(enumerate(events)))
+            feed_events(proc, list(enumerate(events)))
             proc.close()
         finally:
             storers.close()

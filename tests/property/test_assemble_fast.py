@@ -23,7 +23,8 @@ from connectors.errors import VolumeError
 from schemas.events import DATA_KINDS, EventKind, WriteEvent, crc32c
 from schemas.extents import MAX_EXTENT, Extent, union_ranges
 from schemas.image import Image
-from streams.assemble import assemble, assemble_window, in_forward_flags
+from streams.assemble import assemble_window
+from tests.assemble_reference import assemble, in_forward_flags
 
 SIZE = 3 * MAX_EXTENT + 123  # room for events over 1 MiB; not a multiple of anything
 KINDS = [EventKind.WRITE, EventKind.BASELINE, EventKind.ZERO, EventKind.TRIM]

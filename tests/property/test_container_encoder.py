@@ -17,12 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import load_schema
-from schemas.avrofile import SYNC_INTERVAL, write_container
+from schemas.avrofile import SYNC_INTERVAL
 from schemas.avropieces import Column, Raw, encode_pieces, long_bytes
 from schemas.events import EventKind, WriteEvent, crc32c
 from schemas.extents import MAX_EXTENT, Extent
 from schemas.increment import ranges_digest, read_increment, write_increment
 from schemas.writelog import LogRecord, read_log, write_event_log, write_log
+from tests.avro_reference import write_container
 from tests.strategies import LONGS
 
 #: Bytes that extent and record data are cut from (random: zstd cannot shrink them).

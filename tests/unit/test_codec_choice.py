@@ -10,9 +10,10 @@ import random
 import fastavro
 
 from schemas import load_schema
-from schemas.avrofile import CODEC, NULL_CODEC, choose_codec, write_container
+from schemas.avrofile import CODEC, NULL_CODEC, choose_codec
 from schemas.extents import Extent
 from schemas.increment import read_increment, write_increment
+from tests.avro_reference import write_container
 from tests.property.test_container_encoder import extent_record
 
 SPAN = {"volume": "v", "first_offset": 0, "last_offset": 9}

@@ -26,7 +26,7 @@ from schemas.manifest import list_window_keys, load_manifest
 from streams.partition import PartitionProcessor
 from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
-from tests.streams_support import Volume
+from tests.streams_support import Volume, feed_events
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "stores" / "manifest-v1"
 EXPECTED: dict[str, list[str]] = orjson.loads((FIXTURE / "expected.json").read_bytes())
@@ -113,7 +113,7 @@ def test_the_worker_continues_a_v1_store_with_chained_v2_windows(
     )
     proc = PartitionProcessor(store, opts)
     proc.open(70)
-    proc.feed_events(events)
+    feed_events(proc, events)
     proc.close()
 
     windows = list_window_keys(store, "fa")

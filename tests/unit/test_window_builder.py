@@ -15,7 +15,7 @@ from schemas.manifest import list_window_keys, load_manifest
 from streams.partition import PartitionProcessor, Record
 from streams.volume_builder import BuildOptions
 from streams.window import WindowCutter, WindowPolicy
-from tests.streams_support import Volume, blob_of, tick
+from tests.streams_support import Volume, blob_of, feed_events, tick
 
 
 def _proc(
@@ -93,7 +93,7 @@ def test_determinism_same_keys_and_bytes(tmp_path: Path) -> None:
     for run in ("a", "b"):
         p = _proc(tmp_path / run, WindowPolicy(seconds=1.0, count=7))
         for i in range(0, len(evs), 5):  # different batching must not matter either
-            p.feed_events(evs[i : i + 5])
+            feed_events(p, evs[i : i + 5])
         stores.append(blob_of(p.store))
         p.close()
     assert stores[0] == stores[1]
@@ -104,10 +104,10 @@ def test_determinism_same_keys_and_bytes(tmp_path: Path) -> None:
 def test_batching_does_not_change_windows(tmp_path: Path) -> None:
     evs = list(enumerate(_workload()))
     a = _proc(tmp_path / "a", WindowPolicy(seconds=2.0))
-    a.feed_events(evs)
+    feed_events(a, evs)
     b = _proc(tmp_path / "b", WindowPolicy(seconds=2.0))
     for e in evs:
-        b.feed_events([e])
+        feed_events(b, [e])
     assert blob_of(a.store) == blob_of(b.store)
 
 
@@ -115,13 +115,13 @@ def test_tick_closes_quiet_window_and_commit_offset(tmp_path: Path) -> None:
     v = Volume("q", 4096)
     p = _proc(tmp_path, WindowPolicy(seconds=1.0))
     evs = [*v.start(), v.write(0, b"abc")]
-    out = p.feed_events(list(enumerate(evs)))
+    out = feed_events(p, list(enumerate(evs)))
     assert out.windows == [] and out.commit_offset == 0
     deadline = p.next_deadline()
     assert deadline is not None
-    out = p.feed_events([(4, tick(deadline - 1))])
+    out = feed_events(p, [(4, tick(deadline - 1))])
     assert out.windows == [] and out.commit_offset == 0
-    out = p.feed_events([(5, tick(deadline))])
+    out = feed_events(p, [(5, tick(deadline))])
     assert [(m.first_offset, m.last_offset, m.close_reason) for m in out.windows] == [
         (0, 3, "tick")
     ]
@@ -141,7 +141,7 @@ def test_sequence_gap_recorded_and_window_closed_before(tmp_path: Path) -> None:
         v.write(2, b"4"),
     ]
     p = _proc(tmp_path, WindowPolicy(count=100))
-    out = p.feed_events(list(enumerate(evs)))
+    out = feed_events(p, list(enumerate(evs)))
     assert [g.kind for g in out.gaps] == ["sequence"]  # believed once 3 events continue it
     gap = list_gaps(p.store, "g")[0]
     assert (gap.at_offset, gap.after_offset, gap.expected_sequence, gap.got_sequence) == (
@@ -152,7 +152,7 @@ def test_sequence_gap_recorded_and_window_closed_before(tmp_path: Path) -> None:
     )
     (m,) = out.windows
     assert (m.first_offset, m.last_offset, m.close_reason, m.consistent) == (0, 3, "gap", True)
-    p.feed_events([(8, tick(10**18))])  # count policy: the tick does not close anything
+    feed_events(p, [(8, tick(10**18))])  # count policy: the tick does not close anything
     assert p.commit_offset == 4
 
 
@@ -176,7 +176,7 @@ def test_dead_letters_consume_nothing_and_protection_continues(tmp_path: Path) -
     assert [d.error for d in again.dead_letters] == ["StaleEventError"]
     assert "duplicate" in again.dead_letters[0].reason
     assert p.commit_offset == 3  # the open window holds 3; 6 is held
-    out = p.feed_events([(8 + i, v.write(9 + i, b"more")) for i in range(3)])
+    out = feed_events(p, [(8 + i, v.write(9 + i, b"more")) for i in range(3)])
     assert [(g.kind, g.at_offset, g.expected_sequence, g.got_sequence) for g in out.gaps] == [
         ("sequence", 6, 4, 5)
     ]
@@ -196,7 +196,7 @@ def test_unclean_session_is_a_gap(tmp_path: Path) -> None:
     evs += [v.event(EventKind.SESSION_START, name="a" * 32), v.write(1, b"y")]
     evs += [v.event(EventKind.BASELINE_START), v.write(2, b"z")]  # the new session goes on
     p = _proc(tmp_path, WindowPolicy(count=50))
-    out = p.feed_events(list(enumerate(evs)))
+    out = feed_events(p, list(enumerate(evs)))
     assert [(g.kind, g.at_offset) for g in out.gaps] == [("session", 4)]
     assert p.volumes["s"].line.fenced == ["a" * 32]  # the superseded session is fenced
 
@@ -205,13 +205,13 @@ def test_restart_skips_durable_records(tmp_path: Path) -> None:
     evs = list(enumerate(_workload()))
     store = MemoryStore()
     p = _proc(tmp_path, WindowPolicy(count=5), store)
-    out = p.feed_events(evs[:23])
+    out = feed_events(p, evs[:23])
     committed = out.commit_offset
     p.close()
     q = _proc(tmp_path, WindowPolicy(count=5), store, start=committed)
-    q.feed_events(evs[committed - 3 :])  # replays from before the commit point are skipped
+    feed_events(q, evs[committed - 3 :])  # replays from before the commit point are skipped
     ref = _proc(tmp_path / "ref", WindowPolicy(count=5))
-    ref.feed_events(evs)
+    feed_events(ref, evs)
     got = {k: v for k, v in blob_of(store).items() if "/checkpoints/" not in k}
     want = {k: v for k, v in blob_of(ref.store).items() if "/checkpoints/" not in k}
     assert got == want
@@ -222,10 +222,10 @@ def test_retention_gap_when_records_were_deleted(tmp_path: Path) -> None:
     evs = list(enumerate(_workload()))
     store = MemoryStore()
     p = _proc(tmp_path, WindowPolicy(count=5), store)
-    out = p.feed_events(evs[:23])
+    out = feed_events(p, evs[:23])
     p.close()
     q = _proc(tmp_path, WindowPolicy(count=5), store, start=out.commit_offset)
-    later = q.feed_events(evs[out.commit_offset + 2 :])
+    later = feed_events(q, evs[out.commit_offset + 2 :])
     assert [(g.kind, g.at_offset) for g in later.gaps] == [("retention", out.commit_offset + 2)]
 
 
@@ -255,10 +255,10 @@ def test_checkpoints_after_resume_match_the_model(tmp_path: Path) -> None:
         return p
 
     p = proc(0)
-    p.feed_events(numbered[:5])  # windows 0..4, a checkpoint after window 3
+    feed_events(p, numbered[:5])  # windows 0..4, a checkpoint after window 3
     p.close()  # crash after window 4 (chunk 5 written after the checkpoint)
     q = proc(5)
-    q.feed_events(numbered[5:])  # windows 5..7, the next checkpoint after window 7
+    feed_events(q, numbered[5:])  # windows 5..7, the next checkpoint after window 7
     q.close()
     states = states_after(evs, list(range(len(evs))), size)
     assert list_checkpoints(store, "cp") == [3, 7]

@@ -11,7 +11,6 @@ import pytest
 
 from connectors.errors import IntegrityError
 from schemas import schema_json
-from schemas.avrofile import write_container
 from schemas.events import EventKind, crc32c
 from schemas.extents import Extent
 from schemas.image import Image
@@ -23,6 +22,7 @@ from schemas.writelog import (
     read_log,
     write_log,
 )
+from tests.avro_reference import write_container
 from tests.streams_support import small_event
 
 
