@@ -28,9 +28,10 @@ from schemas.events import EventKind, WriteEvent
 from schemas.gaps import Gap
 from schemas.manifest import Manifest
 from streams.admission import Accept, Candidate, Reject, Reread, Verdict
+from streams.options import BuildOptions
 from streams.sinks import InlineSink, PendingWindow, ProcessSink, ThreadSink, WindowSink
 from streams.storing import WindowStorers
-from streams.volume_builder import BuildOptions, VolumeBuilder
+from streams.volume_builder import VolumeBuilder
 
 log = logging.getLogger("kcdp.builder")
 

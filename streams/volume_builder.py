@@ -20,51 +20,39 @@ resume. Write-log records of writes that no later change of the window overlaps 
 (only changed chunks).
 
 Resume (:meth:`VolumeBuilder.resume`) trusts the store: the last manifest gives the
-durable offset, session, sequence and consistency; the image is brought to that manifest
-by replaying forward increments after the replica state's applied offset, or rebuilt from
-the newest checkpoint plus forward increments when the state is missing or unknown.
-Re-applying a forward increment over a partly applied one gives the same image, so a crash
-between applying (or syncing) and recording the state is harmless: forward increments hold
-the final bytes of every range their window changed. Backward increments are only ever read
-from the in-process image, which resume first brings to the store's head.
+durable offset, session, sequence and consistency; :mod:`streams.image_state` brings the
+image to that manifest. Backward increments are only ever read from the in-process image,
+which resume first brings to the store's head.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from connectors.errors import GapError, IntegrityError, VolumeError
+from connectors.errors import GapError
 from connectors.store.base import ObjectStore
 from schemas import keys
 from schemas.checkpoint import (
-    DEFAULT_CHUNK_SIZE,
     Checkpoint,
-    check_pairing,
     list_checkpoints,
     load_checkpoint,
-    materialize_checkpoint,
 )
-from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, now_us
+from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent
 from schemas.image import Image
-from schemas.increment import read_increment
 from schemas.manifest import (
     Bookmark,
     Manifest,
-    check_link,
     get_verified,
     list_window_keys,
     load_manifest,
 )
-from schemas.replica_state import ReplicaState, load_state, save_state, state_path
+from schemas.replica_state import ReplicaState, state_path
 from schemas.writelog import read_log
-from streams.admission import DEFAULT_HOLD_US, DEFAULT_SUPPORT, Reread, VolumeLine
+from streams.admission import Reread, VolumeLine
+from streams.image_state import catch_up, fresh_image, record_applied
+from streams.options import BuildOptions
 from streams.storing import (
     CheckpointJob,
     StoredWindow,
@@ -73,43 +61,12 @@ from streams.storing import (
     take_checkpoint,
     write_window,
 )
-from streams.window import WindowCutter, WindowPolicy
+from streams.window import WindowCutter
 
 if TYPE_CHECKING:
     from streams.sinks import PendingWindow
 
 log = logging.getLogger("kcdp.volume")
-
-
-@dataclass(frozen=True, slots=True)
-class BuildOptions:
-    """Settings shared by the builders of one worker.
-
-    ``checkpoint_windows`` (default 64) and ``checkpoint_bytes`` (default 1 GiB of written
-    data): a checkpoint is taken after the window that reaches either since the last one;
-    0 disables that trigger. ``chunk_size``: checkpoint chunk size (4 MiB).
-    ``image_sync_windows`` (default 16, at least 1): the replica image is fsynced and its
-    applied offset recorded after every that many windows (and when the builder closes).
-    ``close_threads`` (default 0): background threads that store cut windows while the
-    partition processor goes on feeding (:class:`streams.partition.PartitionProcessor`);
-    0 stores each window before the feed that cut it returns (unless the processor is
-    given :class:`~streams.storing.WindowStorers`: child processes).
-    ``quarantine_support`` (default 3) and ``quarantine_us`` (default 10 s of log time):
-    how long an out-of-line event is held (:class:`streams.admission.VolumeLine`).
-    """
-
-    topic: str
-    partition: int
-    workdir: Path
-    policy: WindowPolicy
-    checkpoint_windows: int = 64
-    checkpoint_bytes: int = 1 << 30
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    image_sync_windows: int = 16
-    close_threads: int = 0
-    quarantine_support: int = DEFAULT_SUPPORT
-    quarantine_us: int = DEFAULT_HOLD_US
-    clock: Callable[[], int] = now_us
 
 
 class VolumeBuilder:
@@ -356,24 +313,7 @@ class VolumeBuilder:
             session=self.line.session,
             sequence=(self.line.next_seq or 0) - 1,
         )
-        try:
-            save_state(self.image_path, state)
-        except OSError as exc:
-            raise VolumeError(
-                f"cannot record the applied offset of {self.image_path}: {exc.strerror}"
-            ) from exc
-
-    def _read_state(self) -> int | None:
-        """The applied offset the image's state file records, or None (none, or unreadable:
-        the image is then rebuilt from the store)."""
-        try:
-            state = load_state(self.image_path)
-        except (OSError, IntegrityError) as exc:
-            log.warning("volume %s: image state unusable, rebuilding: %s", self.volume, exc)
-            return None
-        if state is None or state.volume != self.volume:
-            return None
-        return state.applied_offset
+        record_applied(self.image_path, state)
 
     # -- resume --------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -420,42 +360,13 @@ class VolumeBuilder:
         return True
 
     def _fresh_image(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.state_path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            os.truncate(self.image_path, 0)
-        self.image = Image(self.image_path, self.size)
+        self.image = fresh_image(self.image_path, self.size)
 
     def _catch_up(self, windows: list[tuple[int, int, str]]) -> None:
-        applied = self._read_state()
-        lasts = [w[1] for w in windows]
-        if applied is not None and (applied == -1 or applied in lasts) and self.image_path.exists():
-            start = applied
-            self.image = Image(self.image_path, self.size)
-        else:
-            log.info("volume %s: rebuilding the replica image from the store", self.volume)
-            self._fresh_image()
-            start = -1
-            if self.checkpoint is not None:
-                assert self.image is not None
-                materialize_checkpoint(self.store, self.checkpoint, self.image)
-                start = self.checkpoint.offset
-        assert self.image is not None
-        at = next((k for _f, last, k in windows if last == start), None)
-        prev = None if at is None else load_manifest(self.store, at)
-        if self.checkpoint is not None and start == self.checkpoint.offset:
-            check_pairing(self.checkpoint, prev)
-        todo = [w for w in windows if w[1] > start]
-        for _first, _last, key in todo:
-            m = load_manifest(self.store, key)
-            check_link(prev, m)
-            data = get_verified(self.store, m.forward)
-            extents = list(read_increment(data, expect_direction="forward", name=m.forward.key))
-            if m.volume_size != self.size:
-                raise IntegrityError(f"{key}: volume size differs from the last manifest's")
-            self.image.apply(extents)
-            prev = m
-        if todo or applied != self.durable_offset:
+        self.image, stale = catch_up(
+            self.store, self.volume, self.image_path, self.size, windows, self.checkpoint
+        )
+        if stale:
             self._sync_image()
 
     def close(self) -> None:

@@ -64,10 +64,10 @@ from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent, now_us
 from schemas.manifest import Manifest
 from streams.metrics import VolumeState, WorkerMetrics
+from streams.options import BuildOptions
 from streams.partition import Outcome, PartitionProcessor, Record
 from streams.reader import BulkReader, read_range
 from streams.storing import WindowStorers
-from streams.volume_builder import BuildOptions
 from streams.window import US, WindowPolicy
 
 log = logging.getLogger("kcdp.worker")

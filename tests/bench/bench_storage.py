@@ -28,8 +28,8 @@ from pathlib import Path
 
 from connectors.store import FileStore
 from schemas.events import EventKind, WriteEvent, crc32c
+from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
-from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.bench.common import Figure, print_figures, quick_parser
 from tests.streams_support import feed_events

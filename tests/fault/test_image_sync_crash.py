@@ -25,7 +25,8 @@ from schemas.extents import Extent
 from schemas.image import Image
 from schemas.increment import read_increment
 from schemas.manifest import get_verified, list_window_keys, load_manifest
-from streams.volume_builder import BuildOptions, VolumeBuilder
+from streams.options import BuildOptions
+from streams.volume_builder import VolumeBuilder
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, check_chain, close_window, states_after
 

@@ -22,9 +22,9 @@ from connectors.store.base import ObjectStore
 from schemas import keys
 from schemas.checkpoint import Checkpoint
 from schemas.events import EventKind, WriteEvent
+from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
 from streams.storing import WindowStorers
-from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, feed_events
 

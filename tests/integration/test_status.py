@@ -26,8 +26,8 @@ from connectors.store.base import ObjectStore
 from schemas import keys
 from schemas.codec import AvroCodec
 from schemas.gaps import Gap
+from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
-from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.status_support import Topic, Writer
 

@@ -25,9 +25,9 @@ from connectors.store.memory import MemoryStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind
 from schemas.manifest import Manifest, list_window_keys
+from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
 from streams.storing import WindowStorers
-from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, tick
 

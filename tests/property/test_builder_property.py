@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from connectors.store.memory import MemoryStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind
+from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
-from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, check_chain, tick
 

@@ -18,8 +18,8 @@ from connectors.restore.catalog import Catalog
 from connectors.restore.materialize import restore_point
 from connectors.restore.planner import plan_restore
 from connectors.store import MemoryStore
+from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
-from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.restore_history import random_history, replays_from_forward
 from tests.streams_support import feed_events

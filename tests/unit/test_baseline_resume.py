@@ -13,8 +13,8 @@ from connectors.store import MemoryStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
 from schemas.manifest import list_window_keys, load_manifest
+from streams.options import BuildOptions
 from streams.partition import PartitionProcessor, Record
-from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, tick
 

@@ -23,8 +23,8 @@ from schemas.checkpoint import load_checkpoint
 from schemas.events import EventKind
 from schemas.head import load_head
 from schemas.manifest import list_window_keys, load_manifest
+from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
-from streams.volume_builder import BuildOptions
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, feed_events
 

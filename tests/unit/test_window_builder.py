@@ -12,8 +12,8 @@ from schemas import keys
 from schemas.events import EventKind, WriteEvent
 from schemas.gaps import list_gaps
 from schemas.manifest import list_window_keys, load_manifest
+from streams.options import BuildOptions
 from streams.partition import PartitionProcessor, Record
-from streams.volume_builder import BuildOptions
 from streams.window import WindowCutter, WindowPolicy
 from tests.streams_support import Volume, blob_of, feed_events, tick
 
