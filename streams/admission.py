@@ -156,6 +156,11 @@ class VolumeLine:
         self.fenced = list(fenced)[-MAX_FENCED:]
         self.last_offset = last_offset
 
+    def records_lost(self) -> None:
+        """Offsets of the partition were deleted (a retention gap): take the next event of
+        the volume as it comes."""
+        self.resync = True
+
     @property
     def hold_offset(self) -> int | None:
         """The smallest offset held (nothing past it may be committed), or None."""

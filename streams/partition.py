@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from connectors.errors import DecodeError, InvalidEventError, UsageError
 from connectors.store.base import ObjectStore
@@ -29,36 +28,13 @@ from schemas.gaps import Gap
 from schemas.manifest import Manifest
 from streams.admission import Accept, Candidate, Reject, Reread, Verdict
 from streams.options import BuildOptions
+from streams.outcome import DeadLetter, Outcome, Record
+from streams.reread import volume_reread
 from streams.sinks import InlineSink, PendingWindow, ProcessSink, ThreadSink, WindowSink
 from streams.storing import WindowStorers
 from streams.volume_builder import VolumeBuilder
 
 log = logging.getLogger("kcdp.builder")
-
-Record = tuple[int, bytes | None, bytes | None]
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record that could not be used; publish it to ``kcdp.writes.dlq``."""
-
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    volume: str
-    error: str
-    reason: str
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What one :meth:`PartitionProcessor.feed` call did and what the caller must do."""
-
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    windows: list[Manifest] = field(default_factory=list)
-    gaps: list[Gap] = field(default_factory=list)
-    skipped: int = 0
-    commit_offset: int = 0
 
 
 class PartitionProcessor:
@@ -360,34 +336,7 @@ class PartitionProcessor:
 
     def _reread_for(self, volume: str) -> Reread | None:
         """Read offsets again for ``volume``'s line: its valid events there (or None)."""
-        source = self._reread
-        if source is None:
-            return None
-
-        def reread(lo: int, hi: int) -> list[Candidate]:
-            found = []
-            for offset, key, value in source(lo, hi):
-                try:
-                    if not value:
-                        continue
-                    ev = self._decode(value)
-                    if ev.volume != volume:
-                        continue
-                    ev.validate()
-                except (DecodeError, InvalidEventError, ValueError, KeyError, TypeError):
-                    continue
-                found.append(Candidate(offset, key, value, ev))
-            log.warning(
-                "volume %s: read offsets %d..%d again before judging a break in its line: "
-                "%d event(s) of it found",
-                volume,
-                lo,
-                hi,
-                len(found),
-            )
-            return found
-
-        return reread
+        return None if self._reread is None else volume_reread(self._reread, self._decode, volume)
 
     def _gap(
         self,
@@ -429,7 +378,7 @@ class PartitionProcessor:
                 None,
                 f"offsets {self._start_offset}..{offset - 1} were deleted before processing",
             )
-            vb.line.resync = True
+            vb.line.records_lost()
 
     def _close(self, vb: VolumeBuilder, reason: str, out: Outcome) -> None:
         self._collect(vb, out, wait=True)  # one window of a volume at a time

@@ -18,7 +18,7 @@ from typing import Any
 
 from connectors.errors import BrokerError
 from connectors.kafka import consumer_config
-from streams.partition import Record
+from streams.outcome import Record
 
 log = logging.getLogger("kcdp.reader")
 

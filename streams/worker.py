@@ -65,7 +65,8 @@ from schemas.events import EventKind, WriteEvent, now_us
 from schemas.manifest import Manifest
 from streams.metrics import VolumeState, WorkerMetrics
 from streams.options import BuildOptions
-from streams.partition import Outcome, PartitionProcessor, Record
+from streams.outcome import Outcome, Record
+from streams.partition import PartitionProcessor
 from streams.reader import BulkReader, read_range
 from streams.storing import WindowStorers
 from streams.window import US, WindowPolicy

@@ -8,7 +8,8 @@ from pathlib import Path
 from schemas.events import CHANGE_KINDS, DATA_KINDS, WriteEvent
 from schemas.gaps import Gap, list_gaps
 from streams.options import BuildOptions
-from streams.partition import Outcome, PartitionProcessor, Record
+from streams.outcome import Outcome, Record
+from streams.partition import PartitionProcessor
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, check_chain, tick
 

@@ -11,7 +11,8 @@ from connectors.store.base import ObjectStore
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
 from schemas.increment import read_increment
 from schemas.manifest import Manifest, get_verified, list_window_keys, load_manifest
-from streams.partition import Outcome, PartitionProcessor
+from streams.outcome import Outcome
+from streams.partition import PartitionProcessor
 from streams.volume_builder import VolumeBuilder
 
 

@@ -7,7 +7,7 @@ import time
 import uuid
 
 from connectors.kafka import ensure_topics
-from streams.partition import Record
+from streams.outcome import Record
 from streams.reader import BulkReader
 from tests.streams_support import produce
 

@@ -14,7 +14,8 @@ from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
 from schemas.manifest import list_window_keys, load_manifest
 from streams.options import BuildOptions
-from streams.partition import PartitionProcessor, Record
+from streams.outcome import Record
+from streams.partition import PartitionProcessor
 from streams.window import WindowPolicy
 from tests.streams_support import Volume, tick
 

@@ -14,7 +14,7 @@ from connectors.config import Settings
 from connectors.store.memory import MemoryStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
-from streams.partition import Record
+from streams.outcome import Record
 from streams.window import WindowPolicy
 from streams.worker import IncrementsWorker, WorkerOptions
 from tests.streams_support import Volume

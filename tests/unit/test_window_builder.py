@@ -13,7 +13,8 @@ from schemas.events import EventKind, WriteEvent
 from schemas.gaps import list_gaps
 from schemas.manifest import list_window_keys, load_manifest
 from streams.options import BuildOptions
-from streams.partition import PartitionProcessor, Record
+from streams.outcome import Record
+from streams.partition import PartitionProcessor
 from streams.window import WindowCutter, WindowPolicy
 from tests.streams_support import Volume, blob_of, feed_events, tick
 
