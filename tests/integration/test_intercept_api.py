@@ -149,10 +149,16 @@ def test_baseline_under_concurrent_writes_is_consistent(bootstrap: str, tmp_path
             f.seek(i + 12345)
             f.write(os.urandom(700_000))
     with InterceptedVolume(
-        backing, "busy", bootstrap_servers=bootstrap, topic=topic, baseline_chunk=256 * 1024
+        backing,
+        "busy",
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        baseline_chunk=256 * 1024,
+        baseline="never",  # started below, once both writers are writing
     ) as v:
         stop = threading.Event()
         errors: list[BaseException] = []
+        writing = [threading.Event(), threading.Event()]
 
         def writer(seed: int) -> None:
             n = 0
@@ -163,12 +169,18 @@ def test_baseline_under_concurrent_writes_is_consistent(bootstrap: str, tmp_path
                     if n % 5 == 0:
                         v.zero((at * 3) % (size - 9000), 9000)
                     n += 1
+                    if n == 3:
+                        writing[seed - 1].set()
             except BaseException as exc:  # surfaced by the assert below
                 errors.append(exc)
+                writing[seed - 1].set()
 
         threads = [threading.Thread(target=writer, args=(s,)) for s in (1, 2)]
         for t in threads:
             t.start()
+        for w in writing:
+            assert w.wait(60), "a writer never started"
+        v.baseline(wait=False)  # the writers go on while it copies
         end = v.wait_baseline(timeout=120)
         stop.set()
         for t in threads:
