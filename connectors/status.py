@@ -186,6 +186,7 @@ class StatusReader:
             fenced_sessions=list(v.catalog.manifest(len(v.catalog) - 1).fenced)
             if len(v.catalog)
             else [],
+            history_problem=v.catalog.history_problem(),
             quarantined=None if live is None else live.quarantined,
             reread_found=None if live is None else live.reread_found,
             worker=health,

@@ -57,6 +57,10 @@ class VolumeStatus:
     #: ``/metrics`` (None: no worker that builds the volume was read)
     quarantined: int | None
     reread_found: int | None
+    #: why the newest stored window is not vouched for by the volume's head (a deleted or
+    #: replaced newest manifest: ``newest_point`` may then be older than the true newest),
+    #: None when it is (docs/FORMAT.md "Head")
+    history_problem: str | None
     worker: WorkerHealth
     checked_us: int
 

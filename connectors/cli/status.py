@@ -156,6 +156,8 @@ def render_table(rows: Sequence[VolumeStatus]) -> str:
             if s.oldest_point is None and s.newest_point is None
             else f"{_opt(s.oldest_point)}..{_opt(s.newest_point)}"
         )
+        if s.history_problem is not None:
+            points += " (head!)"  # the newest window is not vouched for: see --json
         w = s.worker
         worker = w.state
         if w.uncommitted is not None:

@@ -111,6 +111,11 @@ class Catalog:
             return Broken(exc, keys.head_key(self.volume))
         return anchor_problem(head, self.manifest(len(self.windows) - 1), volume=self.volume)
 
+    def history_problem(self) -> str | None:
+        """:meth:`anchor_problem` as text, for reports (None: anchored, or no window)."""
+        broken = self.anchor_problem() if self.windows else None
+        return None if broken is None else f"{broken.key}: {broken.error.message}"
+
     def check_after(self, index: int, offset: int) -> None:
         """Check what point ``offset``, after the end of window ``index``, stands on: the
         next stored window follows it (GapError/IntegrityError otherwise), or it is the

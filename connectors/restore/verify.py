@@ -290,6 +290,8 @@ def list_points(catalog: Catalog) -> dict[str, Any]:
         "volume": catalog.volume,
         "oldest": None if span is None else span[0],
         "newest": None if span is None else span[1],
+        # the newest window is not vouched for by the head: "newest" may not be the newest
+        "history_problem": catalog.history_problem(),
         "windows": [
             {
                 "first_offset": m.first_offset,

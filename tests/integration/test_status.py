@@ -153,6 +153,7 @@ def test_status_reports_durable_lag_rpo_points_and_dlq(
     assert s.dlq_events == 2
     assert s.dlq_by_reason == {"InvalidEventError": 1, "StaleEventError": 1}
     assert s.fenced_sessions == []
+    assert s.history_problem is None  # the head vouches for the newest window
     assert s.worker.committed_offset is None and s.worker.uncommitted is None
     assert s.worker.high_watermark == w.offsets[-1] + 1
     assert s.worker.state in ("stopped", "unknown")

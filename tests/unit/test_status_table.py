@@ -39,6 +39,7 @@ def _status(
         fenced_sessions=fenced,
         quarantined=None if held is None else held[0],
         reread_found=None if held is None else held[1],
+        history_problem=None,
         worker=WorkerHealth("g", 10, 10, 0, 1, "running"),
         checked_us=2,
     )
