@@ -13,7 +13,8 @@ from pathlib import Path
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
-_ZERO_BLOCK = bytes(1 << 20)
+#: 1 MiB of zeros, shared (zero writes, zero tests)
+ZERO_BLOCK = bytes(1 << 20)
 #: errnos of a file system (or file kind) that cannot punch holes: write zeros instead
 _NO_PUNCH = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV})
 
@@ -82,6 +83,6 @@ def zero_range(fd: int, offset: int, length: int, *, punch: bool) -> None:
         return
     end = offset + length
     while offset < end:
-        n = min(len(_ZERO_BLOCK), end - offset)
-        pwrite_all(fd, memoryview(_ZERO_BLOCK)[:n], offset)
+        n = min(len(ZERO_BLOCK), end - offset)
+        pwrite_all(fd, memoryview(ZERO_BLOCK)[:n], offset)
         offset += n

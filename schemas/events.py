@@ -107,9 +107,8 @@ class WriteEvent:
         """Make this a format-2 event and set ``crc32c`` to its seal; returns ``self``.
         Producers call it once every other field is final."""
         self.format_version = EVENT_FORMAT
-        data_crc = crc32c(self.data) if self.data else 0
-        self._data_crc = data_crc
-        self.crc32c = crc32c(self.header(), data_crc)
+        self._data_crc = None
+        self.crc32c = crc32c(self.header(), self.data_crc32c())
         return self
 
     def with_data_crc32c(self, value: int) -> WriteEvent:
@@ -121,7 +120,7 @@ class WriteEvent:
     def data_crc32c(self) -> int:
         """CRC-32C of ``data`` (0 when empty): what write-log records carry."""
         if self._data_crc is None:
-            self._data_crc = crc32c(self.data) if self.data else 0
+            self._data_crc = crc32c(self.data)
         return self._data_crc
 
     @classmethod
@@ -149,8 +148,8 @@ class WriteEvent:
         self.validate_trusting_crc()
         if self.kind is EventKind.TICK:
             return
-        data_crc = crc32c(self.data) if self.data else 0
-        self._data_crc = data_crc
+        self._data_crc = None  # computed afresh: the data may have changed since
+        data_crc = self.data_crc32c()
         if self.format_version >= 2:
             if crc32c(self.header(), data_crc) != self.crc32c:
                 raise InvalidEventError(

@@ -34,7 +34,7 @@ from streams.sinks import InlineSink, PendingWindow, ProcessSink, ThreadSink, Wi
 from streams.storing import WindowStorers
 from streams.volume_builder import VolumeBuilder
 
-log = logging.getLogger("kcdp.builder")
+log = logging.getLogger("kcdp.partition")
 
 
 class PartitionProcessor:

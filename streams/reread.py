@@ -11,7 +11,7 @@ from connectors.errors import DecodeError, InvalidEventError
 from schemas.events import WriteEvent
 from streams.admission import Candidate, Reread
 
-log = logging.getLogger("kcdp.builder")
+log = logging.getLogger("kcdp.partition")
 
 #: ``source(lo, hi)``: the raw records ``(offset, key, value)`` at offsets ``lo..hi``.
 Source = Callable[[int, int], list[tuple[int, bytes | None, bytes | None]]]

@@ -48,7 +48,7 @@ from schemas.manifest import (
     list_window_keys,
     load_manifest,
 )
-from schemas.replica_state import ReplicaState, state_path
+from schemas.replica_state import ReplicaState
 from schemas.writelog import read_log
 from streams.admission import Reread, VolumeLine
 from streams.image_state import catch_up, fresh_image, record_applied
@@ -90,7 +90,6 @@ class VolumeBuilder:
         self.cutter = WindowCutter(options.policy)
         options.workdir.mkdir(parents=True, exist_ok=True)
         self.image_path = options.workdir / f"{volume}.img"
-        self.state_path = state_path(self.image_path)
         self.image: Image | None = None
         # history
         self.durable_offset = -1  # last offset of the last manifest (store_window's)
@@ -322,7 +321,7 @@ class VolumeBuilder:
         Returns False (and starts a fresh image) when the store holds no window yet."""
         windows = list_window_keys(self.store, self.volume)
         if not windows:
-            self._fresh_image()
+            self.image = fresh_image(self.image_path, self.size)
             return False
         last = load_manifest(self.store, windows[-1][2])
         self.size = last.volume_size
@@ -358,9 +357,6 @@ class VolumeBuilder:
         # same offset an uninterrupted run would have
         self._maybe_checkpoint(last)
         return True
-
-    def _fresh_image(self) -> None:
-        self.image = fresh_image(self.image_path, self.size)
 
     def _catch_up(self, windows: list[tuple[int, int, str]]) -> None:
         self.image, stale = catch_up(

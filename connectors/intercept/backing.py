@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.errors import ConfigError, VolumeError
-from connectors.fsutil import libc, zero_range
-
-_ZERO_BLOCK = bytes(1 << 20)
+from connectors.fsutil import ZERO_BLOCK, libc, zero_range
 
 _SYNC_FILE_RANGE_WRITE = 0x02
 #: Default bytes written between two writeback starts (see :class:`Writeback`).
@@ -71,8 +69,8 @@ class Backing:
 
 def is_zero(chunk: bytes) -> bool:
     n = len(chunk)
-    if n <= len(_ZERO_BLOCK):
-        return chunk == _ZERO_BLOCK[:n]
+    if n <= len(ZERO_BLOCK):
+        return chunk == ZERO_BLOCK[:n]
     return chunk.count(0) == n
 
 
