@@ -1,8 +1,9 @@
 """The intercept for programs that own their writes: :class:`InterceptedVolume`.
 
 Every change is captured as a ``WriteEvent`` on the topic and applied to the backing file
-inside one critical section, so topic order is disk order (docs/FORMAT.md). Sessions,
-sequences, the state file, baselines and bookmarks follow the rules of that page.
+inside one critical section, so topic order is disk order (docs/FORMAT.md). The events of
+one open, its state file and its baselines are its :class:`Session`
+(:mod:`connectors.intercept.session`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -19,12 +19,7 @@ from typing import Any
 
 import orjson
 
-from connectors.errors import (
-    DeliveryError,
-    InvalidEventError,
-    KcdpError,
-    VolumeError,
-)
+from connectors.errors import DeliveryError, InvalidEventError, VolumeError
 from connectors.fsutil import pwrite_all
 from connectors.intercept.backing import Backing, Writeback, clear_range
 from connectors.intercept.baseline import BaselineCopy
@@ -38,10 +33,10 @@ from connectors.intercept.options import (
     check_range,
 )
 from connectors.intercept.publisher import Delivery, Publisher
-from connectors.intercept.state import InterceptState, load_state, save_state
+from connectors.intercept.session import Session
 from connectors.kafka import MAX_EVENT_DATA, ensure_topics, producer_config
 from schemas.codec import AvroCodec
-from schemas.events import EventKind, WriteEvent, now_us
+from schemas.events import EventKind
 
 log = logging.getLogger("kcdp.intercept")
 
@@ -100,15 +95,8 @@ class InterceptedVolume:
         self.volume, self.group, self.topic, self.mode = volume, group, topic, mode
         self.max_event_data = max_event_data
         self.baseline_chunk = baseline_chunk
-        self._key = group.encode("utf-8")
-        self._host = socket.gethostname()
         self._lock = threading.Lock()
-        self._sequence = -1
-        self._failure: str | None = None
         self._closed = False
-        self._ending = False
-        self._baseline: BaselineCopy | None = None
-        self._baseline_end = -1
         self._control: ControlServer | None = None
 
         backing = Backing.open(self.path, size)
@@ -129,9 +117,7 @@ class InterceptedVolume:
                 {topic: 1},
                 timeout=delivery_timeout,
             )
-            self._codec = AvroCodec(
-                "WriteEvent", registry_url=schema_registry, subject=f"{topic}-value"
-            )
+            codec = AvroCodec("WriteEvent", registry_url=schema_registry, subject=f"{topic}-value")
             self._publisher = Publisher(
                 producer_config(base),
                 topic,
@@ -141,8 +127,20 @@ class InterceptedVolume:
         except BaseException:
             os.close(self._fd)
             raise
+        self._session = Session(
+            self.path,
+            volume=volume,
+            group=group,
+            size=self._size,
+            host=socket.gethostname(),
+            lock=self._lock,
+            publisher=self._publisher,
+            codec=codec,
+            sync=mode == "sync",
+        )
         try:
-            self._start_session(created, baseline)
+            self._session.begin(created=created, policy=baseline, new_copy=self._new_baseline)
+            self.session_offset = self._session.start_offset
             if control_socket:
                 link = Path(run_dir) / f"{volume}.sock" if run_dir is not None else None
                 self._control = ControlServer(
@@ -156,7 +154,7 @@ class InterceptedVolume:
     @property
     def session(self) -> str:
         """This open's session id (32 hex digits)."""
-        return self._session
+        return self._session.id
 
     #: Kafka offset of this session's SESSION_START (replay a session from here).
     session_offset: int
@@ -164,7 +162,7 @@ class InterceptedVolume:
     @property
     def sequence(self) -> int:
         """Sequence number of the last event this session produced."""
-        return self._sequence
+        return self._session.sequence
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Capture and apply ``data`` at ``offset``; the offset of the (last) event."""
@@ -181,19 +179,19 @@ class InterceptedVolume:
             self._check_usable()
             if len(buf) <= self.max_event_data:  # one event; bytes need no copy
                 piece = data if isinstance(data, bytes) else bytes(buf)
-                deliveries.append(self._emit(EventKind.WRITE, offset, piece, track=track))
+                deliveries.append(self._session.emit(EventKind.WRITE, offset, piece, track=track))
             else:
                 for start in range(0, len(buf), self.max_event_data):
                     piece = bytes(buf[start : start + self.max_event_data])
                     deliveries.append(
-                        self._emit(EventKind.WRITE, offset + start, piece, track=track)
+                        self._session.emit(EventKind.WRITE, offset + start, piece, track=track)
                     )
             try:
                 pwrite_all(self._fd, buf, offset)
             except OSError as exc:
                 raise self._apply_failed(exc) from None
             self._writeback.wrote(len(buf))  # so flush's fsync finds little left to write
-        return self._settle(deliveries)
+        return self._session.settle(deliveries)
 
     def read(self, offset: int, length: int) -> bytes:
         """The volume's bytes ``[offset, offset+length)`` (reads are not captured)."""
@@ -221,17 +219,13 @@ class InterceptedVolume:
             raise InvalidEventError(f"invalid bookmark name {name!r}: non-empty, one line")
         with self._lock:
             self._check_usable()
-            delivery = self._emit(EventKind.BOOKMARK, name=name)
-        return self._settle([delivery], always_wait=True)
+            delivery = self._session.emit(EventKind.BOOKMARK, name=name)
+        return self._session.settle([delivery], always_wait=True)
 
     def flush(self) -> int:
         """Wait for every event in flight and fsync; the last acknowledged offset."""
         self._check_open()
-        try:
-            last = self._publisher.drain()
-        except DeliveryError as exc:
-            self._fail(exc.message)
-            raise
+        last = self._session.drain()
         self._apply(lambda: os.fsync(self._fd))
         return last
 
@@ -244,29 +238,19 @@ class InterceptedVolume:
         self._check_open()
         with self._lock:
             self._check_usable()
-            if self._baseline is None or self._baseline.done:
-                self._start_baseline_locked()
+            self._session.start_baseline(self._new_baseline)
         if not wait:
             return -1
         return self.wait_baseline()
 
     def wait_baseline(self, timeout: float | None = None) -> int:
         """Wait for the running baseline and its acknowledgements; BASELINE_END's offset."""
-        copy = self._baseline
-        if copy is None:
-            return self._baseline_end
-        copy.thread.join(timeout)
-        if not copy.done:
-            raise VolumeError(f"baseline of {self.volume} still running after {timeout}s")
-        if copy.error is not None:
-            raise copy.error
-        self.flush()
-        return copy.end_offset
+        return self._session.wait_baseline(timeout, self.flush)
 
     @property
     def baseline_complete(self) -> bool:
         """True once no baseline is running and the last one succeeded."""
-        return self._baseline is None or self._baseline.succeeded
+        return self._session.baseline_complete
 
     def status(self) -> dict[str, Any]:
         """A JSON-friendly summary (what the control socket's ``status`` answers)."""
@@ -274,12 +258,12 @@ class InterceptedVolume:
             "volume": self.volume,
             "group": self.group,
             "topic": self.topic,
-            "session": self._session,
-            "sequence": self._sequence,
+            "session": self.session,
+            "sequence": self.sequence,
             "volume_size": self.size,
             "mode": self.mode,
             "baseline_complete": self.baseline_complete,
-            "failed": self._failure is not None,
+            "failed": self._session.failure is not None,
         }
 
     def close(self) -> None:
@@ -287,15 +271,12 @@ class InterceptedVolume:
         if self._closed:
             return
         self._stop_control()
-        if self._baseline is not None:
-            self._baseline.stop()
+        self._session.stop_baseline()
         clean = False
         try:
             with self._lock:
-                self._ending = True  # nothing may follow SESSION_END
-                if self._failure is None:
-                    self._emit(EventKind.SESSION_END)
-            if self._failure is None:
+                self._session.end()
+            if self._session.failure is None:
                 self.flush()
                 clean = self.baseline_complete
         except (DeliveryError, VolumeError) as exc:
@@ -305,7 +286,7 @@ class InterceptedVolume:
             self._closed = True
             self._publisher.close()
             try:
-                save_state(self.path, self._state(clean=clean))
+                self._session.save(clean=clean)
             finally:
                 os.close(self._fd)
 
@@ -320,35 +301,9 @@ class InterceptedVolume:
     ) -> None:
         self.close()
 
-    # -- session and baseline -----------------------------------------------------------
-    def _start_session(self, created: bool, policy: BaselinePolicy) -> None:
-        previous = load_state(self.path)
-        resumed = (
-            not created
-            and previous is not None
-            and previous.clean
-            and previous.matches(volume=self.volume, group=self.group, volume_size=self._size)
-        )
-        self._session = uuid.uuid4().hex
-        save_state(self.path, self._state(clean=False))
-        with self._lock:
-            first = self._emit(
-                EventKind.SESSION_START, name=previous.session if resumed and previous else ""
-            )
-            opening = [first]
-            if created:  # a new, all-zero volume: an empty baseline
-                opening.append(self._emit(EventKind.BASELINE_START))
-                opening.append(self._emit(EventKind.BASELINE_END))
-        self._settle(opening, always_wait=True)
-        self.session_offset = first.offset
-        if created:
-            self._baseline_end = opening[-1].offset
-        if not created and (policy == "always" or (policy == "auto" and not resumed)):
-            with self._lock:
-                self._start_baseline_locked()
-
-    def _start_baseline_locked(self) -> None:
-        self._baseline = BaselineCopy(
+    # -- internals ----------------------------------------------------------------------
+    def _new_baseline(self) -> BaselineCopy:
+        return BaselineCopy(
             name=self.volume,
             fd=self._fd,
             size=self._size,
@@ -356,71 +311,17 @@ class InterceptedVolume:
             max_event_data=self.max_event_data,
             lock=self._lock,
             check=self._check_usable,
-            emit=self._emit_event,
+            emit=self._session.publish,
             wait=self._publisher.wait,
         )
-        self._baseline.start()
-
-    # -- capture internals (the caller holds self._lock) --------------------------------
-    def _emit(
-        self,
-        kind: EventKind,
-        offset: int = 0,
-        data: bytes = b"",
-        *,
-        length: int | None = None,
-        name: str = "",
-        track: bool = True,
-    ) -> Delivery:
-        if self._baseline is not None:
-            self._baseline.flush_pending_zero()
-        return self._emit_event(kind, offset, data, length=length, name=name, track=track)
-
-    def _emit_event(
-        self,
-        kind: EventKind,
-        offset: int = 0,
-        data: bytes = b"",
-        *,
-        length: int | None = None,
-        name: str = "",
-        track: bool = True,
-    ) -> Delivery:
-        """Number, check, encode and publish one event (``length`` None: ``len(data)``).
-
-        ``track`` False: the returned Delivery is not followed (nobody waits for it).
-        """
-        event = WriteEvent(
-            group=self.group,
-            volume=self.volume,
-            sequence=self._sequence + 1,
-            kind=kind,
-            timestamp_us=now_us(),
-            offset=offset,
-            length=len(data) if length is None else length,
-            data=data,
-            volume_size=self._size,
-            session=self._session,
-            host=self._host,
-            name=name,
-        ).seal()
-        event.validate_trusting_crc()  # the seal was just computed from the fields above
-        value = self._codec.encode_event(event)
-        try:
-            delivery = self._publisher.send(self._key, value, track=track)
-        except KcdpError as exc:  # nothing of this call may be half-published silently
-            self._fail(exc.message)
-            raise
-        self._sequence = event.sequence
-        return delivery
 
     def _clear(self, kind: EventKind, offset: int, length: int) -> int:
         check_range(self.volume, self._size, kind.lower(), offset, length)
         with self._lock:
             self._check_usable()
-            delivery = self._emit(kind, offset=offset, length=length)
+            delivery = self._session.emit(kind, offset=offset, length=length)
             self._apply(lambda: clear_range(self._fd, offset, length, punch=self._is_file))
-        return self._settle([delivery])
+        return self._session.settle([delivery])
 
     def _apply(self, action: Callable[[], None]) -> None:
         try:
@@ -429,20 +330,8 @@ class InterceptedVolume:
             raise self._apply_failed(exc) from None
 
     def _apply_failed(self, exc: OSError) -> VolumeError:
-        self._fail(f"backing file {self.path}: {exc}")
+        self._session.fail(f"backing file {self.path}: {exc}")
         return VolumeError(f"cannot update backing file {self.path}: {exc}")
-
-    def _settle(self, deliveries: list[Delivery], *, always_wait: bool = False) -> int:
-        if self.mode == "async" and not always_wait:
-            return -1
-        offset = -1
-        try:
-            for delivery in deliveries:
-                offset = self._publisher.wait(delivery)
-        except DeliveryError as exc:
-            self._fail(exc.message)
-            raise
-        return offset
 
     def _check_open(self) -> None:
         if self._closed:
@@ -450,27 +339,7 @@ class InterceptedVolume:
 
     def _check_usable(self) -> None:
         self._check_open()
-        if self._ending:
-            raise VolumeError(f"volume {self.volume} is closing")
-        if self._failure is not None:
-            raise DeliveryError(
-                f"volume {self.volume} stopped capturing after a failure ({self._failure}); "
-                "reopen it (the next open takes a baseline)"
-            )
-
-    def _fail(self, reason: str) -> None:
-        if self._failure is None:
-            self._failure = reason
-
-    def _state(self, *, clean: bool) -> InterceptState:
-        return InterceptState(
-            volume=self.volume,
-            group=self.group,
-            session=self._session,
-            sequence=self._sequence,
-            clean=clean,
-            volume_size=self._size,
-        )
+        self._session.check_capturing()
 
     # -- control socket -----------------------------------------------------------------
     def _handle_control(self, line: str) -> str:
@@ -490,7 +359,6 @@ class InterceptedVolume:
         """Tear down after a failed open: the state stays unclean."""
         self._closed = True
         self._stop_control()
-        if self._baseline is not None:
-            self._baseline.stop()
+        self._session.stop_baseline()
         self._publisher.close()
         os.close(self._fd)
