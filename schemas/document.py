@@ -30,7 +30,11 @@ def load_document(
     versions = (version,) if isinstance(version, int) else version
     got = doc.get("version")
     if type(got) is not int or got not in versions:
-        raise IntegrityError(f"{name}: unsupported {what} version {got!r}")
+        reads = ", ".join(str(v) for v in sorted(versions))
+        plural = "s" if len(versions) > 1 else ""
+        raise IntegrityError(
+            f"{name}: unsupported {what} version {got!r} (this kcdp reads version{plural} {reads})"
+        )
     return doc
 
 

@@ -12,8 +12,11 @@ import orjson
 
 from connectors.errors import IntegrityError
 from connectors.fsutil import write_atomic
+from schemas.document import load_document
 
 STATE_SUFFIX = ".kcdp-replica.json"
+FORMAT = "kcdp-replica"
+VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +37,8 @@ class ReplicaState:
     def to_json(self) -> bytes:
         return orjson.dumps(
             {
-                "format": "kcdp-replica",
-                "version": 1,
+                "format": FORMAT,
+                "version": VERSION,
                 "volume": self.volume,
                 "topic": self.topic,
                 "partition": self.partition,
@@ -47,10 +50,10 @@ class ReplicaState:
 
     @classmethod
     def from_json(cls, data: bytes, *, where: str = "replica state") -> ReplicaState:
+        """Parse a state document; :class:`IntegrityError` naming ``where`` if it is not
+        JSON, not a state document, of another version than :data:`VERSION`, or damaged."""
+        doc = load_document(data, fmt=FORMAT, version=VERSION, what="replica state", name=where)
         try:
-            doc = orjson.loads(data)
-            if doc.get("format") != "kcdp-replica" or doc.get("version") != 1:
-                raise ValueError("not a version 1 kcdp-replica document")
             return cls(
                 volume=str(doc["volume"]),
                 topic=str(doc["topic"]),
@@ -59,8 +62,8 @@ class ReplicaState:
                 session=str(doc["session"]),
                 sequence=int(doc["sequence"]),
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise IntegrityError(f"{where} is unreadable: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"{where} is unreadable: {exc!r}") from None
 
 
 def state_path(output: str | Path) -> Path:
@@ -69,7 +72,8 @@ def state_path(output: str | Path) -> Path:
 
 
 def load_state(output: str | Path) -> ReplicaState | None:
-    """The stored state beside ``output``, or None when there is none."""
+    """The stored state beside ``output``, or None when there is none
+    (:meth:`ReplicaState.from_json` for what is refused)."""
     path = state_path(output)
     try:
         data = path.read_bytes()

@@ -2,11 +2,13 @@
 
 It records the last session of a volume and whether it closed cleanly (every event
 acknowledged, ``SESSION_END`` published). A clean state that matches the volume lets the
-next open resume without a baseline; anything else requires one.
+next open resume without a baseline; anything else requires one. A state of another
+version than this code reads is refused, never taken for an unclean one and overwritten.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from connectors.fsutil import write_atomic
 
 STATE_FORMAT = "kcdp-intercept-state"
 STATE_VERSION = 1
+
+log = logging.getLogger("kcdp.intercept")
 
 
 def state_path(backing: str | os.PathLike[str]) -> Path:
@@ -42,16 +46,31 @@ class InterceptState:
 
 
 def load_state(backing: str | os.PathLike[str]) -> InterceptState | None:
-    """The state beside ``backing``; None if there is none or it is unreadable."""
+    """The state beside ``backing``; None if there is none, or if it is unusable (unreadable,
+    not JSON, not a state document, fields missing: a warning names the file, and the next
+    open takes a baseline).
+
+    :class:`VolumeError` naming the file if it is of another version than
+    :data:`STATE_VERSION` (a newer kcdp wrote it).
+    """
     path = state_path(backing)
     try:
         doc = orjson.loads(path.read_bytes())
     except FileNotFoundError:
         return None
-    except (OSError, orjson.JSONDecodeError):
+    except (OSError, orjson.JSONDecodeError) as exc:
+        _unusable(path, f"unreadable ({exc})")
         return None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+        _unusable(path, f"not a {STATE_FORMAT} document")
         return None
+    version = doc.get("version")
+    if type(version) is not int or version != STATE_VERSION:
+        raise VolumeError(
+            f"{path}: intercept state version {version!r}, this kcdp reads version "
+            f"{STATE_VERSION}; open the volume with the kcdp that wrote it, or remove the "
+            "file to take a baseline"
+        )
     try:
         return InterceptState(
             volume=str(doc["volume"]),
@@ -61,8 +80,15 @@ def load_state(backing: str | os.PathLike[str]) -> InterceptState | None:
             clean=bool(doc["clean"]),
             volume_size=int(doc["volume_size"]),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError) as exc:
+        _unusable(path, f"a field is missing or invalid ({exc!r})")
         return None
+
+
+def _unusable(path: Path, why: str) -> None:
+    log.warning(
+        "intercept state %s is %s: ignored, the volume's history needs a baseline", path, why
+    )
 
 
 def save_state(backing: str | os.PathLike[str], state: InterceptState) -> None:
