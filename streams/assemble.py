@@ -91,71 +91,73 @@ def assemble_window(changes: Sequence[WriteEvent], read: Callable[[int, int], by
     order = sorted([k for k in range(count) if lengths[k]], key=offsets.__getitem__)
     if not order:
         return Assembly(forward, backward, ranges, flags)
-    # a sentinel event beyond every range flushes the last group
+    # a sentinel event beyond every range flushes the last run of events
     offsets.append(max(map(add, offsets, lengths)) + 1)
     lengths.append(1)
     order.append(count)
     fwd_add, bwd_add, range_add = forward.append, backward.append, ranges.append
     data_kinds, limit = DATA_KINDS, MAX_EXTENT
     zeros_prefix = _ZEROS.startswith
-    gk = order[0]
-    gs = offsets[gk]
-    ge = gs + lengths[gk]
-    group: list[int] | None = None  # event indices (offset order) once a 2nd one joins
+    first = order[0]
+    start = offsets[first]
+    end = start + lengths[first]
+    # the open run: the events of one merged range (overlapping or touching), from event
+    # ``first`` over [start, end); ``run`` holds their indices (offset order) once a 2nd joins
+    run: list[int] | None = None
     overlap = False
     for k in order[1:]:
         s = offsets[k]
         e = s + lengths[k]
-        if s <= ge:  # overlaps or touches the open group
-            if group is None:
-                group = [gk]
-            group.append(k)
-            if s < ge:
+        if s <= end:  # overlaps or touches the open run
+            if run is None:
+                run = [first]
+            run.append(k)
+            if s < end:
                 overlap = True
-            if e > ge:
-                ge = e
+            if e > end:
+                end = e
             continue
-        n = ge - gs
-        range_add((gs, ge))
-        before = read(gs, n)
-        if group is None:  # one event covers the range: no copies
-            ev = changes[gk]
+        n = end - start
+        range_add((start, end))
+        before = read(start, n)
+        if run is None:  # one event covers the range: no copies
+            ev = changes[first]
             data = ev.data if ev.kind in data_kinds else None
-            flags[gk] = data is not None
+            flags[first] = data is not None
             if n <= limit:
                 if data is not None and not data[0] and zeros_prefix(data):
                     data = None
-                fwd_add(_new(Extent, (gs, n, data)))
+                fwd_add(_new(Extent, (start, n, data)))
                 zero = not before[0] and zeros_prefix(before)
-                bwd_add(_new(Extent, (gs, n, None if zero else before)))
+                bwd_add(_new(Extent, (start, n, None if zero else before)))
             else:
-                _pieces(forward, gs, n, data)
-                _pieces(backward, gs, n, before)
+                _pieces(forward, start, n, data)
+                _pieces(backward, start, n, before)
         else:
             if overlap:
-                group.sort()  # event order
-                _pieces(forward, gs, n, _overlay(changes, group, gs, before))
-                _sweep_into(flags, group, changes)
+                run.sort()  # event order
+                _pieces(forward, start, n, _overlay(changes, run, start, before))
+                _sweep_into(flags, run, changes)
             else:
-                _tiled_pieces(forward, changes, group, gs, ge)
-                for j in group:
+                _tiled_pieces(forward, changes, run, start, end)
+                for j in run:
                     flags[j] = changes[j].kind in data_kinds
-            _pieces(backward, gs, n, before)
-            group = None
+            _pieces(backward, start, n, before)
+            run = None
             overlap = False
-        gs, ge, gk = s, e, k
+        start, end, first = s, e, k
     return Assembly(forward, backward, ranges, flags)
 
 
 def _tiled_pieces(
-    out: list[Extent], changes: Sequence[WriteEvent], group: list[int], start: int, end: int
+    out: list[Extent], changes: Sequence[WriteEvent], run: list[int], start: int, end: int
 ) -> None:
-    """Append the pieces of ``[start, end)``, which the events ``group`` (offset order)
+    """Append the pieces of ``[start, end)``, which the events of ``run`` (offset order)
     tile exactly: each piece joins the events' bytes it holds (one copy)."""
     parts: list[bytes] = []
     piece = start
     piece_end = min(end, start + MAX_EXTENT)
-    for j in group:
+    for j in run:
         ev = changes[j]
         data = ev.data if ev.kind in DATA_KINDS else None
         pos, ev_end = ev.offset, ev.offset + ev.length
@@ -177,11 +179,11 @@ def _tiled_pieces(
             pos = upto
 
 
-def _overlay(changes: Sequence[WriteEvent], group: list[int], start: int, before: bytes) -> bytes:
-    """``before`` (the bytes at ``start``) with the events of ``group`` (ascending indices)
+def _overlay(changes: Sequence[WriteEvent], run: list[int], start: int, before: bytes) -> bytes:
+    """``before`` (the bytes at ``start``) with the events of ``run`` (ascending indices)
     overlaid in order."""
     buf = bytearray(before)
-    for j in group:
+    for j in run:
         ev = changes[j]
         pos = ev.offset - start
         if ev.kind in DATA_KINDS:

@@ -18,16 +18,16 @@ from pathlib import Path
 
 from connectors.errors import IntegrityError, VolumeError
 from connectors.store.base import ObjectStore
+from schemas.applied_state import AppliedState, load_state, save_state, state_path
 from schemas.checkpoint import Checkpoint, check_pairing, materialize_checkpoint
 from schemas.image import Image
 from schemas.increment import read_increment
 from schemas.manifest import check_link, get_verified, load_manifest
-from schemas.replica_state import ReplicaState, load_state, save_state, state_path
 
 log = logging.getLogger("kcdp.volume")
 
 
-def record_applied(image_path: Path, state: ReplicaState) -> None:
+def record_applied(image_path: Path, state: AppliedState) -> None:
     """Record what the (already synced) image holds; VolumeError if it cannot be written."""
     try:
         save_state(image_path, state)
@@ -75,7 +75,7 @@ def catch_up(
         start = applied
         image = Image(image_path, size)
     else:
-        log.info("volume %s: rebuilding the replica image from the store", volume)
+        log.info("volume %s: rebuilding the image from the store", volume)
         image = fresh_image(image_path, size)
         start = -1
         if checkpoint is not None:

@@ -20,7 +20,7 @@ class BuildOptions:
     ``checkpoint_windows`` (default 64) and ``checkpoint_bytes`` (default 1 GiB of written
     data): a checkpoint is taken after the window that reaches either since the last one;
     0 disables that trigger. ``chunk_size``: checkpoint chunk size (4 MiB).
-    ``image_sync_windows`` (default 16, at least 1): the replica image is fsynced and its
+    ``image_sync_windows`` (default 16, at least 1): the volume's image is fsynced and its
     applied offset recorded after every that many windows (and when the builder closes).
     ``close_threads`` (default 0): background threads that store cut windows while the
     partition processor goes on feeding (:class:`streams.partition.PartitionProcessor`);

@@ -1,4 +1,4 @@
-"""Storing a cut window: its objects, its manifest, the replica image, a due checkpoint.
+"""Storing a cut window: its objects, its manifest, the volume's image, a due checkpoint.
 
 :func:`write_window` is the one implementation, called with everything it needs as values
 (:class:`WindowCut`, :class:`WindowJob`), so it runs the same inline, on a background

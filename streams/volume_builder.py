@@ -1,4 +1,4 @@
-"""One volume's increment builder: window membership, objects, manifest, replica image.
+"""One volume's increment builder: window membership, objects, manifest, the volume's image.
 
 :class:`VolumeBuilder` is Faust-free. The partition processor (:mod:`streams.partition`)
 hands it events in offset order; it keeps the open window in memory (bounded by the
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from connectors.errors import GapError
 from connectors.store.base import ObjectStore
 from schemas import keys
+from schemas.applied_state import AppliedState
 from schemas.checkpoint import (
     Checkpoint,
     list_checkpoints,
@@ -48,7 +49,6 @@ from schemas.manifest import (
     list_window_keys,
     load_manifest,
 )
-from schemas.replica_state import ReplicaState
 from schemas.writelog import read_log
 from streams.admission import Reread, VolumeLine
 from streams.image_state import catch_up, fresh_image, record_applied
@@ -304,7 +304,7 @@ class VolumeBuilder:
         self.dirty_known = True
 
     def _write_state(self, applied: int) -> None:
-        state = ReplicaState(
+        state = AppliedState(
             volume=self.volume,
             topic=self.opt.topic,
             partition=self.opt.partition,

@@ -78,7 +78,7 @@ log = logging.getLogger("kcdp.worker")
 class WorkerOptions:
     """Worker configuration (defaults in brackets).
 
-    ``workdir``: replica images and Faust data. ``group_id`` [kcdp-increments]: consumer
+    ``workdir``: the volumes' images and Faust data. ``group_id`` [kcdp-increments]: consumer
     group and Faust app id. ``web_port`` [None: no web server]: serves ``/metrics``.
     ``session_timeout`` [6 s] / ``heartbeat_interval`` [1 s]: Kafka group timings.
     ``batch_size`` [1000 records] / ``batch_within`` [0.05 s]: most records per read and

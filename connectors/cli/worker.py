@@ -2,7 +2,7 @@
 
 It consumes the write topic in the consumer group ``--group-id``, cuts every volume's
 events into windows by the window flags, stores increments, write logs and manifests in
-``--store``, keeps replica images under ``--workdir``, publishes dead letters and window
+``--store``, keeps its volumes' images under ``--workdir``, publishes dead letters and window
 announcements, and serves Prometheus metrics at ``/metrics`` on ``--web-port``. SIGINT
 or SIGTERM stop it; it exits 0 after a clean stop and non-zero after a failure.
 Window flags (docs/FORMAT.md "Windows"); with none given, 10-second windows are used.
@@ -77,7 +77,9 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         default=DEFAULT_GROUP_ID,
         help=f"consumer group / Faust app id (default {DEFAULT_GROUP_ID})",
     )
-    p.add_argument("--workdir", help="replica images and worker data (default <state-dir>/worker)")
+    p.add_argument(
+        "--workdir", help="the volumes' images and worker data (default <state-dir>/worker)"
+    )
     p.add_argument("--web-port", type=int, help="serve /metrics on this port (default: off)")
     p.add_argument("--web-host", default="127.0.0.1", help="web bind address (127.0.0.1)")
     p.add_argument(

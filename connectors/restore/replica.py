@@ -34,10 +34,10 @@ from connectors.errors import (
 )
 from connectors.kafka import consumer_config
 from connectors.restore.coalesce import Coalescer
+from schemas.applied_state import AppliedState, load_state, save_state, state_path
 from schemas.codec import AvroCodec
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent
 from schemas.image import Image
-from schemas.replica_state import ReplicaState, load_state, save_state, state_path
 
 log = logging.getLogger("kcdp.replica")
 
@@ -92,7 +92,7 @@ class Replica:
                 f"{state_path(self.output)} records offset {stored.applied_offset} but the "
                 f"image {self.output} is missing; remove the state file to rebuild the replica"
             )
-        self.state = stored or ReplicaState(volume=volume, topic=topic, partition=partition)
+        self.state = stored or AppliedState(volume=volume, topic=topic, partition=partition)
 
     # -- public ------------------------------------------------------------------------
     def run(
@@ -102,7 +102,7 @@ class Replica:
         until_offset: int | None = None,
         stop: threading.Event | None = None,
         end_timeout: float = 10.0,
-    ) -> ReplicaState:
+    ) -> AppliedState:
         """Apply events until ``until_offset`` (inclusive), or without ``follow`` the end of
         the partition (librdkafka's partition-EOF: Tansu's high watermark is unreliable),
         or until ``stop`` is set. Returns the final state."""
@@ -184,8 +184,8 @@ class Replica:
         return False
 
     def _take(
-        self, value: bytes | None, offset: int, state: ReplicaState, batch: Coalescer
-    ) -> ReplicaState:
+        self, value: bytes | None, offset: int, state: AppliedState, batch: Coalescer
+    ) -> AppliedState:
         """Add one record to ``batch``; the state after it (not yet durable)."""
         advanced = replace(state, applied_offset=offset)
         try:
@@ -236,7 +236,7 @@ class Replica:
                 f"{self.output} holds {self._image.size}"
             )
 
-    def _flush(self, batch: Coalescer, state: ReplicaState) -> None:
+    def _flush(self, batch: Coalescer, state: AppliedState) -> None:
         """Write the batch sorted by offset, fsync, then store the state."""
         if len(batch):
             assert self._image is not None

@@ -1,6 +1,6 @@
-"""A builder killed (SIGKILL) between image writes and the replica state update resumes exact.
+"""A builder killed (SIGKILL) between image writes and the applied-state update resumes exact.
 
-The replica image is fsynced and its applied offset recorded only every
+The image is fsynced and its applied offset recorded only every
 ``image_sync_windows`` windows. A child process builds windows on a file store and is
 killed in the middle of applying a window's forward increment, two windows after the last
 recorded state. The bytes of the windows after that state are then overwritten with garbage

@@ -2,7 +2,7 @@
 
 A process starts :class:`~streams.storing.WindowStorers` (deleting the spill file a
 killed run left) and is killed with SIGKILL; its children must die at once
-(``PR_SET_PDEATHSIG``), so no orphan goes on writing objects or a replica image that a
+(``PR_SET_PDEATHSIG``), so no orphan goes on writing objects or an image that a
 restarted worker is resuming. Before that, a SIGINT or SIGTERM sent to the children (a
 Ctrl-C or a process-group TERM) must not stop them: shutting down is the parent's to do.
 """

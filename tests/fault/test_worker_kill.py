@@ -2,7 +2,7 @@
 
 Real parts: the Tansu broker, S3 over HTTP (moto), the worker as a subprocess. Two volumes
 share one partition; the worker is killed with SIGKILL while it is building windows (twice,
-once also losing its replica images so it must rebuild them from checkpoints; its
+once also losing its images so it must rebuild them from checkpoints; its
 window-storing child processes must die with it), then restarted. Afterwards each
 volume's manifests must form one unbroken chain with no gap record and no duplicate or
 overlapping window, and every window's forward and backward increment must be exact

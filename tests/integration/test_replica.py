@@ -24,9 +24,9 @@ from connectors.restore.materialize import restore_point
 from connectors.restore.partitioner import group_partition, partition_for
 from connectors.restore.replica import Replica
 from connectors.store import MemoryStore
+from schemas.applied_state import load_state
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
-from schemas.replica_state import load_state
 from tests.restore_history import POLICIES, History, random_history, write_store
 
 PARTITIONS = 3

@@ -22,7 +22,7 @@ from connectors.restore.partitioner import partition_for
 from connectors.restore.planner import plan_restore
 from connectors.restore.replica import Replica
 from connectors.store import MemoryStore
-from schemas.replica_state import ReplicaState, load_state, save_state, state_path
+from schemas.applied_state import AppliedState, load_state, save_state, state_path
 from tests.restore_history import POLICIES, random_history, write_store
 
 writes = st.lists(
@@ -59,10 +59,10 @@ def test_partition_for_spreads_groups_and_is_stable() -> None:
         partition_for("g", 0)
 
 
-def test_replica_state_round_trip_and_damage(tmp_path: Path) -> None:
+def test_applied_state_round_trip_and_damage(tmp_path: Path) -> None:
     out = tmp_path / "r.img"
     assert load_state(out) is None
-    st_ = ReplicaState("v", "kcdp.writes", 2, applied_offset=41, session="s", sequence=9)
+    st_ = AppliedState("v", "kcdp.writes", 2, applied_offset=41, session="s", sequence=9)
     save_state(out, st_)
     assert load_state(out) == st_
     doc = orjson.loads(state_path(out).read_bytes())
@@ -74,7 +74,7 @@ def test_replica_state_round_trip_and_damage(tmp_path: Path) -> None:
 
 def test_replica_refuses_a_state_without_its_image(tmp_path: Path) -> None:
     out = tmp_path / "gone.img"
-    save_state(out, ReplicaState("v", "t", 0, applied_offset=5, session="s", sequence=3))
+    save_state(out, AppliedState("v", "t", 0, applied_offset=5, session="s", sequence=3))
     with pytest.raises(VolumeError, match="is missing"):
         Replica(volume="v", output=out, partition=0, kafka_conf={}, topic="t")
     with pytest.raises(VolumeError, match="belongs to volume 'v'"):

@@ -17,11 +17,11 @@ from connectors.errors import IntegrityError, VolumeError
 from connectors.intercept.publisher import Publisher
 from connectors.intercept.session import Session
 from connectors.intercept.state import InterceptState, load_state, save_state, state_path
+from schemas.applied_state import AppliedState
+from schemas.applied_state import load_state as load_applied
+from schemas.applied_state import save_state as save_applied
+from schemas.applied_state import state_path as applied_path
 from schemas.codec import AvroCodec
-from schemas.replica_state import ReplicaState
-from schemas.replica_state import load_state as load_applied
-from schemas.replica_state import save_state as save_applied
-from schemas.replica_state import state_path as applied_path
 
 CLEAN = InterceptState("v", "g", "a" * 32, 7, clean=True, volume_size=4096)
 
@@ -97,7 +97,7 @@ def test_a_missing_intercept_state_is_no_state_and_no_warning(
 @pytest.mark.parametrize("version", [2, None])
 def test_an_applied_state_of_another_version_is_refused(tmp_path: Path, version: object) -> None:
     image = tmp_path / "r.img"
-    save_applied(image, ReplicaState("v", "kcdp.writes", 0, applied_offset=3, session="s"))
+    save_applied(image, AppliedState("v", "kcdp.writes", 0, applied_offset=3, session="s"))
     _rewrite(applied_path(image), version=version)
     with pytest.raises(IntegrityError) as caught:
         load_applied(image)
