@@ -23,7 +23,7 @@ from connectors.restore.plan import Plan
 from connectors.store.base import ObjectStore
 from schemas import keys
 from schemas.checkpoint import Checkpoint, write_checkpoint
-from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
+from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent
 from schemas.extents import Extent, split_ranges, union_ranges
 from schemas.gaps import Gap
 from schemas.head import put_head
@@ -31,6 +31,7 @@ from schemas.image import Image
 from schemas.increment import write_increment
 from schemas.manifest import Bookmark, Manifest, ObjectRef, list_window_keys
 from schemas.writelog import LogRecord, needs_forward, read_log, write_log
+from tests.event_factory import make_event
 
 T0 = 1_795_571_270_000_000  # µs
 
@@ -78,22 +79,30 @@ def random_history(
     session = {v: hashlib.sha256(v.encode()).hexdigest()[:32] for v in sizes}
     t = T0
 
-    def emit(volume: str, kind: EventKind, **kw: object) -> None:
+    def emit(
+        volume: str,
+        kind: EventKind,
+        offset: int = 0,
+        length: int = 0,
+        data: bytes = b"",
+        name: str = "",
+    ) -> None:
         nonlocal t
         t += rng.randrange(1, 40_000)
-        data = kw.get("data", b"")
-        assert isinstance(data, bytes)
         h.events.append(
-            WriteEvent(
-                group=group,
+            make_event(
+                kind,
+                offset,
+                data,
+                length=length,
                 volume=volume,
+                group=group,
                 sequence=seq[volume],
-                kind=kind,
                 timestamp_us=t,
                 volume_size=sizes[volume],
                 session=session[volume],
-                crc32c=crc32c(data) if data else 0,
-                **kw,  # type: ignore[arg-type]
+                name=name,
+                sealed=False,  # format 1, as older topics hold: their readers stay covered
             )
         )
         seq[volume] += 1

@@ -9,7 +9,8 @@ from confluent_kafka import Producer
 
 from connectors.kafka import producer_config
 from schemas.codec import AvroCodec
-from schemas.events import EventKind, WriteEvent, crc32c, now_us
+from schemas.events import EventKind, now_us
+from tests.event_factory import make_event
 
 
 @dataclass
@@ -37,18 +38,15 @@ class Writer:
 
     def event(self, kind: EventKind, offset: int = 0, data: bytes = b"") -> int:
         self.t_us = self.t_us + 10_000 if self.t0_us is not None else now_us()
-        ev = WriteEvent(
-            group=self.volume,
+        ev = make_event(
+            kind,
+            offset,
+            data,
             volume=self.volume,
             sequence=self.seq,
-            kind=kind,
             timestamp_us=self.t_us,
-            offset=offset,
-            length=len(data),
-            data=data,
             volume_size=self.size,
-            crc32c=crc32c(data),
-            session="s" * 32,
+            sealed=False,  # format 1, as older topics hold: their readers stay covered
         )
         self.seq += 1
         got: list[int | None] = []

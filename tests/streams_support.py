@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.store.base import ObjectStore
-from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
+from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent
 from schemas.increment import read_increment
 from schemas.manifest import Manifest, get_verified, list_window_keys, load_manifest
 from streams.outcome import Outcome
 from streams.partition import PartitionProcessor
 from streams.volume_builder import VolumeBuilder
+from tests.event_factory import make_event, make_tick
 
 
 @dataclass
@@ -43,22 +44,20 @@ class Volume:
         name: str = "",
     ) -> WriteEvent:
         self.t_us += dt_us
-        ev = WriteEvent(
-            group=self.group or self.name,
-            volume=self.name,
-            sequence=self.seq,
-            kind=kind,
-            timestamp_us=self.t_us,
-            offset=offset,
+        ev = make_event(
+            kind,
+            offset,
+            data,
             length=length or len(data),
-            data=data,
+            volume=self.name,
+            group=self.group or self.name,
+            sequence=self.seq,
+            timestamp_us=self.t_us,
             volume_size=self.size,
-            crc32c=crc32c(data),
             session=self.session,
             name=name,
+            sealed=self.sealed,
         )
-        if self.sealed:
-            ev.seal()
         self.seq += 1
         if kind in DATA_KINDS:
             self.model[offset : offset + len(data)] = data
@@ -79,7 +78,7 @@ class Volume:
 
 
 def tick(t_us: int) -> WriteEvent:
-    return WriteEvent(group="", volume="", sequence=-1, kind=EventKind.TICK, timestamp_us=t_us)
+    return make_tick(t_us)
 
 
 def apply_extents(buf: bytearray, blob: bytes, direction: str) -> None:
@@ -175,19 +174,15 @@ def small_event(
     seq: int, kind: EventKind, off: int = 0, data: bytes = b"", length: int = 0
 ) -> WriteEvent:
     """An event of session ``s`` of volume ``v`` (64 bytes) for format tests."""
-    return WriteEvent(
-        group="v",
-        volume="v",
-        sequence=seq,
-        kind=kind,
-        timestamp_us=1_000 + seq,
-        offset=off,
+    return make_event(
+        kind,
+        off,
+        data,
         length=length or len(data),
-        data=data,
+        sequence=seq,
+        timestamp_us=1_000 + seq,
         volume_size=64,
-        crc32c=crc32c(data),
         session="s",
-        name="bm" if kind is EventKind.BOOKMARK else "",
     )
 
 

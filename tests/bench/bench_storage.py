@@ -27,11 +27,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from connectors.store import FileStore
-from schemas.events import EventKind, WriteEvent, crc32c
+from schemas.events import EventKind, WriteEvent
 from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
 from streams.window import WindowPolicy
 from tests.bench.common import Figure, print_figures, quick_parser
+from tests.event_factory import make_event, make_tick
 from tests.streams_support import feed_events
 
 BLOCK = 4096
@@ -56,22 +57,19 @@ class Events:
     def make(
         self, kind: EventKind, t_us: int, at: int = 0, data: bytes = b""
     ) -> tuple[int, WriteEvent]:
-        ev = WriteEvent(
-            group=VOLUME,
-            volume=VOLUME,
-            sequence=self.seq if kind is not EventKind.TICK else -1,
-            kind=kind,
-            timestamp_us=t_us,
-            offset=at,
-            length=len(data),
-            data=data,
-            volume_size=self.size if kind is not EventKind.TICK else 0,
-            crc32c=crc32c(data),
-            session="b" * 32,
-        )
         if kind is EventKind.TICK:
-            ev.volume = ev.group = ev.session = ""
+            ev = make_tick(t_us)
         else:
+            ev = make_event(
+                kind,
+                at,
+                data,
+                volume=VOLUME,
+                sequence=self.seq,
+                timestamp_us=t_us,
+                volume_size=self.size,
+                session="b" * 32,
+            )
             self.seq += 1
         self.offset += 1
         return self.offset - 1, ev

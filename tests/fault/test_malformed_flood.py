@@ -34,6 +34,7 @@ from connectors.kafka import ensure_topics, producer_config
 from connectors.store import open_store
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent, crc32c, now_us
+from tests.event_factory import make_event, make_tick
 from tests.fault.support import (
     SyncWriter,
     assert_history_exact,
@@ -77,18 +78,16 @@ class Forger:
 
     def _write(self, sequence: int, where: int, data: bytes, session: str = "") -> WriteEvent:
         """A sealed WRITE of the volume (format 2, as the intercept writes them)."""
-        return WriteEvent(
-            group=VOLUME,
+        return make_event(
+            EventKind.WRITE,
+            where,
+            data,
             volume=VOLUME,
             sequence=sequence,
-            kind=EventKind.WRITE,
             timestamp_us=now_us(),
-            offset=where,
-            length=len(data),
-            data=data,
             volume_size=SIZE,
             session=session or self.volume.session,
-        ).seal()
+        )
 
     def event(self, sequence: int, *, session: str | None = None, bad_crc: bool = False) -> bytes:
         data = self.rng.randbytes(self.rng.randint(16, 256))
@@ -98,9 +97,7 @@ class Forger:
         return self.codec.encode(ev.to_record())
 
     def tick(self, **kw: Any) -> bytes:
-        ev = WriteEvent(
-            group="", volume="", sequence=-1, kind=EventKind.TICK, timestamp_us=now_us()
-        )
+        ev = make_tick(now_us())
         for k, v in kw.items():
             setattr(ev, k, v)
         return self.codec.encode(ev.to_record())

@@ -118,6 +118,7 @@ def test_prints_bootstrap_and_creates_topics(cli_broker: BrokerCommand) -> None:
 
 def test_avro_write_event_round_trip(cli_broker: BrokerCommand) -> None:
     data = os.urandom(3000) + b"\x00" * 100
+    # hand-built, not tests.event_factory: the round trip is about every field's encoding
     event = WriteEvent(
         group="db",
         volume="db",

@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
@@ -27,6 +26,7 @@ from connectors.store import MemoryStore
 from schemas.applied_state import load_state
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
+from tests.event_factory import make_event
 from tests.restore_history import POLICIES, History, random_history, write_store
 
 PARTITIONS = 3
@@ -160,25 +160,25 @@ def _wait_for(cond, timeout: float = 40.0) -> None:  # type: ignore[no-untyped-d
 def test_replica_refuses_to_cross_a_sequence_gap(bootstrap: str, tmp_path: Path) -> None:
     topic = _topic(bootstrap)
 
-    def ev(seq: int, kind: EventKind, **kw: Any) -> WriteEvent:
-        return WriteEvent(
-            group="gg",
+    def ev(seq: int, kind: EventKind, offset: int = 0, data: bytes = b"") -> WriteEvent:
+        return make_event(
+            kind,
+            offset,
+            data,
             volume="vg",
+            group="gg",
             sequence=seq,
-            kind=kind,
             timestamp_us=1,
             volume_size=4096,
             session="s1",
-            **kw,
+            sealed=False,  # format 1, as the events of this test always were
         )
-
-    from schemas.events import crc32c
 
     data = b"x" * 10
     events = [
         ev(0, EventKind.SESSION_START),
-        ev(1, EventKind.WRITE, offset=5, length=10, data=data, crc32c=crc32c(data)),
-        ev(4, EventKind.WRITE, offset=0, length=10, data=data, crc32c=crc32c(data)),
+        ev(1, EventKind.WRITE, 5, data),
+        ev(4, EventKind.WRITE, 0, data),
     ]
     acks = _produce(bootstrap, topic, events)
     conf = {"bootstrap.servers": bootstrap}

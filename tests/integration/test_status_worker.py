@@ -29,9 +29,10 @@ from connectors.status_figures import VolumeStatus
 from connectors.store import open_store
 from infra.broker import free_port
 from schemas.codec import AvroCodec
-from schemas.events import EventKind, WriteEvent, now_us
+from schemas.events import EventKind, now_us
 from streams.window import WindowPolicy
 from streams.worker import WorkerOptions
+from tests.event_factory import make_event
 from tests.fixtures.s3 import BUCKET
 from tests.status_support import Topic, Writer
 from tests.worker_process import WorkerProcess, metric_values
@@ -104,19 +105,17 @@ def eventually(probe: Callable[[], T | None], what: str, timeout: float = 120.0)
 
 def poison(bootstrap: str, topic: str) -> None:
     """An event of the volume that breaks a rule (bad CRC) from another session."""
-    ev = WriteEvent(
-        group=VOLUME,
+    ev = make_event(
+        EventKind.WRITE,
+        0,
+        b"evil",
         volume=VOLUME,
-        sequence=0,
-        kind=EventKind.WRITE,
         timestamp_us=now_us(),
-        offset=0,
-        length=4,
-        data=b"evil",
         volume_size=SIZE,
-        crc32c=1,
         session="p" * 32,
+        sealed=False,
     )
+    ev.crc32c = 1  # not the data's CRC: the rule it breaks
     p = Producer(producer_config({"bootstrap.servers": bootstrap}))
     p.produce(topic, key=VOLUME.encode(), value=AvroCodec().encode(ev.to_record()))
     assert p.flush(10) == 0

@@ -20,11 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.errors import VolumeError
-from schemas.events import DATA_KINDS, EventKind, WriteEvent, crc32c
+from schemas.events import DATA_KINDS, EventKind, WriteEvent
 from schemas.extents import MAX_EXTENT, Extent, union_ranges
 from schemas.image import Image
 from streams.assemble import assemble_window
 from tests.assemble_reference import assemble, in_forward_flags
+from tests.event_factory import make_event
 
 SIZE = 3 * MAX_EXTENT + 123  # room for events over 1 MiB; not a multiple of anything
 KINDS = [EventKind.WRITE, EventKind.BASELINE, EventKind.ZERO, EventKind.TRIM]
@@ -46,18 +47,8 @@ def _fill(rng: random.Random, fill: str, length: int) -> bytes:
 
 
 def _event(seq: int, kind: EventKind, offset: int, length: int, data: bytes) -> WriteEvent:
-    return WriteEvent(
-        group="v",
-        volume="v",
-        sequence=seq,
-        kind=kind,
-        timestamp_us=seq,
-        offset=offset,
-        length=length,
-        data=data,
-        volume_size=SIZE,
-        crc32c=crc32c(data),
-        session="s",
+    return make_event(
+        kind, offset, data, length=length, sequence=seq, timestamp_us=seq, volume_size=SIZE
     )
 
 
@@ -210,16 +201,7 @@ def test_flags_equal_the_quadratic_check(seed: int, n: int, kinds: list[EventKin
         length = rng.randrange(30)
         data = bytes(length) if kind in DATA_KINDS else b""
         events.append(
-            WriteEvent(
-                group="v",
-                volume="v",
-                sequence=i,
-                kind=kind,
-                timestamp_us=i,
-                offset=rng.randrange(200),
-                length=length,
-                data=data,
-            )
+            make_event(kind, rng.randrange(200), data, length=length, sequence=i, timestamp_us=i)
         )
     assert in_forward_flags(events) == _flags(events)
     assert assemble_window(events, lambda o, k: bytes(k)).in_forward == _flags(events)

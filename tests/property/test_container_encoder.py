@@ -163,6 +163,7 @@ def test_write_log_reads_back(recs: list[LogRecord]) -> None:
 @SETTINGS
 @given(recs=log_records(valid=False), flags=st.lists(st.booleans(), min_size=14, max_size=14))
 def test_event_log_bytes_equal_fastavro(recs: list[LogRecord], flags: list[bool]) -> None:
+    # hand-built, not tests.event_factory: raw fields of (also invalid) records, as drawn
     members = [
         (
             r.kafka_offset,

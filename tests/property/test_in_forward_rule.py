@@ -11,10 +11,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent, crc32c
+from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent
 from schemas.image import Image
 from schemas.writelog import ForwardBytes, LogRecord, apply_records, read_log, write_log
 from tests.assemble_reference import assemble, in_forward_flags
+from tests.event_factory import make_event
 
 SIZE = 256
 KINDS = [EventKind.WRITE, EventKind.BASELINE, EventKind.ZERO, EventKind.TRIM, EventKind.BOOKMARK]
@@ -32,19 +33,15 @@ def events(draw: st.DrawFn) -> list[WriteEvent]:
             offset = length = 0
         data = draw(st.binary(min_size=length, max_size=length)) if kind in DATA_KINDS else b""
         out.append(
-            WriteEvent(
-                group="v",
-                volume="v",
-                sequence=seq,
-                kind=kind,
-                timestamp_us=seq,
-                offset=offset,
+            make_event(
+                kind,
+                offset,
+                data,
                 length=length,
-                data=data,
+                sequence=seq,
+                timestamp_us=seq,
                 volume_size=SIZE,
-                crc32c=crc32c(data),
                 session="s",
-                name="bm" if kind is EventKind.BOOKMARK else "",
             )
         )
     return out

@@ -47,6 +47,7 @@ def _event(kind: EventKind, **over: Any) -> WriteEvent:
     elif kind is EventKind.TICK:
         base.update(volume="", session="", host="", sequence=-1, volume_size=0)
     base.update(over)
+    # hand-built, not tests.event_factory: the codec's encoding of every raw field
     return WriteEvent(**base)
 
 

@@ -55,6 +55,7 @@ def test_fast_path_matches_fastavro_confluent(event: WriteEvent) -> None:
 
 
 def test_head_cache_follows_changing_session_fields() -> None:
+    # hand-built, not tests.event_factory: the encoder's head cache over raw fields
     base = WriteEvent(group="g", volume="v", sequence=0, kind=EventKind.TICK, timestamp_us=1)
     seen = set()
     for i in range(300):  # more heads than the cache keeps
@@ -96,6 +97,7 @@ def assert_same_outcome(record: dict[str, Any]) -> None:
     ],
 )
 def test_unusual_values_take_the_general_path(field: str, value: Any) -> None:
+    # hand-built, not tests.event_factory: a raw record with one field made unusual
     record = WriteEvent(
         group="g", volume="v", sequence=1, kind=EventKind.WRITE, timestamp_us=5
     ).to_record()
@@ -105,6 +107,7 @@ def test_unusual_values_take_the_general_path(field: str, value: Any) -> None:
 
 @pytest.mark.parametrize("missing", ["format_version", "session", "offset", "name", "data"])
 def test_missing_fields_take_the_general_path(missing: str) -> None:
+    # hand-built, not tests.event_factory: a raw record with one field removed
     record = WriteEvent(
         group="g", volume="v", sequence=3, kind=EventKind.TICK, timestamp_us=9
     ).to_record()

@@ -65,6 +65,7 @@ def test_damaged_values_fail_or_decode_as_the_codec_does(
 
 
 def test_overlong_varints_and_negative_lengths_match_the_codec() -> None:
+    # hand-built, not tests.event_factory: the bytes of a minimal record's raw fields
     body = io.BytesIO()
     fastavro.schemaless_writer(
         body, CODEC.schema, WriteEvent("g", "v", 1, EventKind.WRITE, 5).to_record()

@@ -33,6 +33,7 @@ def _sealed(kind: EventKind = EventKind.WRITE, **over: object) -> WriteEvent:
         "name": "",
     }
     fields.update(over)
+    # hand-built, not tests.event_factory: the seal over each raw field is under test
     return WriteEvent(**fields).seal()  # type: ignore[arg-type]
 
 
@@ -86,6 +87,7 @@ def test_format_1_events_stay_readable() -> None:
     old = dataclasses.replace(_sealed(), format_version=1, crc32c=crc32c(DATA))
     old.validate()
     assert old.data_crc32c() == crc32c(DATA)
+    # hand-built, not tests.event_factory: a format-1 event as older producers wrote it
     marker = WriteEvent("g", "v", 0, EventKind.SESSION_START, 1, volume_size=1, session="s")
     marker.validate()
 

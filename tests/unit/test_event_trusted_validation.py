@@ -13,6 +13,7 @@ DATA = b"captured bytes"
 
 
 def _write(**over: Any) -> WriteEvent:
+    # hand-built, not tests.event_factory: validation of raw fields, format 1 included
     fields: dict[str, Any] = {
         "group": "g",
         "volume": "v",

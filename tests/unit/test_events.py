@@ -36,6 +36,7 @@ def event(kind: EventKind, **over: Any) -> WriteEvent:
     elif kind is EventKind.SESSION_START:
         base.update(sequence=0)
     base.update(over)
+    # hand-built, not tests.event_factory: the rules are checked on raw fields
     return WriteEvent(**base)
 
 
