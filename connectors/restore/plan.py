@@ -55,8 +55,8 @@ class Replay:
 
 
 @dataclass(frozen=True, slots=True)
-class Path:
-    """One way to reach the point: a checkpoint (None: the implicit empty one), steps, replay.
+class Route:
+    """A route to the point: a checkpoint (None: the implicit empty one), steps, replay.
 
     ``checkpoint_digest``: the checkpoint's canonical digest as planned (the executor reads
     it again and must find the same). ``final``: on a backward path, the edge window's
@@ -137,8 +137,8 @@ class Plan:
     volume: str
     offset: int
     volume_size: int
-    path: Path
-    alternatives: tuple[Path, ...] = ()
+    path: Route
+    alternatives: tuple[Route, ...] = ()
     refused: dict[str, str] = field(default_factory=dict)
     throughput: int = DEFAULT_THROUGHPUT
 

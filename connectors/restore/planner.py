@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from connectors.errors import GapError, IntegrityError, NotRestorableError, UsageError
 from connectors.restore.catalog import Catalog
-from connectors.restore.plan import DEFAULT_THROUGHPUT, DIRECTIONS, Path, Plan, Replay, Step
+from connectors.restore.plan import DEFAULT_THROUGHPUT, DIRECTIONS, Plan, Replay, Route, Step
 from schemas import keys
 from schemas.checkpoint import check_pairing
 from schemas.manifest import Manifest, check_link
@@ -72,7 +72,7 @@ def plan_restore(
     else:
         edge_index, replay, m = _edge(catalog, offset)
     edge = catalog.windows[edge_index].last if edge_index >= 0 else -1
-    paths: list[Path] = []
+    paths: list[Route] = []
     refused: dict[str, str] = {}
     for name in ("forward", "backward") if direction == "auto" else (direction,):
         try:
@@ -174,7 +174,7 @@ def _path(
     edge: int,
     replay: Replay | None,
     avoid: frozenset[str],
-) -> Path:
+) -> Route:
     """The first usable ``direction`` path, trying its checkpoints from the nearest."""
     if direction == "forward":
         starts: list[int | None] = [c for c in reversed(catalog.checkpoints) if c <= edge]
@@ -211,7 +211,7 @@ def _target_index(edge_index: int, replay: Replay | None) -> int:
 
 def _forward(
     catalog: Catalog, offset: int | None, edge_index: int, edge: int, replay: Replay | None
-) -> Path:
+) -> Route:
     start = None if offset is None else _start(catalog, offset)
     _check_healed(catalog, -1 if offset is None else offset, edge)
     first_index = 0 if start is None else start.index + 1
@@ -222,15 +222,15 @@ def _forward(
         for m in catalog.manifests(range(first_index, edge_index + 1))
     )
     if start is None:
-        return Path("forward", None, None, 0, (), steps, replay)
-    return Path(
+        return Route("forward", None, None, 0, (), steps, replay)
+    return Route(
         "forward", offset, start.key, start.stored_bytes, start.chunks, steps, replay, start.digest
     )
 
 
 def _backward(
     catalog: Catalog, offset: int, edge_index: int, edge: int, replay: Replay | None
-) -> Path:
+) -> Route:
     start = _start(catalog, offset)
     _check_healed(catalog, edge, offset)
     before = catalog.manifest(edge_index) if edge_index >= 0 else None
@@ -250,7 +250,7 @@ def _backward(
             before.ranges_sha256,
             before.volume,
         )
-    return Path(
+    return Route(
         "backward",
         offset,
         start.key,
