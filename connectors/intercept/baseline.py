@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -101,6 +102,7 @@ class BaselineCopy:
                     n = min(self._chunk, self._size - pos)
                     self._copy_chunk(pos, n)
                 pos += n
+                time.sleep(0)  # let waiting writers take the lock: the copy must not starve them
             with self._lock:
                 self._check()
                 self.flush_pending_zero()

@@ -153,7 +153,7 @@ def test_baseline_under_concurrent_writes_is_consistent(bootstrap: str, tmp_path
         "busy",
         bootstrap_servers=bootstrap,
         topic=topic,
-        baseline_chunk=256 * 1024,
+        baseline_chunk=64 * 1024,  # many chunks: the writers take the lock between them
         baseline="never",  # started below, once both writers are writing
     ) as v:
         stop = threading.Event()
