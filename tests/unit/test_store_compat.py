@@ -7,11 +7,8 @@ path of commit 32d7102; ``expected.json`` holds the model's image digest at ever
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
 
-import orjson
 import pytest
 
 from connectors.restore.catalog import Catalog
@@ -26,21 +23,22 @@ from schemas.manifest import list_window_keys, load_manifest
 from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
 from streams.window import WindowPolicy
-from tests.streams_support import Volume, feed_events
+from tests.store_fixture_support import (
+    continuing_writer,
+    copy_store,
+    expected_digests,
+    file_sha,
+    restore_every_point,
+)
+from tests.streams_support import feed_events
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "stores" / "manifest-v1"
-EXPECTED: dict[str, list[str]] = orjson.loads((FIXTURE / "expected.json").read_bytes())
+EXPECTED = expected_digests("manifest-v1")
 BASELINE_END = {"fa": 2, "fb": 5}  # offsets of each volume's BASELINE_END
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> FileStore:
-    shutil.copytree(FIXTURE / "store", tmp_path / "store")
-    return FileStore(tmp_path / "store")
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return copy_store("manifest-v1", tmp_path)
 
 
 def test_the_fixture_is_v1_and_verifies_as_unauthenticated(store: FileStore) -> None:
@@ -59,20 +57,10 @@ def test_the_fixture_is_v1_and_verifies_as_unauthenticated(store: FileStore) -> 
 def test_every_point_restores_exactly_in_both_directions(
     store: FileStore, volume: str, tmp_path: Path
 ) -> None:
-    catalog = Catalog(store, volume)
-    newest = catalog.windows[-1].last
-    out = tmp_path / "out.img"
-    mid = between = 0
-    for point in range(BASELINE_END[volume], newest + 1):
-        index = catalog.index_for(point)
-        assert index is not None
-        mid += point < catalog.windows[index].last  # a write-log replay
-        between += point > catalog.windows[index].last  # after a window's end, before the next
-        backward = point <= catalog.checkpoints[-1]  # a checkpoint to roll back from
-        for direction in ("forward", "backward") if backward else ("forward",):
-            restore_point(store, catalog, point, out, direction=direction, progress=False)
-            assert _sha(out) == EXPECTED[volume][point], f"{direction} {volume}@{point}"
-    assert mid >= 10 and between >= 1, (mid, between)
+    counts = restore_every_point(
+        store, volume, BASELINE_END[volume], EXPECTED[volume], tmp_path / "out.img"
+    )
+    assert counts.mid >= 10 and counts.between >= 1, counts
 
 
 def test_bookmark_and_latest_of_a_store_without_a_head(store: FileStore, tmp_path: Path) -> None:
@@ -81,7 +69,7 @@ def test_bookmark_and_latest_of_a_store_without_a_head(store: FileStore, tmp_pat
     assert catalog.latest() == catalog.windows[-1].last  # v1 without a head: anchored
     out = tmp_path / "bm.img"
     restore_point(store, catalog, mark.offset, out, progress=False)
-    assert _sha(out) == EXPECTED["fa"][mark.offset]
+    assert file_sha(out) == EXPECTED["fa"][mark.offset]
 
 
 def test_the_worker_continues_a_v1_store_with_chained_v2_windows(
@@ -89,11 +77,7 @@ def test_the_worker_continues_a_v1_store_with_chained_v2_windows(
 ) -> None:
     catalog = Catalog(store, "fa")
     last = catalog.manifest(len(catalog) - 1)
-    image = tmp_path / "latest.img"
-    restore_point(store, catalog, last.last_offset, image, progress=False)
-    v = Volume("fa", last.volume_size, session="fa" * 16, seq=last.last_sequence + 1)
-    v.t_us = last.last_time_us
-    v.model = bytearray(image.read_bytes())
+    v = continuing_writer(store, "fa", tmp_path)
     states = {}
     events = []
     for i in range(13):
@@ -137,7 +121,7 @@ def test_the_worker_continues_a_v1_store_with_chained_v2_windows(
         for direction in ("forward", "backward"):
             restore_point(store, catalog, point, out, direction=direction, progress=False)
             if want is None:
-                assert _sha(out) == EXPECTED["fa"][point]
+                assert file_sha(out) == EXPECTED["fa"][point]
             else:
                 assert out.read_bytes() == want, f"{direction} fa@{point}"
     assert catalog.latest() == new[1].last_offset

@@ -8,12 +8,9 @@ When a stored format changes, this store must keep passing unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import shutil
 from pathlib import Path
 
-import orjson
 import pytest
 
 from connectors.errors import NotRestorableError
@@ -28,22 +25,23 @@ from schemas.manifest import list_window_keys, load_manifest
 from streams.options import BuildOptions
 from streams.partition import PartitionProcessor
 from streams.window import WindowPolicy
-from tests.streams_support import Volume, feed_events
+from tests.store_fixture_support import (
+    continuing_writer,
+    copy_store,
+    expected_digests,
+    file_sha,
+    restore_every_point,
+)
+from tests.streams_support import feed_events
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "stores" / "manifest-v2"
-EXPECTED: dict[str, list[str]] = orjson.loads((FIXTURE / "expected.json").read_bytes())
+EXPECTED = expected_digests("manifest-v2")
 BASELINE_END = {"fa": 2, "fb": 15}  # offsets of each volume's first BASELINE_END
 NEXT_OFFSET = len(EXPECTED["fa"])  # the partition's next offset after the fixture
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> FileStore:
-    shutil.copytree(FIXTURE / "store", tmp_path / "store")
-    return FileStore(tmp_path / "store")
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return copy_store("manifest-v2", tmp_path)
 
 
 def test_the_fixture_is_v2_and_verifies_clean_and_authenticated(store: FileStore) -> None:
@@ -68,22 +66,11 @@ def test_the_fixture_is_v2_and_verifies_clean_and_authenticated(store: FileStore
 def test_every_point_restores_exactly_in_both_directions(
     store: FileStore, volume: str, tmp_path: Path
 ) -> None:
-    catalog = Catalog(store, volume)
-    newest = catalog.windows[-1].last
-    out = tmp_path / "out.img"
-    mid = between = backward_points = 0
-    for point in range(BASELINE_END[volume], newest + 1):
-        index = catalog.index_for(point)
-        assert index is not None
-        mid += point < catalog.windows[index].last  # a write-log replay
-        between += point > catalog.windows[index].last  # after a window's end, before the next
-        backward = point <= catalog.checkpoints[-1]  # a checkpoint to roll back from
-        backward_points += backward
-        for direction in ("forward", "backward") if backward else ("forward",):
-            restore_point(store, catalog, point, out, direction=direction, progress=False)
-            assert _sha(out) == EXPECTED[volume][point], f"{direction} {volume}@{point}"
-    assert mid >= 10 and backward_points >= 10, (mid, backward_points)
-    assert between >= (1 if volume == "fa" else 0), between
+    counts = restore_every_point(
+        store, volume, BASELINE_END[volume], EXPECTED[volume], tmp_path / "out.img"
+    )
+    assert counts.mid >= 10 and counts.backward >= 10, counts
+    assert counts.between >= (1 if volume == "fa" else 0), counts
 
 
 def test_points_inside_the_open_baseline_are_refused(store: FileStore, tmp_path: Path) -> None:
@@ -101,19 +88,7 @@ def test_bookmarks_and_latest_come_from_the_head(store: FileStore, tmp_path: Pat
         assert catalog.latest() == catalog.windows[-1].last
         out = tmp_path / f"{volume}.img"
         restore_point(store, catalog, mark.offset, out, progress=False)
-        assert _sha(out) == EXPECTED[volume][mark.offset]
-
-
-def _continuing(store: FileStore, volume: str, tmp_path: Path) -> Volume:
-    """A writer of ``volume`` continuing its newest stored session from its restored image."""
-    catalog = Catalog(store, volume)
-    last = catalog.manifest(len(catalog) - 1)
-    image = tmp_path / f"{volume}-latest.img"
-    restore_point(store, catalog, last.last_offset, image, progress=False)
-    v = Volume(volume, last.volume_size, session=last.session, seq=last.last_sequence + 1)
-    v.t_us = last.last_time_us
-    v.model = bytearray(image.read_bytes())
-    return v
+        assert file_sha(out) == EXPECTED[volume][mark.offset]
 
 
 def test_the_worker_continues_a_v2_store_with_chained_windows(
@@ -122,7 +97,7 @@ def test_the_worker_continues_a_v2_store_with_chained_windows(
     before = {
         v: [load_manifest(store, k) for *_, k in list_window_keys(store, v)] for v in EXPECTED
     }
-    writers = {name: _continuing(store, name, tmp_path) for name in EXPECTED}
+    writers = {name: continuing_writer(store, name, tmp_path) for name in EXPECTED}
     states: dict[str, dict[int, bytes]] = {"fa": {}, "fb": {}}
     events: list[tuple[int, WriteEvent]] = []
     for i in range(18):
@@ -176,6 +151,6 @@ def test_the_worker_continues_a_v2_store_with_chained_windows(
             for direction in ("forward", "backward") if backward else ("forward",):
                 restore_point(store, catalog, point, out, direction=direction, progress=False)
                 if want is None:
-                    assert _sha(out) == EXPECTED[name][point], f"{direction} {name}@{point}"
+                    assert file_sha(out) == EXPECTED[name][point], f"{direction} {name}@{point}"
                 else:
                     assert out.read_bytes() == want, f"{direction} {name}@{point}"
