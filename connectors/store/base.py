@@ -9,7 +9,8 @@ Contract (every backend, checked by tests/unit/test_store_contract.py):
   A missing key raises :class:`connectors.errors.ObjectNotFoundError`.
 * ``list(prefix, start_after=None)`` yields :class:`ObjectInfo` for every key that starts
   with ``prefix`` and sorts after ``start_after``, in lexicographic (byte) order.
-* ``stat(key)`` returns :class:`ObjectInfo` or raises ``ObjectNotFoundError``.
+* ``stat(key)`` returns :class:`ObjectInfo` or raises ``ObjectNotFoundError``. An object's
+  ``modified_us`` is when it was last put (putting it again, same bytes or not, renews it).
 * ``delete(key)`` removes the key; deleting a missing key is not an error.
 
 Keys are ``/``-separated relative paths of printable ASCII, without ``..`` segments or a
@@ -25,14 +26,18 @@ worth retrying (network, throttling, 5xx); retries live in a wrapper
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
+    """A stored object: key, size, and when it was last written (µs since the epoch;
+    the store's clock: file mtime, S3 ``LastModified``, the memory store's put time)."""
+
     key: str
     size: int
+    modified_us: int = field(default=0, compare=False)
 
 
 @runtime_checkable

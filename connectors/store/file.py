@@ -129,7 +129,7 @@ class FileStore:
             raise self._error("stat", key, exc) from None
         if not path.is_file():
             raise ObjectNotFoundError(f"{self.url}: no object {key!r}")
-        return ObjectInfo(key, st.st_size)
+        return ObjectInfo(key, st.st_size, st.st_mtime_ns // 1000)
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (missing is fine) and then its directories left empty."""
@@ -188,10 +188,10 @@ class FileStore:
             if start_after is not None and full <= start_after:
                 continue
             try:
-                size = entry.stat().st_size
+                st = entry.stat()
             except FileNotFoundError:
                 continue
-            yield ObjectInfo(full, size)
+            yield ObjectInfo(full, st.st_size, st.st_mtime_ns // 1000)
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""

@@ -13,6 +13,8 @@ access denied, a missing bucket or bad credentials become ``StoreError(retriable
 
 from __future__ import annotations
 
+import datetime
+
 import io
 import os
 from collections.abc import Iterator
@@ -231,7 +233,7 @@ class S3Store:
             st = self._client.stat_object(self.bucket, name)
         except Exception as exc:
             self._raise(exc, "stat", key)
-        return ObjectInfo(key, int(st.size or 0))
+        return ObjectInfo(key, int(st.size or 0), _micros(st.last_modified))
 
     def delete(self, key: str) -> None:
         """Remove ``key``; S3 itself treats a missing key as success."""
@@ -255,10 +257,15 @@ class S3Store:
                 name = obj.object_name or ""
                 if obj.is_dir or not name.startswith(self.prefix):
                     continue
-                yield ObjectInfo(name[cut:], int(obj.size or 0))
+                yield ObjectInfo(name[cut:], int(obj.size or 0), _micros(obj.last_modified))
         except Exception as exc:
             self._raise(exc, "list", prefix)
 
     def close(self) -> None:
         """Release pooled HTTP connections."""
         self._http.clear()
+
+
+def _micros(when: datetime.datetime | None) -> int:
+    """µs since the epoch of an S3 ``LastModified`` (0 when the server gave none)."""
+    return 0 if when is None else int(when.timestamp() * 1_000_000)

@@ -7,6 +7,8 @@ crash, S3 multipart) follow the shared contract.
 
 from __future__ import annotations
 
+import time
+
 import os
 import threading
 import uuid
@@ -97,6 +99,21 @@ def test_stat_sizes(store: ObjectStore) -> None:
 
 
 # -- ranges ----------------------------------------------------------------------------
+
+
+def test_modified_time_is_renewed_by_a_put(store: ObjectStore) -> None:
+    """A prune deletes a chunk only while its modification time is the one it marked: a
+    put of the same bytes must renew it, in stat and in list alike."""
+    key = "v1/chunks/ab/x"
+    store.put(key, b"same")
+    first = store.stat(key).modified_us
+    assert first > 0
+    assert [i.modified_us for i in store.list("v1/chunks/")] == [first]
+    time.sleep(1.1)  # S3 reports Last-Modified in whole seconds
+    store.put(key, b"same")
+    again = store.stat(key).modified_us
+    assert again > first
+    assert [i.modified_us for i in store.list("v1/chunks/")] == [again]
 
 
 def test_range_reads(store: ObjectStore) -> None:
