@@ -136,7 +136,8 @@ def check_pairing(cp: Checkpoint, m: Manifest | None) -> None:
     :class:`IntegrityError` when ``cp`` (version 2) records another manifest digest."""
     if m is None or m.last_offset != cp.offset:
         raise GapError(f"checkpoint {cp.key} is not at the end of a stored window of {cp.volume}")
-    if cp.window_digest is not None and cp.window_digest != m.digest:
+    paired = {i.digest for i in m.identities() if i.last_offset == cp.offset}
+    if cp.window_digest is not None and cp.window_digest not in paired:
         raise IntegrityError(
             f"{cp.key}: was taken after a window whose manifest differs from {m.key} "
             "(the manifest was altered or replaced)"

@@ -16,8 +16,9 @@ import orjson
 from connectors.errors import GapError, IntegrityError, ObjectNotFoundError
 from connectors.store.base import ObjectStore
 from schemas import keys
+from schemas.chain import Broken
 from schemas.document import canonical_digest, check_digest, load_document
-from schemas.manifest import Broken, Manifest
+from schemas.manifest import Manifest
 
 FORMAT = "kcdp-head"
 VERSION = 1

@@ -72,6 +72,20 @@ def head_key(volume: str) -> str:
     return f"{volume_prefix(volume)}head.json"
 
 
+def retention_key(volume: str) -> str:
+    """The volume's retention state (base, journal start, deletion candidates)."""
+    return f"{volume_prefix(volume)}retention.json"
+
+
+def chunk_candidates_key() -> str:
+    """The store's chunk deletion candidates (chunks may be shared by volumes)."""
+    return f"{LAYOUT}/retention/chunks.json"
+
+
+def chunks_prefix() -> str:
+    return f"{LAYOUT}/chunks/"
+
+
 def volumes_prefix() -> str:
     return f"{LAYOUT}/volumes/"
 

@@ -3,18 +3,17 @@
 A window exists once its manifest exists. The manifest names the window's forward and
 backward increments and write log with their sizes and SHA-256 digests;
 :func:`get_verified` fetches an object and checks it against those. A version 2 manifest
-carries its own canonical digest and the digest of the manifest before it;
-:func:`check_link` is the one check that a window follows another (the chain), used by
-the restore planner, ``kcdp verify`` and the agent's resume. Version 1 manifests are
-read too (``digest`` is then computed from the stored document, nothing authenticates
-it).
+carries its own canonical digest and the digest of the manifest before it (the chain:
+:mod:`schemas.chain`). Version 3 is a consolidated window (no write log; what it replaces
+in ``merged``). Version 1 manifests are read too (``digest`` is then computed from the
+stored document, nothing authenticates it).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -25,7 +24,9 @@ from schemas.document import canonical_digest, check_digest, load_document
 
 FORMAT = "kcdp-manifest"
 VERSION = 2
-VERSIONS = (1, 2)
+#: consolidated windows (docs/FORMAT.md "Consolidated manifest")
+MERGED_VERSION = 3
+VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,40 @@ class ObjectRef:
                 )
 
 
+class WindowId(NamedTuple):
+    """A window's identity: its offsets and the canonical digest of its manifest."""
+
+    first_offset: int
+    last_offset: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """What a consolidated window replaces: how many windows of the original history,
+    and the identities its last member had (which later windows and checkpoints name)."""
+
+    windows: int
+    aliases: tuple[WindowId, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "windows": self.windows,
+            "aliases": [
+                {"first_offset": a.first_offset, "last_offset": a.last_offset, "digest": a.digest}
+                for a in self.aliases
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Merged:
+        aliases = tuple(
+            WindowId(int(a["first_offset"]), int(a["last_offset"]), _hex_digest(a["digest"]))
+            for a in d["aliases"]
+        )
+        return cls(windows=int(d["windows"]), aliases=aliases)
+
+
 @dataclass(frozen=True, slots=True)
 class Bookmark:
     name: str
@@ -116,12 +151,13 @@ class Manifest:
     ranges_sha256: str
     forward: ObjectRef
     backward: ObjectRef
-    writelog: ObjectRef
+    writelog: ObjectRef | None
     created_us: int
     previous_digest: str | None = None
     fenced: tuple[str, ...] = ()
     baseline_open: bool = False
     version: int = VERSION
+    merged: Merged | None = None
     digest: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -129,11 +165,28 @@ class Manifest:
             raise ValueError(f"manifest version {self.version} is not one of {VERSIONS}")
         if self.version >= 2 and (self.previous is None) != (self.previous_digest is None):
             raise ValueError("a version 2 manifest names its previous window with its digest")
+        if (self.version == MERGED_VERSION) != (self.merged is not None):
+            raise ValueError("a consolidated window is version 3 and says what it replaces")
+        if (self.merged is None) != (self.writelog is not None):
+            raise ValueError("a window has a write log unless it is consolidated")
         object.__setattr__(self, "digest", canonical_digest(self._body()))
 
     @property
     def key(self) -> str:
         return keys.manifest_key(self.volume, self.first_offset, self.last_offset)
+
+    @property
+    def ident(self) -> WindowId:
+        return WindowId(self.first_offset, self.last_offset, self.digest)
+
+    def identities(self) -> tuple[WindowId, ...]:
+        """Every identity by which a later window or a checkpoint may name this window."""
+        return (self.ident,) + (self.merged.aliases if self.merged else ())
+
+    def objects(self) -> tuple[ObjectRef, ...]:
+        """The stored objects the manifest names."""
+        refs = (self.forward, self.backward)
+        return refs if self.writelog is None else (*refs, self.writelog)
 
     def to_dict(self) -> dict[str, Any]:
         """The stored document (with ``digest`` in version 2)."""
@@ -178,13 +231,15 @@ class Manifest:
             "objects": {
                 "forward": self.forward.to_dict(),
                 "backward": self.backward.to_dict(),
-                "writelog": self.writelog.to_dict(),
+                "writelog": None if self.writelog is None else self.writelog.to_dict(),
             },
             "created_us": self.created_us,
         }
         if self.version >= 2:
             body["fenced"] = list(self.fenced)
             body["baseline_open"] = self.baseline_open
+        if self.merged is not None:
+            body["merged"] = self.merged.to_dict()
         return body
 
     def to_json(self) -> bytes:
@@ -230,7 +285,9 @@ class Manifest:
                 ranges_sha256=str(d["ranges_sha256"]),
                 forward=ObjectRef.from_dict(objs["forward"]),
                 backward=ObjectRef.from_dict(objs["backward"]),
-                writelog=ObjectRef.from_dict(objs["writelog"]),
+                writelog=None
+                if objs["writelog"] is None
+                else ObjectRef.from_dict(objs["writelog"]),
                 created_us=int(d["created_us"]),
                 previous_digest=None
                 if prev is None or version < 2
@@ -238,6 +295,7 @@ class Manifest:
                 fenced=tuple(_strings(d["fenced"])) if version >= 2 else (),
                 baseline_open=version >= 2 and _flag(d.get("baseline_open", False)),
                 version=version,
+                merged=Merged.from_dict(d["merged"]) if version >= MERGED_VERSION else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IntegrityError(
@@ -267,82 +325,6 @@ def _strings(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TypeError("fenced must be a list of strings")
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class Broken:
-    """A broken link of the history: the error it is, and the store key at fault."""
-
-    error: GapError | IntegrityError
-    key: str
-
-
-def link_problem(prev: Manifest | tuple[int, int] | None, m: Manifest) -> Broken | None:
-    """Whether window ``m`` follows ``prev`` (docs/FORMAT.md "Chain"); None when it does.
-
-    ``prev`` is the stored window before ``m``: its manifest; only its offsets when its
-    manifest cannot be read (the digest is then not checked); None when ``m`` must be the
-    volume's first window. A window missing between them (or before a first window) is a
-    :class:`GapError` naming the missing manifest; offsets or digests that contradict each
-    other (a manifest altered, replaced or moved) an :class:`IntegrityError`.
-    """
-    span = f"window {m.first_offset}-{m.last_offset} of {m.volume}"
-    if prev is None:
-        if m.previous is None:
-            return None
-        missing = keys.manifest_key(m.volume, *m.previous)
-        return Broken(
-            GapError(
-                f"the history of {m.volume} before window {m.first_offset}-{m.last_offset} "
-                f"is not stored (it follows window {m.previous[0]}-{m.previous[1]}, whose "
-                f"manifest {missing} is missing)"
-            ),
-            missing,
-        )
-    have = prev if isinstance(prev, tuple) else (prev.first_offset, prev.last_offset)
-    if m.previous is None:
-        return Broken(
-            IntegrityError(
-                f"{m.key}: names no previous window, but window {have[0]}-{have[1]} is "
-                "stored before it"
-            ),
-            m.key,
-        )
-    if m.previous != have:
-        if m.previous[0] > have[1]:
-            missing = keys.manifest_key(m.volume, *m.previous)
-            return Broken(
-                GapError(
-                    f"window {m.previous[0]}-{m.previous[1]} of {m.volume} is missing (its "
-                    f"manifest {missing}; {span} follows it)"
-                ),
-                missing,
-            )
-        return Broken(
-            IntegrityError(
-                f"{m.key}: follows window {m.previous[0]}-{m.previous[1]}, but the store "
-                f"holds window {have[0]}-{have[1]} before it (manifests moved or reordered)"
-            ),
-            m.key,
-        )
-    if m.first_offset <= have[1]:
-        return Broken(IntegrityError(f"{m.key}: overlaps window {have[0]}-{have[1]}"), m.key)
-    if isinstance(prev, Manifest) and m.previous_digest not in (None, prev.digest):
-        return Broken(
-            IntegrityError(
-                f"{prev.key}: does not match the digest {span} records for it (the "
-                "manifest was altered or replaced)"
-            ),
-            prev.key,
-        )
-    return None
-
-
-def check_link(prev: Manifest | tuple[int, int] | None, m: Manifest) -> None:
-    """Raise the error of :func:`link_problem` if ``m`` does not follow ``prev``."""
-    broken = link_problem(prev, m)
-    if broken is not None:
-        raise broken.error
 
 
 def list_window_keys(

@@ -19,10 +19,11 @@ from pathlib import Path
 from connectors.errors import IntegrityError, VolumeError
 from connectors.store.base import ObjectStore
 from schemas.applied_state import AppliedState, load_state, save_state, state_path
+from schemas.chain import check_link
 from schemas.checkpoint import Checkpoint, check_pairing, materialize_checkpoint
 from schemas.image import Image
 from schemas.increment import read_increment
-from schemas.manifest import check_link, get_verified, load_manifest
+from schemas.manifest import get_verified, load_manifest
 
 log = logging.getLogger("kcdp.volume")
 

@@ -153,4 +153,5 @@ class WorkerMetrics:
             ("backward", m.backward),
             ("writelog", m.writelog),
         ):
-            self.increment_bytes.labels(m.volume, name).inc(ref.size)
+            if ref is not None:
+                self.increment_bytes.labels(m.volume, name).inc(ref.size)

@@ -333,7 +333,8 @@ class VolumeBuilder:
         self.win_session = last.session
         self.consistent = last.consistent
         self.baseline_open = last.consistent or last.baseline_open
-        records = list(read_log(get_verified(self.store, last.writelog), name=last.writelog.key))
+        log = last.writelog  # None: a consolidated window (not a clean end to resume)
+        records = [] if log is None else list(read_log(get_verified(self.store, log), name=log.key))
         self.line.resume(
             session=last.session,
             next_seq=last.last_sequence + 1,

@@ -298,7 +298,7 @@ class IncrementsWorker:
                 "bytes_written": m.bytes_written,
                 "forward_bytes": m.forward.size,
                 "backward_bytes": m.backward.size,
-                "writelog_bytes": m.writelog.size,
+                "writelog_bytes": m.writelog.size if m.writelog else 0,
                 "close_reason": m.close_reason,
                 "manifest_key": m.key,
                 "consistent": m.consistent,

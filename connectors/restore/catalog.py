@@ -24,18 +24,18 @@ from dataclasses import dataclass
 from connectors.errors import IntegrityError, NotRestorableError
 from connectors.store.base import ObjectStore
 from schemas import keys
+from schemas.chain import Broken, check_link
 from schemas.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from schemas.gaps import Gap, list_gaps
 from schemas.head import Head, anchor_problem, load_head
 from schemas.manifest import (
     Bookmark,
-    Broken,
     Manifest,
-    check_link,
     get_verified,
     list_window_keys,
     load_manifest,
 )
+from schemas.retention import Base, RetentionState, effective_windows, load_retention
 from schemas.writelog import read_log
 
 
@@ -58,9 +58,15 @@ class Catalog:
         self.store = store
         self.volume = keys.check_name(volume)
         self.workers = max(1, workers)
-        self.windows = [WindowKey(f, last, k) for f, last, k in list_window_keys(store, volume)]
+        self.retention: RetentionState | None = load_retention(store, volume)
+        self.base: Base | None = self.retention.base if self.retention else None
+        floor = None if self.base is None else self.base.offset
+        spans = effective_windows(list_window_keys(store, volume), floor)
+        self.windows = [WindowKey(f, last, k) for f, last, k in spans]
         self._firsts = [w.first for w in self.windows]
-        self.checkpoints: list[int] = list_checkpoints(store, volume)
+        self.checkpoints: list[int] = [
+            c for c in list_checkpoints(store, volume) if floor is None or c >= floor
+        ]
         self.gaps: list[Gap] = list_gaps(store, volume)
         self._manifests: dict[int, Manifest] = {}
         self._head: list[Head | None] = []  # [head] once loaded
@@ -162,6 +168,8 @@ class Catalog:
         firsts = [m.first_time_us for m in manifests]
         i = bisect.bisect_right(firsts, time_us) - 1
         if i < 0:
+            if self.base is not None:
+                raise self.dropped(f"time {time_us} µs", -1)
             raise NotRestorableError(
                 f"volume {self.volume} has no event at or before time {time_us} µs "
                 f"(its first event is at {firsts[0]} µs)"
@@ -169,6 +177,8 @@ class Catalog:
         m = manifests[i]
         if time_us >= m.last_time_us:
             return m.last_offset
+        if m.writelog is None:
+            raise self.dropped(f"time {time_us} µs", i)
         data = get_verified(self.store, m.writelog)
         best = m.first_offset
         clamp = 0
@@ -178,6 +188,29 @@ class Catalog:
                 break
             best = rec.kafka_offset
         return best
+
+    def edge_before(self, index: int) -> int | None:
+        """The kept edge before window ``index``: the end of the window before it, the
+        base, or None (the implicit empty image before the volume's first window)."""
+        if index > 0:
+            return self.windows[index - 1].last
+        return None if self.base is None else self.base.offset
+
+    def dropped(self, what: str, index: int) -> NotRestorableError:
+        """The refusal of a point the retention policy dropped: ``what`` lies before the
+        base (``index`` -1) or strictly inside consolidated window ``index``."""
+        before = self.edge_before(index) if index >= 0 else None
+        after = self.windows[index].last if index >= 0 else self.base and self.base.offset
+        kept = [
+            f"{label} {p}" for label, p in (("before it:", before), ("after it:", after)) if p
+        ]
+        where = "before the oldest kept point" if index < 0 else (
+            f"inside consolidated window {self.windows[index].first}-{self.windows[index].last}"
+        )
+        return NotRestorableError(
+            f"{what} of {self.volume} was dropped by the retention policy ({where}); "
+            f"nearest kept points {', '.join(kept) or 'none'}"
+        )
 
     def gaps_between(self, low: int, high: int) -> list[Gap]:
         """Gap records with ``low < at_offset ≤ high``."""
@@ -201,6 +234,8 @@ class Catalog:
         oldest = next(
             (m.restorable_from for m in self.manifests() if m.restorable_from is not None), None
         )
+        if self.base is not None and self.base.consistent:
+            oldest = self.base.offset
         newest = next((m.last_offset for m in reversed(self.manifests()) if m.consistent), None)
         if oldest is None or newest is None:
             return None
@@ -208,8 +243,12 @@ class Catalog:
 
     def check_point(self, offset: int) -> tuple[int, Manifest]:
         """(window index, manifest) of point ``offset``, if the history is consistent there
-        and, for a point after the window's end, :meth:`check_after` holds."""
+        and, for a point after the window's end, :meth:`check_after` holds. A point the
+        retention policy dropped is refused naming the nearest kept points (the base
+        point itself is the planner's: it has no window)."""
         self.require_windows()
+        if self.base is not None and offset < self.base.offset:
+            raise self.dropped(f"point {offset}", -1)
         index = self.index_for(offset)
         if index is None:
             raise NotRestorableError(
@@ -225,6 +264,8 @@ class Catalog:
             )
         if offset >= m.last_offset:
             ok = m.consistent
+        elif m.merged is not None:
+            raise self.dropped(f"point {offset}", index)
         else:
             ok = m.restorable_from is not None and offset >= m.restorable_from
         if not ok:

@@ -37,8 +37,9 @@ from connectors.errors import GapError, IntegrityError, NotRestorableError, Usag
 from connectors.restore.catalog import Catalog
 from connectors.restore.plan import DEFAULT_THROUGHPUT, DIRECTIONS, Plan, Replay, Route, Step
 from schemas import keys
+from schemas.chain import Predecessor, check_link
 from schemas.checkpoint import check_pairing
-from schemas.manifest import Manifest, check_link
+from schemas.manifest import Manifest
 
 
 def plan_restore(
@@ -71,7 +72,7 @@ def plan_restore(
         replay: Replay | None = Replay(m.last_offset + 1, offset, None, offset)
     else:
         edge_index, replay, m = _edge(catalog, offset)
-    edge = catalog.windows[edge_index].last if edge_index >= 0 else -1
+    edge = catalog.windows[edge_index].last if edge_index >= 0 else _floor(catalog)
     paths: list[Route] = []
     refused: dict[str, str] = {}
     for name in ("forward", "backward") if direction == "auto" else (direction,):
@@ -94,17 +95,30 @@ def plan_restore(
     )
 
 
+def _floor(catalog: Catalog) -> int:
+    """The edge before the first stored window: the base, or -1 (the empty image)."""
+    return -1 if catalog.base is None else catalog.base.offset
+
+
 def _edge(catalog: Catalog, offset: int) -> tuple[int, Replay | None, Manifest]:
-    """(edge window index, replay, target window's manifest) of a stored point."""
+    """(edge window index, replay, target window's manifest) of a stored point; the base
+    point is edge -1 (its checkpoint, nothing applied) and takes the first window's."""
+    base = catalog.base
+    if base is not None and offset == base.offset:
+        if not base.consistent:
+            raise NotRestorableError(
+                f"point {offset} of {catalog.volume} (its retention base) is not consistent"
+            )
+        return -1, None, catalog.manifest(0)
     index, m = catalog.check_point(offset)
     if offset >= m.last_offset:
         return index, None, m
     return index - 1, Replay(m.first_offset, m.last_offset, m.writelog, offset, m.forward), m
 
 
-def _check_chain(catalog: Catalog, before: Manifest | None, lo: int, hi: int) -> None:
+def _check_chain(catalog: Catalog, before: Predecessor, lo: int, hi: int) -> None:
     """Windows ``lo..hi`` (indices) must each follow the one before them; ``before`` is
-    window ``lo - 1`` (None: ``lo`` is 0, whose window must be the volume's first)."""
+    window ``lo - 1`` (``lo`` 0: the base's link, else None: the volume's first window)."""
     prev = before
     for m in catalog.manifests(range(lo, hi + 1)):
         check_link(prev, m)
@@ -143,8 +157,8 @@ class _Start:
     """A checkpoint a path starts from, checked against the manifest ending at it."""
 
     offset: int
-    index: int  # of the window ending at it
-    manifest: Manifest
+    index: int  # of the window ending at it (-1: the base)
+    before: Predecessor  # what the window after it follows
     key: str
     stored_bytes: int
     chunks: tuple[str, ...]
@@ -152,12 +166,23 @@ class _Start:
 
 
 def _start(catalog: Catalog, offset: int) -> _Start:
-    index = _window_index_ending_at(catalog, offset)
+    base = catalog.base
     cp = catalog.checkpoint(offset)
-    m = catalog.manifest(index)
-    check_pairing(cp, m)
+    before: Predecessor
+    if base is not None and offset == base.offset:
+        index = -1
+        if cp.digest != base.checkpoint_digest:
+            raise IntegrityError(
+                f"{cp.key}: is not the base checkpoint {keys.retention_key(catalog.volume)} "
+                "records (replaced or altered)"
+            )
+        before = base.link
+    else:
+        index = _window_index_ending_at(catalog, offset)
+        before = catalog.manifest(index)
+        check_pairing(cp, before)
     chunks = tuple(sorted({keys.chunk_key(c) for c in cp.chunks if c is not None}))
-    return _Start(offset, index, m, cp.key, cp.stored_bytes, chunks, cp.digest)
+    return _Start(offset, index, before, cp.key, cp.stored_bytes, chunks, cp.digest)
 
 
 def _window_index_ending_at(catalog: Catalog, offset: int) -> int:
@@ -178,7 +203,8 @@ def _path(
     """The first usable ``direction`` path, trying its checkpoints from the nearest."""
     if direction == "forward":
         starts: list[int | None] = [c for c in reversed(catalog.checkpoints) if c <= edge]
-        starts.append(None)  # the implicit empty checkpoint
+        if catalog.base is None:
+            starts.append(None)  # the implicit empty checkpoint
     else:
         starts = [c for c in catalog.checkpoints if c >= edge]
         if not starts:
@@ -186,6 +212,11 @@ def _path(
                 f"no checkpoint of {catalog.volume} at or after offset {max(edge, 0)} "
                 "to roll back from"
             )
+    if not starts:
+        raise NotRestorableError(
+            f"no checkpoint of {catalog.volume} at or before offset {edge} (the base "
+            f"{keys.retention_key(catalog.volume)} names has none)"
+        )
     first: NotRestorableError | GapError | IntegrityError | None = None
     for start in starts:
         try:
@@ -215,7 +246,7 @@ def _forward(
     start = None if offset is None else _start(catalog, offset)
     _check_healed(catalog, -1 if offset is None else offset, edge)
     first_index = 0 if start is None else start.index + 1
-    before = None if start is None else start.manifest
+    before = None if start is None else start.before
     _check_chain(catalog, before, first_index, _target_index(edge_index, replay))
     steps = tuple(
         Step(m.first_offset, m.last_offset, m.forward, m.ranges_sha256, m.volume)
@@ -233,7 +264,9 @@ def _backward(
 ) -> Route:
     start = _start(catalog, offset)
     _check_healed(catalog, edge, offset)
-    before = catalog.manifest(edge_index) if edge_index >= 0 else None
+    before: Predecessor = catalog.manifest(edge_index) if edge_index >= 0 else None
+    if edge_index < 0 and catalog.base is not None:
+        before = catalog.base.link
     _check_chain(
         catalog, before, edge_index + 1, max(start.index, _target_index(edge_index, replay))
     )
@@ -242,7 +275,7 @@ def _backward(
         for m in reversed(catalog.manifests(range(edge_index + 1, start.index + 1)))
     )
     final = None
-    if steps and before is not None:
+    if steps and isinstance(before, Manifest):
         final = Step(
             before.first_offset,
             before.last_offset,

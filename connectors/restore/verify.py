@@ -23,12 +23,13 @@ from connectors.errors import GapError, IntegrityError, KcdpError, ObjectNotFoun
 from connectors.restore.catalog import Catalog
 from connectors.store.base import ObjectStore
 from schemas import keys
+from schemas.chain import Broken, Predecessor, link_problem
 from schemas.checkpoint import check_pairing, fetch_chunk
 from schemas.events import crc32c
 from schemas.extents import Extent
 from schemas.head import anchor_problem
 from schemas.increment import ranges_digest, read_increment
-from schemas.manifest import Broken, Manifest, ObjectRef, get_verified, link_problem
+from schemas.manifest import Manifest, ObjectRef, get_verified
 from schemas.writelog import ForwardBytes, read_log
 
 
@@ -53,6 +54,9 @@ class VerifyReport:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     #: manifests of version 1: readable, but nothing authenticates their fields
     unauthenticated: list[str] = field(default_factory=list)
+    #: consolidated windows (retention), and keys waiting out the grace period
+    consolidated: int = 0
+    candidates: int = 0
 
     @property
     def ok(self) -> bool:
@@ -70,6 +74,8 @@ class VerifyReport:
             "problems": [asdict(p) for p in self.problems],
             "gaps": self.gaps,
             "unauthenticated": self.unauthenticated,
+            "consolidated": self.consolidated,
+            "candidates": self.candidates,
         }
 
     def to_text(self) -> str:
@@ -119,10 +125,12 @@ def verify_volume(
     _check_head(catalog, manifests, report)
     present = [m for m in manifests if m is not None]
     report.unauthenticated = [m.key for m in present if m.version < 2]
+    report.consolidated = sum(1 for m in present if m.merged is not None)
+    report.candidates = len(catalog.retention.candidates) if catalog.retention else 0
     check = _read_window if read_data else _stat_window
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for m, found in zip(present, pool.map(lambda m: check(store, m), present), strict=True):
-            report.objects_checked += 3
+            report.objects_checked += len(m.objects())
             report.bytes_checked += _refs_size(m) if read_data else 0
             report.problems.extend(found)
         chunks: dict[str, int] = {}
@@ -131,7 +139,11 @@ def verify_volume(
             try:
                 cp = catalog.checkpoint(offset)
                 k = ending.get(offset)
-                if k is None or manifests[k] is not None:  # else: its problem is listed
+                base = catalog.base
+                if base is not None and offset == base.offset:
+                    if cp.digest != base.checkpoint_digest:
+                        raise IntegrityError(f"{cp.key}: is not the base checkpoint of retention")
+                elif k is None or manifests[k] is not None:  # else: its problem is listed
                     check_pairing(cp, None if k is None else manifests[k])
             except (GapError, IntegrityError) as exc:
                 key = keys.checkpoint_key(volume, offset)
@@ -174,7 +186,9 @@ def _check_chain(catalog: Catalog, manifests: list[Manifest | None], report: Ver
         if m is None:
             continue
         before = manifests[k - 1] if k else None
-        prev = before or ((windows[k - 1].first, windows[k - 1].last) if k else None)
+        prev: Predecessor = before or ((windows[k - 1].first, windows[k - 1].last) if k else None)
+        if not k and catalog.base is not None:
+            prev = catalog.base.link
         broken = link_problem(prev, m)
         if broken is not None:
             report.problems.append(_problem(broken))
@@ -202,11 +216,11 @@ def _check_head(catalog: Catalog, manifests: list[Manifest | None], report: Veri
 
 
 def _refs_size(m: Manifest) -> int:
-    return m.forward.size + m.backward.size + m.writelog.size
+    return sum(ref.size for ref in m.objects())
 
 
 def _stat_window(store: ObjectStore, m: Manifest) -> list[Problem]:
-    found = (_stat_object(store, r) for r in (m.forward, m.backward, m.writelog))
+    found = (_stat_object(store, r) for r in m.objects())
     return [p for p in found if p is not None]
 
 
@@ -244,11 +258,13 @@ def _read_window(store: ObjectStore, m: Manifest) -> list[Problem]:
                 )
             else:
                 forward = extents
-    ref = m.writelog
+    log = m.writelog
+    if log is None:  # a consolidated window
+        return problems
     try:
-        records = list(read_log(get_verified(store, ref), name=ref.key))
+        records = list(read_log(get_verified(store, log), name=log.key))
         try:
-            ref.check_counts(manifest=m.key, records=len(records))
+            log.check_counts(manifest=m.key, records=len(records))
         except IntegrityError as exc:
             problems.append(Problem("integrity", m.key, exc.message))
         fwd = ForwardBytes(forward, name=m.forward.key) if forward is not None else None
@@ -259,18 +275,18 @@ def _read_window(store: ObjectStore, m: Manifest) -> list[Problem]:
                 problems.append(
                     Problem(
                         "integrity",
-                        ref.key,
+                        log.key,
                         f"in_forward records cannot be checked: {m.forward.key} is unusable",
                     )
                 )
                 break
             if crc32c(fwd.read(rec.offset, rec.length)) != rec.crc32c:
                 raise IntegrityError(
-                    f"{ref.key}: the bytes of the record at Kafka offset {rec.kafka_offset} "
+                    f"{log.key}: the bytes of the record at Kafka offset {rec.kafka_offset} "
                     f"in {m.forward.key} do not match the record's CRC-32C"
                 )
     except (IntegrityError, GapError) as exc:
-        problems.append(Problem(_kind(exc), ref.key, exc.message))
+        problems.append(Problem(_kind(exc), log.key, exc.message))
     return problems
 
 

@@ -14,7 +14,6 @@ access denied, a missing bucket or bad credentials become ``StoreError(retriable
 from __future__ import annotations
 
 import datetime
-
 import io
 import os
 from collections.abc import Iterator

@@ -14,11 +14,12 @@ import pytest
 from connectors.errors import GapError, IntegrityError
 from connectors.store.memory import MemoryStore
 from schemas import keys
+from schemas.chain import check_link, link_problem
 from schemas.checkpoint import Checkpoint, check_pairing, load_checkpoint, write_checkpoint
 from schemas.document import canonical_digest
 from schemas.head import Head, anchor_problem, load_head, put_head
 from schemas.image import Image
-from schemas.manifest import Manifest, ObjectRef, check_link, link_problem, load_manifest
+from schemas.manifest import Manifest, ObjectRef, load_manifest
 from streams.storing import WindowJob
 from streams.window import WindowPolicy
 

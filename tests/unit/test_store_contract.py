@@ -7,10 +7,9 @@ crash, S3 multipart) follow the shared contract.
 
 from __future__ import annotations
 
-import time
-
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
