@@ -32,6 +32,9 @@ FORMAT = "kcdp-checkpoint"
 VERSION = 2
 VERSIONS = (1, 2)
 DEFAULT_CHUNK_SIZE = 4 << 20
+#: A stored chunk older than this is written again rather than taken as it is
+#: (docs/FORMAT.md "Retention", invariant 4); a prune's grace must exceed it.
+CHUNK_REFRESH_US = 600 * 1_000_000
 ZSTD_LEVEL = 3
 
 
@@ -172,7 +175,9 @@ def write_checkpoint(
     """Store a checkpoint of ``image`` (the volume after point ``offset``, the end of the
     window whose manifest has canonical digest ``window_digest``) and return it.
 
-    Uploads the chunk objects first (only those not already stored), then the checkpoint
+    Uploads the chunk objects first (only those not stored within the last
+    :data:`CHUNK_REFRESH_US`: an older stored chunk is written again, so a prune never
+    deletes a chunk this checkpoint takes; docs/FORMAT.md "Retention"), then the checkpoint
     JSON. With ``previous`` (same volume size and chunk size) and ``dirty`` (the ranges
     changed since it), only chunks overlapping ``dirty`` are read and hashed again.
     """
@@ -204,8 +209,13 @@ def write_checkpoint(
         digest = hashlib.sha256(data).hexdigest()
         key = keys.chunk_key(digest)
         try:
-            stored = store.stat(key).size
+            info = store.stat(key)
+            fresh = time.time_ns() // 1000 - info.modified_us < CHUNK_REFRESH_US
         except ObjectNotFoundError:
+            fresh = False
+        if fresh:
+            stored = info.size
+        else:  # missing, or stored long ago: it may be a deletion candidate, write it again
             blob = cctx.compress(data)
             store.put(key, blob)
             stored = len(blob)

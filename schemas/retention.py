@@ -195,4 +195,3 @@ def effective_windows(
         reach = last
         out.append((first, last, key))
     return out
-

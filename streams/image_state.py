@@ -19,11 +19,12 @@ from pathlib import Path
 from connectors.errors import IntegrityError, VolumeError
 from connectors.store.base import ObjectStore
 from schemas.applied_state import AppliedState, load_state, save_state, state_path
-from schemas.chain import check_link
+from schemas.chain import Predecessor, check_link
 from schemas.checkpoint import Checkpoint, check_pairing, materialize_checkpoint
 from schemas.image import Image
 from schemas.increment import read_increment
-from schemas.manifest import get_verified, load_manifest
+from schemas.manifest import Manifest, get_verified, load_manifest
+from schemas.retention import Base
 
 log = logging.getLogger("kcdp.volume")
 
@@ -67,25 +68,38 @@ def catch_up(
     size: int,
     windows: list[tuple[int, int, str]],
     checkpoint: Checkpoint | None,
+    base: Base | None = None,
 ) -> tuple[Image, bool]:
-    """The image brought to the newest of ``windows`` (the volume's stored windows, oldest
-    first) and whether its state file must be rewritten (after a sync)."""
+    """The image brought to the newest of ``windows`` (the volume's effective windows,
+    oldest first; after a prune they follow ``base``) and whether its state file must be
+    rewritten (after a sync)."""
     applied = applied_offset(image_path, volume)
     lasts = [w[1] for w in windows]
-    if applied is not None and (applied == -1 or applied in lasts) and image_path.exists():
+    empty_ok = base is None and applied == -1
+    if applied is not None and (empty_ok or applied in lasts) and image_path.exists():
         start = applied
         image = Image(image_path, size)
     else:
         log.info("volume %s: rebuilding the image from the store", volume)
         image = fresh_image(image_path, size)
         start = -1
+        if checkpoint is None and base is not None:
+            raise IntegrityError(
+                f"volume {volume}: its history starts at the retention base {base.offset}, "
+                "but no checkpoint is stored to rebuild the image from"
+            )
         if checkpoint is not None:
             materialize_checkpoint(store, checkpoint, image)
             start = checkpoint.offset
     at = next((k for _f, last, k in windows if last == start), None)
-    prev = None if at is None else load_manifest(store, at)
-    if checkpoint is not None and start == checkpoint.offset:
-        check_pairing(checkpoint, prev)
+    prev: Predecessor = None if at is None else load_manifest(store, at)
+    if base is not None and start == base.offset:
+        prev = base.link
+        cp = checkpoint
+        if cp is not None and cp.offset == start and cp.digest != base.checkpoint_digest:
+            raise IntegrityError(f"{cp.key}: is not the base checkpoint of {volume}")
+    elif checkpoint is not None and start == checkpoint.offset:
+        check_pairing(checkpoint, prev if isinstance(prev, Manifest) else None)
     todo = [w for w in windows if w[1] > start]
     for _first, _last, key in todo:
         m = load_manifest(store, key)

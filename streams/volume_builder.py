@@ -49,6 +49,7 @@ from schemas.manifest import (
     list_window_keys,
     load_manifest,
 )
+from schemas.retention import Base, effective_windows, load_retention
 from schemas.writelog import read_log
 from streams.admission import Reread, VolumeLine
 from streams.image_state import catch_up, fresh_image, record_applied
@@ -114,6 +115,7 @@ class VolumeBuilder:
         self.last_offset_seen = -1
         # checkpoints
         self.checkpoint: Checkpoint | None = None
+        self.base: Base | None = None  # the retention base, once a prune set one
         self.windows_since_cp = 0
         self.bytes_since_cp = 0
         self.dirty: list[tuple[int, int]] = []  # changed ranges since it, merged when taken
@@ -319,7 +321,10 @@ class VolumeBuilder:
         """Load the volume's history from the store and bring the image up to it.
 
         Returns False (and starts a fresh image) when the store holds no window yet."""
-        windows = list_window_keys(self.store, self.volume)
+        retention = load_retention(self.store, self.volume)
+        self.base = retention.base if retention else None
+        floor = None if self.base is None else self.base.offset
+        windows = effective_windows(list_window_keys(self.store, self.volume), floor)
         if not windows:
             self.image = fresh_image(self.image_path, self.size)
             return False
@@ -361,7 +366,7 @@ class VolumeBuilder:
 
     def _catch_up(self, windows: list[tuple[int, int, str]]) -> None:
         self.image, stale = catch_up(
-            self.store, self.volume, self.image_path, self.size, windows, self.checkpoint
+            self.store, self.volume, self.image_path, self.size, windows, self.checkpoint, self.base
         )
         if stale:
             self._sync_image()

@@ -201,11 +201,13 @@ class Catalog:
         base (``index`` -1) or strictly inside consolidated window ``index``."""
         before = self.edge_before(index) if index >= 0 else None
         after = self.windows[index].last if index >= 0 else self.base and self.base.offset
-        kept = [
-            f"{label} {p}" for label, p in (("before it:", before), ("after it:", after)) if p
-        ]
-        where = "before the oldest kept point" if index < 0 else (
-            f"inside consolidated window {self.windows[index].first}-{self.windows[index].last}"
+        kept = [f"{label} {p}" for label, p in (("before it:", before), ("after it:", after)) if p]
+        where = (
+            "before the oldest kept point"
+            if index < 0
+            else (
+                f"inside consolidated window {self.windows[index].first}-{self.windows[index].last}"
+            )
         )
         return NotRestorableError(
             f"{what} of {self.volume} was dropped by the retention policy ({where}); "
