@@ -1,0 +1,1 @@
+"""Retention: the policy, and the prune that applies it (docs/FORMAT.md "Retention")."""
