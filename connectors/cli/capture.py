@@ -67,6 +67,12 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         "never: trust that the topic holds it (wrong restores if it does not)",
     )
     nbd.add_argument("--threads", type=int, default=16, help="nbdkit threads (default 16)")
+    nbd.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve the intercept's Prometheus metrics at /metrics on this port (default: off)",
+    )
+    nbd.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address (127.0.0.1)")
     nbd.set_defaults(func=cmd_intercept_nbd)
 
     b = sub.add_parser(
@@ -119,6 +125,9 @@ def cmd_intercept_nbd(args: argparse.Namespace, settings: Settings) -> int:
         "mode": args.mode,
         "baseline": args.baseline,
     }
+    if args.metrics_port is not None:
+        volume_settings["metrics_port"] = args.metrics_port
+        volume_settings["metrics_host"] = args.metrics_host
     unix = args.unix
     if args.port is None and unix is None:
         (settings.state_path / "run").mkdir(parents=True, exist_ok=True)
