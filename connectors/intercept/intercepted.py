@@ -36,6 +36,7 @@ from connectors.intercept.options import (
 from connectors.intercept.publisher import Delivery, Publisher
 from connectors.intercept.session import Session
 from connectors.kafka import MAX_EVENT_DATA, ensure_topics, producer_config
+from connectors.topics import DEFAULT_LAG_BUDGET_SECONDS, warn_topic_problems
 from schemas.codec import AvroCodec
 from schemas.events import EventKind
 
@@ -62,6 +63,10 @@ class InterceptedVolume:
     ``metrics_port`` (default None: off; 0: any free port) serves the volume's Prometheus
     metrics (:mod:`connectors.intercept.metrics`) at ``http://metrics_host:PORT/metrics``
     while the volume is open; :attr:`metrics_address` is where.
+    ``planned_workers`` and ``lag_budget_seconds`` (settings of the same names) are what
+    the write topic's settings are checked against once at open
+    (:func:`connectors.topics.warn_topic_problems`: a warning each, unless ``check_topics``
+    is False); a missing topic is created with ``planned_workers`` partitions.
     """
 
     def __init__(
@@ -85,6 +90,9 @@ class InterceptedVolume:
         run_dir: str | os.PathLike[str] | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        planned_workers: int = 1,
+        lag_budget_seconds: float = DEFAULT_LAG_BUDGET_SECONDS,
+        check_topics: bool = True,
     ) -> None:
         group = group or volume
         check_options(
@@ -124,11 +132,17 @@ class InterceptedVolume:
             base["linger.ms"] = 0
         base.update(client_config or {})
         try:
-            ensure_topics(
-                {"bootstrap.servers": bootstrap_servers, **(client_config or {})},
-                {topic: 1},
-                timeout=delivery_timeout,
-            )
+            admin_conf = {"bootstrap.servers": bootstrap_servers, **(client_config or {})}
+            ensure_topics(admin_conf, {topic: max(1, planned_workers)}, timeout=delivery_timeout)
+            if check_topics:
+                warn_topic_problems(
+                    admin_conf,
+                    write_topic=topic,
+                    planned_workers=planned_workers,
+                    lag_budget_seconds=lag_budget_seconds,
+                    timeout=delivery_timeout,
+                    logger=log,
+                )
             codec = AvroCodec("WriteEvent", registry_url=schema_registry, subject=f"{topic}-value")
             self._publisher = Publisher(
                 producer_config(base),
