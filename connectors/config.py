@@ -29,6 +29,8 @@ ENV: dict[str, str] = {
     "topic": "KCDP_TOPIC",
     "state_dir": "KCDP_STATE_DIR",
     "log_level": "KCDP_LOG_LEVEL",
+    "planned_workers": "KCDP_PLANNED_WORKERS",
+    "lag_budget": "KCDP_LAG_BUDGET",
 }
 CONFIG_ENV = "KCDP_CONFIG"
 
@@ -66,7 +68,16 @@ class Settings:
     dlq_topic: str = "kcdp.writes.dlq"
     state_dir: str = "~/.local/state/kcdp"
     log_level: str = "INFO"
+    #: worker processes planned for the write topic: its partitions must be at least this.
+    planned_workers: int = 1
+    #: how far behind a worker may fall (stopped or slow) before events must still be in
+    #: the write topic: its retention must be at least this (``7d``, ``36h``, seconds).
+    lag_budget: str = "7d"
     kafka: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def lag_budget_seconds(self) -> float:
+        return parse_duration(self.lag_budget)
 
     @property
     def state_path(self) -> Path:
@@ -139,6 +150,7 @@ def load_settings(
     for var in SECRET_ENV:
         if env.get(var):
             register_secret(env[var])
+    _check_typed(values)
     try:
         settings = replace(Settings(), **values, kafka=kafka)
     except TypeError as exc:
@@ -147,6 +159,34 @@ def load_settings(
         if not isinstance(getattr(settings, name), str) or not getattr(settings, name):
             raise ConfigError(f"setting {name} must be a non-empty string")
     return settings
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``3600``, ``90s``, ``45m``, ``36h``, ``7d``, ``2w``; ConfigError otherwise."""
+    m = _DURATION.fullmatch(str(text).strip().lower())
+    if not m or float(m[1]) <= 0:
+        raise ConfigError(f"invalid duration {text!r} (e.g. 7d, 36h, 90m, 3600)")
+    return float(m[1]) * _UNIT_SECONDS[m[2]]
+
+
+def _check_typed(values: dict[str, Any]) -> None:
+    """Convert and check, in place, the settings that are not plain strings."""
+    if "planned_workers" in values:
+        try:
+            values["planned_workers"] = int(values["planned_workers"])
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"planned_workers must be a whole number, not {values['planned_workers']!r}"
+            ) from None
+        if values["planned_workers"] < 1:
+            raise ConfigError("planned_workers must be at least 1")
+    if "lag_budget" in values:
+        values["lag_budget"] = str(values["lag_budget"])
+        parse_duration(values["lag_budget"])
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

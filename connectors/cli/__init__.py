@@ -20,7 +20,16 @@ from connectors.errors import KcdpError
 from connectors.logs import setup_logging
 
 #: modules of this package that register commands, in help order.
-COMMANDS: list[str] = ["broker", "check", "capture", "restore", "demo", "status", "worker"]
+COMMANDS: list[str] = [
+    "broker",
+    "check",
+    "topics",
+    "capture",
+    "restore",
+    "demo",
+    "status",
+    "worker",
+]
 
 log = logging.getLogger("kcdp")
 
@@ -87,6 +96,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "topic",
             "state_dir",
             "log_level",
+            "planned_workers",  # flags of the commands that size or check topics
+            "lag_budget",
         )
     }
     flags["kafka"] = parse_x_options(getattr(args, "kafka_options", []) or [])

@@ -27,6 +27,7 @@ from connectors.errors import UsageError, VolumeError
 from connectors.intercept import InterceptedVolume
 from connectors.intercept.control import request, socket_path
 from connectors.intercept.nbd import NbdExport
+from connectors.topics import warn_topic_problems
 
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B)?", re.IGNORECASE)
 
@@ -67,6 +68,12 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         "never: trust that the topic holds it (wrong restores if it does not)",
     )
     nbd.add_argument("--threads", type=int, default=16, help="nbdkit threads (default 16)")
+    nbd.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve the intercept's Prometheus metrics at /metrics on this port (default: off)",
+    )
+    nbd.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address (127.0.0.1)")
     nbd.set_defaults(func=cmd_intercept_nbd)
 
     b = sub.add_parser(
@@ -93,6 +100,9 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
 
 
 def _volume_args(p: argparse.ArgumentParser) -> None:
+    from connectors.cli.topics import add_sizing_args
+
+    add_sizing_args(p)
     p.add_argument("volume")
     p.add_argument("--backing", required=True, help="backing file or block device")
     p.add_argument("--size", type=parse_size, help="create the file sparse at this size")
@@ -110,6 +120,8 @@ def _volume_settings(args: argparse.Namespace, settings: Settings) -> dict[str, 
         "client_config": dict(settings.kafka),
         "schema_registry": settings.schema_registry or None,
         "run_dir": str(settings.state_path / "run"),
+        "planned_workers": settings.planned_workers,
+        "lag_budget_seconds": settings.lag_budget_seconds,
     }
 
 
@@ -118,7 +130,17 @@ def cmd_intercept_nbd(args: argparse.Namespace, settings: Settings) -> int:
         **_volume_settings(args, settings),
         "mode": args.mode,
         "baseline": args.baseline,
+        "check_topics": False,  # checked here, where the warnings reach the terminal
     }
+    warn_topic_problems(
+        settings.kafka_config(),
+        write_topic=settings.topic,
+        planned_workers=settings.planned_workers,
+        lag_budget_seconds=settings.lag_budget_seconds,
+    )
+    if args.metrics_port is not None:
+        volume_settings["metrics_port"] = args.metrics_port
+        volume_settings["metrics_host"] = args.metrics_host
     unix = args.unix
     if args.port is None and unix is None:
         (settings.state_path / "run").mkdir(parents=True, exist_ok=True)

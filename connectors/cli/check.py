@@ -2,9 +2,12 @@
 
 Each part is tried once with a bounded timeout and reported on stdout as
 ``PART  ok|FAILED  detail`` (or one JSON object with ``--json``). Kafka is checked by
-listing topics; the store by listing one key. The command exits 0 when every part is
-reachable, else with the exit code of the first failed part (5 for Kafka, 4 for the
-store, 2 for a configuration error). Secrets never appear in the report.
+listing topics; the store by listing one key; the topics by describing them: a write topic
+whose settings break a guarantee (:func:`connectors.topics.topic_problems`: fewer partitions
+than ``--planned-workers``, retention shorter than ``--lag-budget``, compaction) fails the
+part with exit 2. The command exits 0 when every part is reachable and sound, else with the
+exit code of the first failed part (5 for Kafka, 4 for the store, 2 for a configuration
+error). Secrets never appear in the report.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from connectors.cli.topics import add_sizing_args
 from connectors.config import Settings, redact_text
 from connectors.errors import BrokerError, ConfigError, KcdpError
 
@@ -52,9 +56,10 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         "check",
         parents=list(parents),
         help="check that Kafka and the object store are reachable",
-        description="Try Kafka (list topics) and the object store (list one key), each "
-        "with a bounded timeout, and report ok/FAILED per part. Exit 0 if all are "
-        "reachable, else the exit code of the first failure.",
+        description="Try Kafka (list topics), the object store (list one key) and the "
+        "topics' settings (describe them), each with a bounded timeout, and report "
+        "ok/FAILED per part. Exit 0 if all are reachable and sound, else the exit code of "
+        "the first failure.",
     )
     p.add_argument(
         "--timeout",
@@ -70,6 +75,7 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         help="check only this part (repeatable; default: every part)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_sizing_args(p)
     p.set_defaults(func=run)
 
 
@@ -119,10 +125,43 @@ def check_store(settings: Settings, timeout: float) -> PartResult:
     return PartResult("store", target, detail)
 
 
+def check_topics(settings: Settings, timeout: float) -> PartResult:
+    """Describe the three topics; fail (exit 2) on settings that break a guarantee."""
+    from connectors.topics import describe_topics, format_duration, topic_names, topic_problems
+
+    target = redact_text(settings.bootstrap_servers)
+    try:
+        states = describe_topics(settings.kafka_config(), topic_names(settings), timeout=timeout)
+    except KcdpError as exc:
+        return PartResult("topics", target, redact_text(exc.message), exc)
+    problems = topic_problems(
+        states,
+        write_topic=settings.topic,
+        planned_workers=settings.planned_workers,
+        lag_budget_seconds=settings.lag_budget_seconds,
+    )
+    missing = [name for name, state in states.items() if state is None]
+    notes = [f"{len(states) - len(missing)} of {len(states)} exist"]
+    if missing:
+        notes.append(f"missing {', '.join(missing)} (kcdp topics create)")
+    write = states.get(settings.topic)
+    if write is not None and write.retention_ms is None:
+        notes.append(f"{settings.topic} retention.ms not reported by the broker")
+    notes.append(
+        f"planned workers {settings.planned_workers}, "
+        f"lag budget {format_duration(settings.lag_budget_seconds)}"
+    )
+    if problems:
+        error = ConfigError("; ".join(str(p) for p in problems))
+        return PartResult("topics", target, "; ".join([error.message, *notes]), error)
+    return PartResult("topics", target, "; ".join(notes))
+
+
 #: part name -> checker, in report order.
 CHECKS: dict[str, Callable[[Settings, float], PartResult]] = {
     "kafka": check_kafka,
     "store": check_store,
+    "topics": check_topics,
 }
 
 

@@ -20,6 +20,7 @@ from connectors.config import DEFAULT_GROUP_ID, Settings
 from connectors.errors import KcdpError
 from connectors.kafka import ensure_topics
 from connectors.store import open_store
+from connectors.topics import warn_topic_problems
 from streams.app import create_app
 from streams.window import WindowPolicy
 from streams.worker import WorkerOptions
@@ -83,8 +84,13 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     p.add_argument("--web-port", type=int, help="serve /metrics on this port (default: off)")
     p.add_argument("--web-host", default="127.0.0.1", help="web bind address (127.0.0.1)")
     p.add_argument(
-        "--partitions", type=_positive(int), default=1, help="partitions when creating the topic"
+        "--partitions",
+        type=_positive(int),
+        help="partitions when creating the write topic (default: the planned workers)",
     )
+    from connectors.cli.topics import add_sizing_args
+
+    add_sizing_args(p)
     p.add_argument(
         "--session-timeout", type=_positive(float), default=6.0, help="Kafka session, seconds"
     )
@@ -158,10 +164,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(
         settings.kafka_config(),
         {
-            settings.topic: args.partitions,
+            settings.topic: args.partitions or settings.planned_workers,
             settings.increments_topic: 1,
             settings.dlq_topic: 1,
         },
+    )
+    warn_topic_problems(
+        settings.kafka_config(),
+        write_topic=settings.topic,
+        planned_workers=settings.planned_workers,
+        lag_budget_seconds=settings.lag_budget_seconds,
+        logger=log,
     )
     app, worker = create_app(settings, store=store, options=options)
     log.info(

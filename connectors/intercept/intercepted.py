@@ -19,11 +19,12 @@ from typing import Any
 
 import orjson
 
-from connectors.errors import DeliveryError, InvalidEventError, VolumeError
+from connectors.errors import ConfigError, DeliveryError, InvalidEventError, VolumeError
 from connectors.fsutil import pwrite_all
 from connectors.intercept.backing import Backing, Writeback, clear_range
 from connectors.intercept.baseline import BaselineCopy
 from connectors.intercept.control import ControlServer, socket_path
+from connectors.intercept.metrics import InterceptMetrics
 from connectors.intercept.options import (
     DEFAULT_BASELINE_CHUNK,
     DEFAULT_MAX_IN_FLIGHT,
@@ -35,6 +36,7 @@ from connectors.intercept.options import (
 from connectors.intercept.publisher import Delivery, Publisher
 from connectors.intercept.session import Session
 from connectors.kafka import MAX_EVENT_DATA, ensure_topics, producer_config
+from connectors.topics import DEFAULT_LAG_BUDGET_SECONDS, warn_topic_problems
 from schemas.codec import AvroCodec
 from schemas.events import EventKind
 
@@ -58,6 +60,13 @@ class InterceptedVolume:
     volume's bytes — if it does not, restores of this volume are wrong until a baseline.
     ``control_socket`` (default True) serves bookmarks at ``<path>.kcdp.sock``;
     ``run_dir`` additionally links it as ``<run_dir>/<volume>.sock`` for ``kcdp bookmark``.
+    ``metrics_port`` (default None: off; 0: any free port) serves the volume's Prometheus
+    metrics (:mod:`connectors.intercept.metrics`) at ``http://metrics_host:PORT/metrics``
+    while the volume is open; :attr:`metrics_address` is where.
+    ``planned_workers`` and ``lag_budget_seconds`` (settings of the same names) are what
+    the write topic's settings are checked against once at open
+    (:func:`connectors.topics.warn_topic_problems`: a warning each, unless ``check_topics``
+    is False); a missing topic is created with ``planned_workers`` partitions.
     """
 
     def __init__(
@@ -79,6 +88,11 @@ class InterceptedVolume:
         schema_registry: str | None = None,
         control_socket: bool = True,
         run_dir: str | os.PathLike[str] | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
+        planned_workers: int = 1,
+        lag_budget_seconds: float = DEFAULT_LAG_BUDGET_SECONDS,
+        check_topics: bool = True,
     ) -> None:
         group = group or volume
         check_options(
@@ -98,6 +112,12 @@ class InterceptedVolume:
         self._lock = threading.Lock()
         self._closed = False
         self._control: ControlServer | None = None
+        if metrics_port is not None and not 0 <= metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be 0..65535, not {metrics_port}")
+        #: the volume's metrics, or None without ``metrics_port``.
+        self.metrics = InterceptMetrics(volume) if metrics_port is not None else None
+        #: ``(host, port)`` the metrics are served on, or None.
+        self.metrics_address: tuple[str, int] | None = None
 
         backing = Backing.open(self.path, size)
         self._fd, self._size, self._is_file = backing.fd, backing.size, backing.is_file
@@ -112,21 +132,30 @@ class InterceptedVolume:
             base["linger.ms"] = 0
         base.update(client_config or {})
         try:
-            ensure_topics(
-                {"bootstrap.servers": bootstrap_servers, **(client_config or {})},
-                {topic: 1},
-                timeout=delivery_timeout,
-            )
+            admin_conf = {"bootstrap.servers": bootstrap_servers, **(client_config or {})}
+            ensure_topics(admin_conf, {topic: max(1, planned_workers)}, timeout=delivery_timeout)
+            if check_topics:
+                warn_topic_problems(
+                    admin_conf,
+                    write_topic=topic,
+                    planned_workers=planned_workers,
+                    lag_budget_seconds=lag_budget_seconds,
+                    timeout=delivery_timeout,
+                    logger=log,
+                )
             codec = AvroCodec("WriteEvent", registry_url=schema_registry, subject=f"{topic}-value")
             self._publisher = Publisher(
                 producer_config(base),
                 topic,
                 delivery_timeout=delivery_timeout,
                 max_in_flight_bytes=max_in_flight_bytes,
+                observer=self.metrics,
             )
         except BaseException:
             os.close(self._fd)
             raise
+        if self.metrics is not None:
+            self.metrics.watch(self._publisher)
         self._session = Session(
             self.path,
             volume=volume,
@@ -145,6 +174,16 @@ class InterceptedVolume:
                 link = Path(run_dir) / f"{volume}.sock" if run_dir is not None else None
                 self._control = ControlServer(
                     socket_path(self.path), self._handle_control, link=link
+                )
+            if self.metrics is not None and metrics_port is not None:
+                try:
+                    self.metrics_address = self.metrics.serve(metrics_port, metrics_host)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+                    ) from None
+                log.info(
+                    "volume %s: metrics at http://%s:%d/metrics", volume, *self.metrics_address
                 )
         except BaseException:
             self._abandon()
@@ -285,6 +324,8 @@ class InterceptedVolume:
         finally:
             self._closed = True
             self._publisher.close()
+            if self.metrics is not None:
+                self.metrics.stop()
             try:
                 self._session.save(clean=clean)
             finally:
@@ -361,4 +402,6 @@ class InterceptedVolume:
         self._stop_control()
         self._session.stop_baseline()
         self._publisher.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         os.close(self._fd)

@@ -4,7 +4,8 @@
 a :class:`Delivery` that completes with the real Kafka offset or an error. A poller thread
 serves the reports. In-flight bytes are bounded (``send`` blocks while the bound is
 exceeded), and the first failed delivery is remembered: once a delivery failed, every
-further ``send``/``drain`` raises :class:`DeliveryError`.
+further ``send``/``drain`` raises :class:`DeliveryError`. An optional :class:`DeliveryObserver`
+(the intercept's metrics) hears of every record that leaves flight.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaException, Producer
 
@@ -22,6 +23,16 @@ from connectors.config import redact_text
 from connectors.errors import BrokerError, DeliveryError
 
 log = logging.getLogger("kcdp.intercept")
+
+
+class DeliveryObserver(Protocol):
+    """Told of every record that left flight, on the delivery poller thread."""
+
+    def acknowledged(self, size: int, latency: float | None) -> None:
+        """Kafka acknowledged a record of ``size`` bytes ``latency`` s after it was produced."""
+
+    def failed(self, size: int) -> None:
+        """A record of ``size`` bytes was not acknowledged."""
 
 
 class Delivery:
@@ -51,8 +62,10 @@ class Publisher:
         *,
         delivery_timeout: float,
         max_in_flight_bytes: int,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         self.topic = topic
+        self._observer = observer
         self.delivery_timeout = delivery_timeout
         self.max_in_flight_bytes = max_in_flight_bytes
         self._lock = threading.RLock()  # taken directly on hot paths (C, not Python)
@@ -76,6 +89,16 @@ class Publisher:
     def failure(self) -> str | None:
         """The first delivery failure, or None."""
         return self._error
+
+    @property
+    def in_flight_bytes(self) -> int:
+        """Bytes of records produced and not yet acknowledged or failed."""
+        return self._in_flight_bytes
+
+    @property
+    def in_flight_events(self) -> int:
+        """Records produced and not yet acknowledged or failed."""
+        return self._in_flight
 
     @property
     def last_offset(self) -> int:
@@ -186,19 +209,31 @@ class Publisher:
         if err is not None:
             self._settle(delivery, -1, -1, redact_text(str(err)))
         else:
-            self._settle(delivery, msg.offset(), msg.partition(), None)
+            self._settle(delivery, msg.offset(), msg.partition(), None, msg)
 
     def _on_untracked(self, err: Any, msg: Any) -> None:
-        self._account(len(msg), -1 if err is not None else msg.offset(), err)
+        self._account(len(msg), -1 if err is not None else msg.offset(), err, msg=msg)
 
-    def _settle(self, delivery: Delivery, offset: int, partition: int, error: str | None) -> None:
+    def _settle(
+        self, delivery: Delivery, offset: int, partition: int, error: str | None, msg: Any = None
+    ) -> None:
         delivery.offset, delivery.partition, delivery.error = offset, partition, error
-        self._account(delivery.size, offset, error, delivery)
+        self._account(delivery.size, offset, error, delivery, msg)
 
     def _account(
-        self, size: int, offset: int, error: Any, delivery: Delivery | None = None
+        self,
+        size: int,
+        offset: int,
+        error: Any,
+        delivery: Delivery | None = None,
+        msg: Any = None,
     ) -> None:
         """One record left flight: update the bound, the failure, the last offset; wake waiters."""
+        if self._observer is not None:
+            if error is None:
+                self._observer.acknowledged(size, msg.latency() if msg is not None else None)
+            else:
+                self._observer.failed(size)
         if error is not None and not isinstance(error, str):
             error = redact_text(str(error))
         with self._lock:

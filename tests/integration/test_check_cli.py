@@ -37,8 +37,9 @@ def test_all_parts_ok(bootstrap: str, s3_url: str) -> None:
     code, report, err = _check("--bootstrap-servers", bootstrap, "--store", s3_url)
     assert code == 0, err
     assert report["ok"] is True
-    kafka, s3 = report["parts"]
+    kafka, s3, topics = report["parts"]
     assert (kafka["part"], kafka["ok"], kafka["exit_code"]) == ("kafka", True, 0)
+    assert (topics["part"], topics["ok"]) == ("topics", True)  # 2 partitions, 1 planned worker
     assert "kcdp.writes has 2 partitions" in kafka["detail"]
     assert (s3["part"], s3["ok"]) == ("store", True)
     assert "v1/volumes/db/gaps/00000000000000000001.json" in s3["detail"]
@@ -51,6 +52,7 @@ def test_store_down_exits_4_and_kafka_still_reported(bootstrap: str) -> None:
     assert [(p["part"], p["ok"], p["exit_code"]) for p in report["parts"]] == [
         ("kafka", True, 0),
         ("store", False, 4),
+        ("topics", True, 0),
     ]
 
 
@@ -59,7 +61,11 @@ def test_kafka_down_exits_5(tmp_path: Path) -> None:
         "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--store", f"file://{tmp_path}"
     )
     assert code == 5
-    assert [(p["part"], p["ok"]) for p in report["parts"]] == [("kafka", False), ("store", True)]
+    assert [(p["part"], p["ok"]) for p in report["parts"]] == [
+        ("kafka", False),
+        ("store", True),
+        ("topics", False),
+    ]
     assert "cannot reach Kafka" in report["parts"][0]["detail"]
 
 

@@ -61,10 +61,11 @@ def test_none_flags_mean_not_given(tmp_path: Path) -> None:
 
 
 def test_every_env_variable_is_read() -> None:
-    env = {var: f"value-of-{name}" for name, var in ENV.items()}
+    typed = {"planned_workers": ("3", 3), "lag_budget": ("36h", "36h")}  # checked values
+    env = {var: typed.get(name, (f"value-of-{name}",))[0] for name, var in ENV.items()}
     s = load_settings({}, env=env)
     for name in ENV:
-        assert getattr(s, name) == f"value-of-{name}"
+        assert getattr(s, name) == typed.get(name, (None, f"value-of-{name}"))[1]
 
 
 def test_empty_env_variable_is_ignored() -> None:

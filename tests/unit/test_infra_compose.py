@@ -18,7 +18,7 @@ import yaml
 from connectors.store import open_store
 
 COMPOSE = Path(__file__).resolve().parents[2] / "infra" / "docker-compose.yml"
-SERVICES = {"kafka", "kafka-topics", "minio", "minio-init", "kcdp-worker"}
+SERVICES = {"kafka", "kafka-topics", "minio", "minio-init", "kcdp-worker", "prometheus"}
 _DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
 
@@ -182,3 +182,26 @@ def test_compose_file_and_readme_ship_as_package_data() -> None:
     for name in ("docker-compose.yml", "README.md"):
         assert (COMPOSE.parent / name).is_file()
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
+
+
+def test_prometheus_mounts_the_rules_and_scrapes_the_worker(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prom = services["prometheus"]
+    assert prom["image"].startswith("prom/prometheus:v")
+    mounts = {str(m).split(":")[0]: str(m).split(":")[1] for m in prom["volumes"]}
+    config_dir = COMPOSE.parent
+    for source in mounts:
+        if source.startswith("."):
+            assert (config_dir / source).is_file(), source
+    assert mounts["./prometheus/kcdp-rules.yml"] == "/etc/prometheus/kcdp-rules.yml"
+    assert mounts["./prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
+    config = yaml.safe_load((config_dir / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["kcdp-rules.yml"]  # next to the config in the container
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"kcdp-worker", "kcdp-intercept"}  # the jobs the rules name
+    (target,) = jobs["kcdp-worker"]["static_configs"][0]["targets"]
+    port = re.search(r"--web-port (\d+)", _command(services["kcdp-worker"]))
+    assert port is not None and target == f"kcdp-worker:{port[1]}"
+    assert "--web-host 0.0.0.0" in _command(services["kcdp-worker"])
