@@ -48,18 +48,21 @@ class Candidate:
 @dataclass(frozen=True, slots=True)
 class Base:
     """The oldest kept edge: its offset, its checkpoint's digest, the identity of the
-    (dropped) window ending there, which the oldest stored window names, and whether the
-    point there is consistent (else it only anchors the windows after it)."""
+    (dropped) window ending there, which the oldest stored window names, whether the
+    point there is consistent (else it only anchors the windows after it), and the time
+    of its last event (the base stays a candidate edge of the policy's tiers)."""
 
     offset: int
     checkpoint_digest: str
     link: WindowId
     consistent: bool = True
+    time_us: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "offset": self.offset,
             "consistent": self.consistent,
+            "time_us": self.time_us,
             "checkpoint_digest": self.checkpoint_digest,
             "link": {
                 "first_offset": self.link.first_offset,
@@ -76,6 +79,7 @@ class Base:
             checkpoint_digest=str(d["checkpoint_digest"]),
             link=WindowId(int(link["first_offset"]), int(link["last_offset"]), str(link["digest"])),
             consistent=bool(d["consistent"]),
+            time_us=int(d["time_us"]),
         )
 
 

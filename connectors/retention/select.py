@@ -74,18 +74,23 @@ TIERS: tuple[tuple[str, Callable[[int], int]], ...] = (
 
 
 def tier_edges(
-    facts: Sequence[WindowFacts], policy: RetentionPolicy, ref_us: int
+    facts: Sequence[WindowFacts],
+    policy: RetentionPolicy,
+    ref_us: int,
+    base: WindowFacts | None = None,
 ) -> dict[int, str]:
     """Edge index -> the tier that keeps it: in each of the N buckets up to the
-    reference time, the newest consistent window end."""
+    reference time, the newest consistent window end (``base``: the edge before window
+    0, index -1, competes too)."""
     out: dict[int, str] = {}
+    indexed = [*([(-1, base)] if base is not None else []), *enumerate(facts)]
     for name, bucket in TIERS:
         n = getattr(policy, name)
         if not n:
             continue
         horizon = bucket(ref_us) - n + 1
         newest: dict[int, int] = {}
-        for i, f in enumerate(facts):
+        for i, f in indexed:
             b = bucket(f.last_time_us)
             if f.consistent and b >= horizon:
                 newest[b] = i
@@ -95,10 +100,16 @@ def tier_edges(
 
 
 def select(
-    facts: Sequence[WindowFacts], n: int, cut: int, policy: RetentionPolicy, ref_us: int
+    facts: Sequence[WindowFacts],
+    n: int,
+    cut: int,
+    policy: RetentionPolicy,
+    ref_us: int,
+    base: WindowFacts | None = None,
 ) -> Selection:
     """Apply ``policy`` to ``n`` windows of which ``facts`` are the first ``cut`` (the
-    windows before the journal); windows ``cut..n-1`` are kept intact."""
+    windows before the journal); windows ``cut..n-1`` are kept intact. ``base``: the
+    current base edge's facts (it stays the base while a tier keeps it)."""
     if policy.empty or n == 0:
         return Selection(tuple(range(-1, n)), frozenset(range(n)), (), None)
     cut = min(max(cut, 0), n - 1)  # the newest window is always intact
@@ -108,13 +119,13 @@ def select(
         intact |= {
             i for i, f in enumerate(facts[:cut]) if any(t >= young for t in f.bookmark_times)
         }
-    edges = set(intact) | {i - 1 for i in intact} | set(tier_edges(facts[:cut], policy, ref_us))
-    ordered = sorted(edges)
-    base = ordered[0] if ordered[0] >= 0 else None
+    tiers = tier_edges(facts[:cut], policy, ref_us, base)
+    ordered = sorted(set(intact) | {i - 1 for i in intact} | set(tiers))
+    new_base = ordered[0] if ordered[0] >= 0 else None
     groups: list[tuple[int, int]] = []
     for lo_edge, hi_edge in itertools.pairwise(ordered):
         lo, hi = lo_edge + 1, hi_edge
         if lo == hi and (lo in intact or facts[lo].merged):
             continue  # intact, or consolidated already
         groups.append((lo, hi))
-    return Selection(tuple(ordered), frozenset(intact), tuple(groups), base)
+    return Selection(tuple(ordered), frozenset(intact), tuple(groups), new_base)
