@@ -64,8 +64,11 @@ class Catalog:
         spans = effective_windows(list_window_keys(store, volume), floor)
         self.windows = [WindowKey(f, last, k) for f, last, k in spans]
         self._firsts = [w.first for w in self.windows]
+        leaving = {c.key for c in self.retention.candidates} if self.retention else set()
         self.checkpoints: list[int] = [
-            c for c in list_checkpoints(store, volume) if floor is None or c >= floor
+            c
+            for c in list_checkpoints(store, volume)
+            if (floor is None or c >= floor) and keys.checkpoint_key(volume, c) not in leaving
         ]
         self.gaps: list[Gap] = list_gaps(store, volume)
         self._manifests: dict[int, Manifest] = {}

@@ -101,7 +101,10 @@ def prune_volume(
         base_facts = WindowFacts(
             base.offset, base.offset, base.time_us, base.consistent, (), merged=True
         )
-    sel = select(facts, n, cut, policy, ref, base_facts) if not policy.empty else None
+    cps = list_checkpoints(store, volume)
+    ends = {s[1]: i for i, s in enumerate(spans)}
+    anchors = frozenset(ends[c] for c in cps[-1:] if c in ends)  # the newest checkpoint's edge
+    sel = select(facts, n, cut, policy, ref, base_facts, anchors) if not policy.empty else None
     report.describe(ws, sel, cut, ref, sizes)
     if dry_run or sel is None:
         return report

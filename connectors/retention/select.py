@@ -106,10 +106,12 @@ def select(
     policy: RetentionPolicy,
     ref_us: int,
     base: WindowFacts | None = None,
+    anchors: frozenset[int] = frozenset(),
 ) -> Selection:
     """Apply ``policy`` to ``n`` windows of which ``facts`` are the first ``cut`` (the
     windows before the journal); windows ``cut..n-1`` are kept intact. ``base``: the
-    current base edge's facts (it stays the base while a tier keeps it)."""
+    current base edge's facts (it stays the base while a tier keeps it). ``anchors``:
+    edges kept whatever the policy (the newest checkpoint's, for backward restores)."""
     if policy.empty or n == 0:
         return Selection(tuple(range(-1, n)), frozenset(range(n)), (), None)
     cut = min(max(cut, 0), n - 1)  # the newest window is always intact
@@ -120,7 +122,7 @@ def select(
             i for i, f in enumerate(facts[:cut]) if any(t >= young for t in f.bookmark_times)
         }
     tiers = tier_edges(facts[:cut], policy, ref_us, base)
-    ordered = sorted(set(intact) | {i - 1 for i in intact} | set(tiers))
+    ordered = sorted(set(intact) | {i - 1 for i in intact} | set(tiers) | set(anchors))
     new_base = ordered[0] if ordered[0] >= 0 else None
     groups: list[tuple[int, int]] = []
     for lo_edge, hi_edge in itertools.pairwise(ordered):
