@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from connectors.config import is_secret_key, register_secret
 from connectors.errors import DeliveryError, InvalidEventError, VolumeError
 from connectors.fsutil import pwrite_all
 from connectors.intercept.backing import Backing, Writeback, clear_range
@@ -111,6 +112,9 @@ class InterceptedVolume:
         if mode == "sync":
             base["linger.ms"] = 0
         base.update(client_config or {})
+        for key, value in (client_config or {}).items():  # the NBD plugin's process too
+            if is_secret_key(key):
+                register_secret(str(value))
         try:
             ensure_topics(
                 {"bootstrap.servers": bootstrap_servers, **(client_config or {})},
