@@ -1,7 +1,8 @@
 """The whole story on a secured broker, once on SASL/SCRAM and once on TLS (real endpoints).
 
 ``kcdp broker --sasl-users`` / ``--tls-cert/--tls-key`` runs Tansu behind the project's
-secured front. Writes are captured through the intercept's API with the ``-X`` properties,
+secured front. Writes are captured through the intercept's API (and, separately, through its
+NBD export driven by qemu-io) with the ``-X`` properties,
 a ``kcdp worker`` subprocess (its Faust group client gets the same properties) windows
 them, ``kcdp status`` reports them durable and ``kcdp restore`` lands byte-exact on random
 offsets. Wrong credentials and an untrusted certificate fail fast (exit 5) with a clear
@@ -198,3 +199,36 @@ def test_plaintext_client_cannot_use_the_secured_broker(scram_broker: SecuredBro
     admin = AdminClient({"bootstrap.servers": scram_broker.bootstrap})
     with pytest.raises(KafkaException, match=r"(?i)transport|timed out"):
         admin.list_topics(timeout=3)
+
+
+def test_nbd_capture_on_a_secured_broker(secured: SecuredBroker, tmp_path: Path) -> None:
+    """qemu-io writes through the NBD export; the topic replays to the same image."""
+    from connectors.intercept.nbd import NbdExport
+    from connectors.intercept.replay import replay
+
+    topic = f"sec-nbd-{secured.kind}-{uuid.uuid4().hex[:8]}"
+    path, volume = tmp_path / "nbd.img", f"nbd{secured.kind}"
+    exp = NbdExport(
+        {
+            "path": str(path),
+            "volume": volume,
+            "size": SIZE,
+            "bootstrap_servers": secured.bootstrap,
+            "topic": topic,
+            "client_config": secured.props,
+        },
+        unix=tmp_path / "nbd.sock",
+    )
+    exp.start()
+    try:
+        writes = ["write -P 7 4095 70001", "write -z 8192 4096", "write -P 9 500000 3"]
+        cmd = ["qemu-io", "-f", "raw", *[a for w in writes for a in ("-c", w)], "-c", "flush"]
+        done = subprocess.run([*cmd, exp.uri], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr + exp.log_tail()
+        assert exp.stop() == 0, exp.log_tail()
+    finally:
+        exp.cleanup()
+    replayed = tmp_path / "replayed.img"
+    records = replay(secured.bootstrap, topic, volume, replayed, SIZE, client_config=secured.props)
+    assert len(records) >= 5  # session start, baseline, the three writes, session end
+    assert replayed.read_bytes() == path.read_bytes()
