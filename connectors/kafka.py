@@ -2,7 +2,10 @@
 
 All producers use ``partitioner=murmur2_random`` so a group maps to the same partition as
 with the Java client. :func:`ensure_topics` creates missing topics with the partition count
-asked for (an existing topic is left as it is).
+asked for (an existing topic is left as it is). :func:`connect_admin` is every command's
+first contact: a refused password or an untrusted certificate fails at once (exit 5).
+The security properties themselves pass unchanged; the worker's Faust client gets them
+through :mod:`connectors.kafka_security`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.config import redact_text
-from connectors.errors import BrokerError
+from connectors.errors import BrokerError, ConfigError
 
 #: Producer properties for events whose acknowledgement is a durability promise.
 DURABLE_PRODUCER: dict[str, Any] = {
@@ -52,21 +55,85 @@ def consumer_config(base: Mapping[str, Any], group_id: str, **overrides: Any) ->
     return conf
 
 
+#: Properties only producers or consumers take: left out of an AdminClient's configuration.
+_NOT_ADMIN = (
+    "enable.",
+    "acks",
+    "partitioner",
+    "linger.ms",
+    "compression.type",
+    "message.timeout.ms",
+    "group.id",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "fetch.",
+    "queued.",
+    "max.poll.interval.ms",
+)
+#: librdkafka error names that no retry cures: the credentials or the certificates.
+_FATAL_CONNECT = ("_AUTHENTICATION", "_SSL", "SASL_AUTHENTICATION_FAILED")
+
+
+def admin_config(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """``conf`` (bootstrap servers, ``-X`` security properties, ...) fit for an AdminClient."""
+    return {k: v for k, v in conf.items() if not k.startswith(_NOT_ADMIN) and k != "on_delivery"}
+
+
+def connect_admin(conf: Mapping[str, Any], *, timeout: float = 15.0) -> Any:
+    """An AdminClient that has fetched metadata once: it fails fast (non-retriable
+    :class:`BrokerError`, exit 5) when the broker refuses the credentials or the TLS
+    certificate, instead of retrying until ``timeout``."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    fatal: list[str] = []
+
+    def on_error(err: Any) -> None:
+        if err.name() in _FATAL_CONNECT or "SSL handshake failed" in err.str():
+            fatal.append(err.str())
+
+    try:
+        admin_conf: dict[str, Any] = {**admin_config(conf), "error_cb": on_error}
+        admin = AdminClient(admin_conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid Kafka client configuration: {redact_text(str(exc))}") from None
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            return admin
+        except KafkaException as exc:
+            last = str(exc)
+        finally:
+            admin.poll(0)  # error_cb, and librdkafka's log lines to a configured logger
+        if fatal:
+            raise BrokerError(_connect_problem(fatal[0]), retriable=False)
+    raise BrokerError(f"cannot reach Kafka within {timeout:g}s: {redact_text(last)}")
+
+
+def _connect_problem(error: str) -> str:
+    """A clear, secret-free message for a refused connection."""
+    if "SSL" in error or "certificate" in error:
+        return "Kafka TLS handshake failed (is ssl.ca.location the broker's CA?): " + redact_text(
+            error
+        )
+    return (
+        "Kafka refused the SASL credentials (check sasl.username, sasl.password and "
+        "sasl.mechanism): " + redact_text(error)
+    )
+
+
 def ensure_topics(
     conf: Mapping[str, Any], topics: Mapping[str, int], *, timeout: float = 15.0
 ) -> None:
     """Create each missing topic in ``topics`` (name -> partitions); wait until visible."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-    admin_conf = {k: v for k, v in conf.items() if not k.startswith(("enable.", "acks"))}
-    admin = AdminClient(
-        {
-            k: v
-            for k, v in admin_conf.items()
-            if k not in ("partitioner", "linger.ms", "compression.type")
-        }
-    )
+    admin = connect_admin(conf, timeout=timeout)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
@@ -91,8 +158,6 @@ def ensure_topics(
 
 def partition_count(conf: Mapping[str, Any], topic: str, *, timeout: float = 10.0) -> int:
     """Number of partitions of ``topic`` (0 if it does not exist)."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": conf["bootstrap.servers"]})
+    admin = connect_admin(conf, timeout=timeout)
     md = admin.list_topics(topic, timeout=timeout).topics.get(topic)
     return len(md.partitions) if md and not md.error else 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.errors import BrokerError, DecodeError, InvalidEventError, NotRestorableError
-from connectors.kafka import consumer_config
+from connectors.kafka import admin_config, connect_admin, consumer_config
 from connectors.restore.catalog import Catalog
 from connectors.restore.partitioner import partition_for
 from connectors.status_figures import (
@@ -114,6 +114,7 @@ class StatusReader:
             return []
         from confluent_kafka import Consumer
 
+        connect_admin(self.conf, timeout=self.timeout)  # refused credentials: fail now
         consumer = Consumer(
             consumer_config(self.conf, self.group_id, **{"enable.partition.eof": False})
         )
@@ -369,7 +370,7 @@ class StatusReader:
         from confluent_kafka import ConsumerGroupState
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.conf["bootstrap.servers"]})
+        admin = AdminClient(admin_config(self.conf))
         try:
             futures = admin.describe_consumer_groups([self.group_id], request_timeout=self.timeout)
             desc = futures[self.group_id].result(timeout=self.timeout)

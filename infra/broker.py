@@ -62,6 +62,8 @@ class EmbeddedBroker:
 
     ``storage`` is Tansu's storage engine URL: ``memory://tansu/`` (default, lost on stop)
     or ``s3://bucket/`` (survives restarts; needs AWS_* settings for the endpoint).
+    ``advertised`` (``host:port``) is the address put in metadata: a secured front's
+    (:mod:`infra.gateway`) when clients must not reach Tansu directly.
     """
 
     def __init__(
@@ -72,9 +74,11 @@ class EmbeddedBroker:
         storage: str = "memory://tansu/",
         log_path: str | os.PathLike[str] | None = None,
         binary: str | None = None,
+        advertised: str | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.advertised = advertised or f"{self.host}:{self.port}"
         self.storage = storage
         self.binary = binary or tansu_binary()
         self._own_log = log_path is None
@@ -86,14 +90,13 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        url = f"tcp://{self.host}:{self.port}"
         return [
             self.binary,
             "broker",
             "--listener-url",
-            url,
+            f"tcp://{self.host}:{self.port}",
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised}",
             "--storage-engine",
             self.storage,
         ]

@@ -1,6 +1,8 @@
 """The Faust app of the increments worker, built by :func:`create_app` (no module global):
 group membership, the task that pumps batches through :class:`~streams.worker.IncrementsWorker`
 and commits, the TICK timer, rebalance handlers and ``/metrics`` (design: :mod:`streams.worker`).
+The group client gets the same ``-X`` security properties as the librdkafka clients
+(:mod:`connectors.kafka_security`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import faust
 from prometheus_client import generate_latest
 
 from connectors.config import Settings
+from connectors.kafka_security import KafkaSecurity
 from connectors.store.base import ObjectStore
 from streams.worker import IncrementsWorker, WorkerOptions
 
@@ -30,10 +33,12 @@ def create_app(
 def _faust_app(settings: Settings, options: WorkerOptions) -> tuple[faust.App, Any]:
     """The Faust app (group membership, web server) and the write topic, unstarted."""
     brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
+    credentials = KafkaSecurity.from_properties(settings.kafka).faust_credentials()
     options.workdir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         options.group_id,
         broker=brokers,
+        broker_credentials=credentials,
         key_serializer="raw",
         value_serializer="raw",
         datadir=str(options.workdir / "faust"),

@@ -5,6 +5,9 @@ Once the broker answers Kafka metadata requests the command prints one line to s
 waits: SIGINT or SIGTERM is forwarded to the broker (exit 130 for SIGINT, 0 for SIGTERM);
 if the broker exits on its own the command fails with a :class:`BrokerError` (exit 5) that
 carries the tail of the broker log. The broker never outlives the command.
+
+``--sasl-users`` / ``--tls-cert`` / ``--tls-key`` secure the listener with
+:mod:`infra.gateway` (Tansu 0.6 serves no TLS and keeps no SCRAM user itself).
 """
 
 from __future__ import annotations
@@ -15,16 +18,19 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from connectors.config import Settings, redact_text
+from connectors.config import Settings, redact_text, register_secret
 from connectors.errors import BrokerError, UsageError
 from connectors.kafka import ensure_topics
 from infra.broker import EmbeddedBroker
+from infra.gateway import Gateway, TlsFiles
 
 log = logging.getLogger("kcdp.broker")
 
@@ -73,6 +79,24 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         help="keep the broker's own log in this file (default: a temporary file, "
         "printed in part if the broker fails)",
     )
+    sec = p.add_argument_group(
+        "security",
+        "serve TLS and/or SASL/SCRAM on the listener (a front in this process; Tansu then "
+        "listens on a free loopback port and advertises the listener)",
+    )
+    sec.add_argument(
+        "--sasl-users",
+        metavar="FILE",
+        help="require SASL/SCRAM (SCRAM-SHA-256 and SCRAM-SHA-512) for the users in FILE, "
+        "one 'name:password' a line ('#' starts a comment)",
+    )
+    sec.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
+    sec.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    sec.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
     p.add_argument(
         "--start-timeout",
         type=float,
@@ -91,6 +115,71 @@ def storage_url(value: str) -> str:
     raise UsageError(
         f"--storage must be 'memory' or a memory:// or s3:// URL, got {redact_text(value)!r}"
     )
+
+
+def read_users(path: str) -> dict[str, str]:
+    """``name:password`` lines of a ``--sasl-users`` file; passwords are registered secrets."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read --sasl-users {path}: {exc.strerror or exc}") from None
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, password = line.partition(":")
+        if not sep or not name or not password:
+            raise UsageError(f"--sasl-users {path} line {number}: expected name:password")
+        register_secret(password)
+        users[name] = password
+    if not users:
+        raise UsageError(f"--sasl-users {path} names no user")
+    return users
+
+
+def _gateway(args: argparse.Namespace) -> Gateway | None:
+    """The secured front the flags ask for, bound to the listener address (or None)."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+    users = read_users(args.sasl_users) if args.sasl_users else None
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    if users is None and tls is None:
+        return None
+    try:
+        gateway = Gateway(
+            upstream=("127.0.0.1", 0), host=args.host, port=args.port, users=users, tls=tls
+        )
+        gateway.start()
+    except (OSError, ssl.SSLError) as exc:
+        raise BrokerError(f"cannot serve the secured listener: {exc}", retriable=False) from None
+    return gateway
+
+
+def _client_config(gateway: Gateway | None, bootstrap: str, settings: Settings) -> dict[str, Any]:
+    """Properties for this command's own client (--create-topics): the first user, and
+    no certificate check (it talks to its own listener), under any ``-X`` given."""
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    if gateway is not None:
+        tls = gateway.tls is not None
+        conf["security.protocol"] = ("SASL_" if gateway.users else "") + (
+            "SSL" if tls else "PLAINTEXT"
+        )
+        if gateway.users:
+            name, password = next(iter(gateway.passwords.items()))
+            conf.update(
+                {
+                    "sasl.mechanism": "SCRAM-SHA-512",
+                    "sasl.username": name,
+                    "sasl.password": password,
+                }
+            )
+        if tls:
+            conf["enable.ssl.certificate.verification"] = "false"
+        conf.update(settings.kafka)
+    return conf
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -113,12 +202,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--partitions must be at least 1, got {args.partitions}")
     if args.port:
         _check_port_free(args.host, args.port)
+    gateway = _gateway(args)
     broker = EmbeddedBroker(
-        port=args.port,
-        host=args.host,
+        port=0 if gateway else args.port,
+        host="127.0.0.1" if gateway else args.host,
         storage=storage_url(args.storage),
         log_path=args.log_file,
+        advertised=gateway.bootstrap_servers if gateway else None,
     )
+    if gateway:
+        gateway.upstream = ("127.0.0.1", broker.port)
+    bootstrap = gateway.bootstrap_servers if gateway else broker.bootstrap_servers
     received: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -130,15 +224,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.create_topics:
             topics = (settings.topic, settings.increments_topic, settings.dlq_topic)
             ensure_topics(
-                {"bootstrap.servers": broker.bootstrap_servers},
+                _client_config(gateway, bootstrap, settings),
                 dict.fromkeys(topics, args.partitions),
             )
             log.info("topics %s ready with %d partitions", ", ".join(topics), args.partitions)
-        print(f"bootstrap.servers={broker.bootstrap_servers}", flush=True)
-        log.info("broker serving on %s (storage %s)", broker.bootstrap_servers, broker.storage)
+        print(f"bootstrap.servers={bootstrap}", flush=True)
+        log.info("broker serving on %s (storage %s)", bootstrap, broker.storage)
+        if gateway:
+            log.info(
+                "listener security: %s%s",
+                "SASL/SCRAM " if gateway.users else "",
+                "TLS" if gateway.tls else "(no TLS)",
+            )
         return _wait(broker, received)
     finally:
         broker.stop()
+        if gateway:
+            gateway.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
 

@@ -82,22 +82,21 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
 def check_kafka(settings: Settings, timeout: float) -> PartResult:
     """List the cluster's topics; report brokers, topics and the write topic's partitions."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+
+    from connectors.kafka import connect_admin
+    from connectors.kafka_security import KafkaSecurity
 
     target = redact_text(settings.bootstrap_servers)
     conf = settings.kafka_config(logger=logging.getLogger("kcdp.kafka"))
     try:
-        admin = AdminClient(conf)
-    except (KafkaException, ValueError, TypeError) as exc:
-        error: KcdpError = ConfigError(f"invalid Kafka client configuration: {exc}")
-        return PartResult("kafka", target, redact_text(error.message), error)
-    try:
+        KafkaSecurity.from_properties(conf).ssl_context()  # what the worker's client gets
+        admin = connect_admin(conf, timeout=timeout)
         md = admin.list_topics(timeout=timeout)
+    except KcdpError as failed:
+        return PartResult("kafka", target, redact_text(failed.message), failed)
     except KafkaException as exc:
         error = BrokerError(f"cannot reach Kafka at {target} within {timeout:g}s: {exc}")
         return PartResult("kafka", target, redact_text(error.message), error)
-    finally:
-        admin.poll(0)  # deliver librdkafka's queued log lines to the (redacting) logger
     topics = {name for name in md.topics if not name.startswith("__")}
     write_topic = md.topics.get(settings.topic)
     if write_topic is None:

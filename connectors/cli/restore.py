@@ -27,6 +27,7 @@ import orjson
 
 from connectors.config import Settings
 from connectors.errors import GapError, IntegrityError, NotRestorableError, UsageError
+from connectors.kafka import connect_admin
 from connectors.restore.catalog import Catalog, group_volumes
 from connectors.restore.kafka_source import KafkaReplay
 from connectors.restore.materialize import restore_point
@@ -297,6 +298,7 @@ def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
     volume = keys.check_name(args.volume)
     group = keys.check_name(args.group or volume, "group")
     conf = settings.kafka_config()
+    connect_admin(conf)  # refused credentials or certificate: fail now, exit 5
     partition = args.partition
     if partition is None:
         partition = group_partition(conf, settings.topic, group)

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from connectors.config import is_secret_key, register_secret
 from connectors.errors import ConfigError, DeliveryError, InvalidEventError, VolumeError
 from connectors.fsutil import pwrite_all
 from connectors.intercept.backing import Backing, Writeback, clear_range
@@ -131,6 +132,9 @@ class InterceptedVolume:
         if mode == "sync":
             base["linger.ms"] = 0
         base.update(client_config or {})
+        for key, value in (client_config or {}).items():  # the NBD plugin's process too
+            if is_secret_key(key):
+                register_secret(str(value))
         try:
             admin_conf = {"bootstrap.servers": bootstrap_servers, **(client_config or {})}
             ensure_topics(admin_conf, {topic: max(1, planned_workers)}, timeout=delivery_timeout)
