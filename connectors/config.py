@@ -2,7 +2,8 @@
 
 The TOML file comes from ``--config PATH`` or ``KCDP_CONFIG``. Its top-level keys are the
 field names of :class:`Settings`; the ``[kafka]`` table holds librdkafka properties, merged
-under repeatable ``-X key=value`` flags. Environment variables are listed in :data:`ENV`.
+under repeatable ``-X key=value`` flags; the ``[retention]`` table the retention policy
+(:mod:`connectors.retention.policy`). Environment variables are listed in :data:`ENV`.
 
 Secrets (Kafka passwords, S3 keys) are registered with :func:`register_secret` as they are
 read, and :func:`redact` / the logging filter in :mod:`connectors.logs` scrub them from
@@ -74,6 +75,8 @@ class Settings:
     #: the write topic: its retention must be at least this (``7d``, ``36h``, seconds).
     lag_budget: str = "7d"
     kafka: Mapping[str, str] = field(default_factory=dict)
+    #: the TOML ``[retention]`` table (connectors.retention.policy resolves it with env/flags)
+    retention: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def lag_budget_seconds(self) -> float:

@@ -21,7 +21,7 @@ from connectors.errors import IntegrityError, ObjectNotFoundError
 from connectors.store.base import ObjectStore
 from schemas import keys
 from schemas.document import check_digest, load_document, sealed
-from schemas.manifest import WindowId
+from schemas.manifest import Manifest, WindowId
 
 FORMAT = "kcdp-retention"
 CHUNKS_FORMAT = "kcdp-chunk-candidates"
@@ -199,3 +199,20 @@ def effective_windows(
         reach = last
         out.append((first, last, key))
     return out
+
+
+#: Tiers of restore points (``kcdp points``, ``kcdp_stored_bytes{tier}``).
+TIER_ANY_POINT = "any-point"
+TIER_CONSOLIDATED = "consolidated"
+TIER_BOOKMARK = "bookmark"
+TIER_BASE = "base"
+
+
+def tier_of(m: Manifest, journal_from: int | None) -> str:
+    """A window's tier: consolidated (no write log), a window kept intact for a bookmark
+    (before the journal), or part of the any-point journal."""
+    if m.merged is not None:
+        return TIER_CONSOLIDATED
+    if journal_from is not None and m.last_offset < journal_from:
+        return TIER_BOOKMARK
+    return TIER_ANY_POINT

@@ -24,6 +24,7 @@ COMMANDS: list[str] = [
     "broker",
     "check",
     "topics",
+    "prune",
     "capture",
     "restore",
     "demo",

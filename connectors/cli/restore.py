@@ -274,10 +274,20 @@ def cmd_points(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     lines = [f"volume {doc['volume']}: oldest point {doc['oldest']}, newest {doc['newest']}"]
+    if doc["oldest_by_tier"]:
+        tiers = ", ".join(f"{t} {o}" for t, o in doc["oldest_by_tier"].items())
+        lines.append(f"  oldest point by tier: {tiers}")
+    if doc["base"] is not None:
+        lines.append(f"  base       @{doc['base']} (older history pruned)")
     for w in doc["windows"]:
+        restorable = (
+            f"restorable from {w['restorable_from']}"
+            if w["tier"] != "consolidated"
+            else f"{w['windows']} windows consolidated: only its end is a point"
+        )
         lines.append(
-            f"  window     {w['first_offset']}-{w['last_offset']}  {_iso(w['first_time_us'])} .. "
-            f"{_iso(w['last_time_us'])}  restorable from {w['restorable_from']}"
+            f"  {w['tier']:<12} {w['first_offset']}-{w['last_offset']}  "
+            f"{_iso(w['first_time_us'])} .. {_iso(w['last_time_us'])}  {restorable}"
             + ("" if w["consistent"] else "  (end inconsistent)")
         )
     lines += [

@@ -30,6 +30,7 @@ from schemas.extents import Extent
 from schemas.head import anchor_problem
 from schemas.increment import ranges_digest, read_increment
 from schemas.manifest import Manifest, ObjectRef, get_verified
+from schemas.retention import TIER_BASE, tier_of
 from schemas.writelog import ForwardBytes, read_log
 
 
@@ -302,10 +303,21 @@ def list_points(catalog: Catalog) -> dict[str, Any]:
     """Restore points of a volume: windows, bookmarks, checkpoints, gaps, oldest/newest."""
     manifests = catalog.manifests() if len(catalog) else []
     span = catalog.restorable_span() if manifests else None
+    journal = catalog.retention.journal_from if catalog.retention else None
+    tiers = [tier_of(m, journal) for m in manifests]
+    oldest: dict[str, int] = {}
+    for m, tier in zip(manifests, tiers, strict=True):
+        if m.restorable_from is not None:
+            oldest.setdefault(tier, m.restorable_from)
+    base = catalog.base
+    if base is not None and base.consistent:
+        oldest[TIER_BASE] = base.offset
     return {
         "volume": catalog.volume,
         "oldest": None if span is None else span[0],
         "newest": None if span is None else span[1],
+        "oldest_by_tier": oldest,
+        "base": None if base is None else base.offset,
         # the newest window is not vouched for by the head: "newest" may not be the newest
         "history_problem": catalog.history_problem(),
         "windows": [
@@ -317,8 +329,10 @@ def list_points(catalog: Catalog) -> dict[str, Any]:
                 "events": m.events,
                 "restorable_from": m.restorable_from,
                 "consistent": m.consistent,
+                "tier": tier,
+                "windows": m.merged.windows if m.merged else 1,
             }
-            for m in manifests
+            for m, tier in zip(manifests, tiers, strict=True)
         ],
         "bookmarks": [asdict(b) for m in manifests for b in m.bookmarks],
         "checkpoints": list(catalog.checkpoints),

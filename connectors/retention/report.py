@@ -6,16 +6,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from schemas import keys
-from schemas.retention import Base
+from schemas.retention import TIER_ANY_POINT, TIER_BOOKMARK, TIER_CONSOLIDATED, Base
 
 if TYPE_CHECKING:
     from connectors.retention.collect import Settled
     from connectors.retention.prune import _Windows
     from connectors.retention.select import Selection
-
-TIER_ANY_POINT = "any-point"
-TIER_CONSOLIDATED = "consolidated"
-TIER_BOOKMARK = "bookmark"
 
 
 @dataclass(slots=True)
