@@ -134,26 +134,7 @@ def verify_volume(
             report.objects_checked += len(m.objects())
             report.bytes_checked += _refs_size(m) if read_data else 0
             report.problems.extend(found)
-        chunks: dict[str, int] = {}
-        ending = {w.last: k for k, w in enumerate(catalog.windows)}
-        for offset in catalog.checkpoints:
-            try:
-                cp = catalog.checkpoint(offset)
-                k = ending.get(offset)
-                base = catalog.base
-                if base is not None and offset == base.offset:
-                    if cp.digest != base.checkpoint_digest:
-                        raise IntegrityError(f"{cp.key}: is not the base checkpoint of retention")
-                elif k is None or manifests[k] is not None:  # else: its problem is listed
-                    check_pairing(cp, None if k is None else manifests[k])
-            except (GapError, IntegrityError) as exc:
-                key = keys.checkpoint_key(volume, offset)
-                report.problems.append(Problem(_kind(exc), key, exc.message))
-                continue
-            for i, digest in enumerate(cp.chunks):
-                if digest is not None:
-                    start, end = cp.chunk_range(i)
-                    chunks[digest] = end - start
+        chunks = _check_checkpoints(catalog, manifests, report)
         if read_data:
             items = list(chunks.items())
             for bad in pool.map(lambda it: _read_chunk(store, it[0], it[1]), items):
@@ -161,6 +142,48 @@ def verify_volume(
                 if bad is not None:
                     report.problems.append(bad)
     return report
+
+
+def _check_checkpoints(
+    catalog: Catalog, manifests: list[Manifest | None], report: VerifyReport
+) -> dict[str, int]:
+    """Each checkpoint pairs with the window ending at its offset (the base with
+    retention.json); returns the chunks they reference (digest -> raw length)."""
+    chunks: dict[str, int] = {}
+    ending = {w.last: k for k, w in enumerate(catalog.windows)}
+    base = catalog.base
+    for offset in catalog.checkpoints:
+        try:
+            cp = catalog.checkpoint(offset)
+            k = ending.get(offset)
+            if base is not None and offset == base.offset:
+                if cp.digest != base.checkpoint_digest:
+                    raise IntegrityError(f"{cp.key}: is not the base checkpoint of retention")
+            elif k is None and _consolidated_over(catalog, offset):
+                report.candidates += 1  # a prune dropped its edge and will mark it
+                continue
+            elif k is None or manifests[k] is not None:  # else: its problem is listed
+                check_pairing(cp, None if k is None else manifests[k])
+        except (GapError, IntegrityError) as exc:
+            key = keys.checkpoint_key(catalog.volume, offset)
+            report.problems.append(Problem(_kind(exc), key, exc.message))
+            continue
+        for i, digest in enumerate(cp.chunks):
+            if digest is not None:
+                start, end = cp.chunk_range(i)
+                chunks[digest] = end - start
+    return chunks
+
+
+def _consolidated_over(catalog: Catalog, offset: int) -> bool:
+    """Whether ``offset`` lies inside a consolidated window (its point was dropped)."""
+    i = catalog.index_for(offset)
+    if i is None or offset > catalog.windows[i].last:
+        return False
+    try:
+        return catalog.manifest(i).merged is not None
+    except KcdpError:
+        return False
 
 
 def _kind(exc: KcdpError) -> str:

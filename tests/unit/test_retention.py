@@ -1,0 +1,136 @@
+"""Retention units: the policy's parsing, the selection's rules, the grace period as a
+reader sees it, and the chunk refresh that closes the "exists, skip upload" then
+"unreferenced, delete" race (docs/FORMAT.md "Retention")."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from connectors.errors import ConfigError, GapError, NotRestorableError
+from connectors.restore.catalog import Catalog
+from connectors.restore.materialize import restore_point
+from connectors.retention.collect import collect_chunks
+from connectors.retention.policy import RetentionPolicy, resolve_policy
+from connectors.retention.prune import prune_volume
+from connectors.retention.select import HOUR_US, WindowFacts, select
+from connectors.store import MemoryStore, open_store
+from schemas import keys
+from schemas.checkpoint import CHUNK_REFRESH_US, write_checkpoint
+from schemas.image import Image
+from tests.retention_support import Partition, promised_points
+
+
+def test_policy_resolves_flags_over_env_over_table() -> None:
+    table = {"keep_within": "2d", "keep_daily": 7, "max_bytes": "20G", "grace": "2h"}
+    env = {"KCDP_KEEP_WITHIN": "36h", "KCDP_KEEP_HOURLY": "48"}
+    p = resolve_policy(table, env, {"keep_daily": "30", "keep_hourly": None})
+    assert p.keep_within == 36 * 3600 and p.keep_hourly == 48 and p.keep_daily == 30
+    assert p.max_bytes == 20 << 30 and p.grace == 7200
+    assert resolve_policy(None, {}).empty and not p.empty
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"keep_within": "soon"}, "not a duration"),
+        ({"keep_daily": "many"}, "not a count"),
+        ({"max_bytes": "big"}, "not a size"),
+        ({"keep_forever": 1}, "unknown setting"),
+        ({"grace": "10m"}, "below the minimum"),
+        ({"keep_hourly": -1}, "must not be negative"),
+    ],
+)
+def test_bad_policy_settings_are_refused(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_policy(table, {})
+
+
+def _facts(times_h: list[float], consistent: bool = True) -> list[WindowFacts]:
+    return [
+        WindowFacts(i * 10, i * 10 + 9, int(t * HOUR_US), consistent, (), False)
+        for i, t in enumerate(times_h)
+    ]
+
+
+def test_each_bucket_keeps_its_newest_edge_and_the_rest_is_consolidated() -> None:
+    # windows every 20 min over 6 h; the journal is the last 2 windows; 3 hourly points
+    times = [1000 + k / 3 for k in range(18)]
+    facts = _facts(times)
+    ref = int(times[-1] * HOUR_US)
+    sel = select(facts[:16], 18, 16, RetentionPolicy(keep_within=1.0, keep_hourly=3), ref)
+    hourly = [e for e in sel.edges if 0 <= e < 15]
+    assert hourly == [11, 14]  # the newest window of the hours 1003 and 1004
+    assert sel.base == 11  # the oldest kept edge; everything before it goes
+    # 12..14 become one window ending at edge 14; 15 (before the journal) loses its log
+    assert sel.groups == ((12, 14), (15, 15))
+    assert sel.intact == frozenset({16, 17})  # the journal
+
+
+def test_inconsistent_edges_are_never_tier_points_and_no_policy_keeps_all() -> None:
+    facts = _facts([1000, 1001, 1002, 1003], consistent=False)
+    sel = select(facts[:3], 4, 3, RetentionPolicy(keep_hourly=10), int(1003 * HOUR_US))
+    assert sel.base == 2 and sel.groups == ()  # only the edge before the newest window
+    everything = select(facts, 4, 0, RetentionPolicy(), int(1003 * HOUR_US))
+    assert everything.base is None and everything.groups == ()
+
+
+def test_a_reader_listed_before_a_prune_keeps_restoring_until_the_grace_ends(
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    part = Partition(store, tmp_path / "work", random.Random(9))
+    part.write(120, mean_gap_us=30 * 60 * 1_000_000)
+    part.close()
+    policy = RetentionPolicy(keep_within=6 * 3600.0, grace=3600.0, unsafe_grace=True)
+    volume = "va"
+    catalog = Catalog(store, volume)
+    catalog.manifests()  # a restore planned before the prune
+    old = next(o for o, _ in part.history.of(volume) if o >= part.history.baseline_end(volume))
+    now = part.history.events[-1].timestamp_us
+    prune_volume(store, volume, policy, workdir=tmp_path, now_us=now)
+    prune_volume(store, volume, policy, workdir=tmp_path, now_us=now + HOUR_US - 1)
+    out = tmp_path / "old.img"
+    restore_point(store, catalog, old, out, direction="forward", progress=False)
+    assert out.read_bytes() == part.history.image_at(volume, old)
+    with pytest.raises(NotRestorableError, match="dropped by the retention policy"):
+        restore_point(store, Catalog(store, volume), old, out, progress=False)
+    prune_volume(store, volume, policy, workdir=tmp_path, now_us=now + HOUR_US)
+    with pytest.raises(GapError):  # the grace is over: its objects are gone, never wrong bytes
+        restore_point(store, catalog, old, out, direction="forward", progress=False)
+    for point in sorted(promised_points(part, volume, policy))[:5]:
+        restore_point(store, Catalog(store, volume), point, out, progress=False)
+        assert out.read_bytes() == part.history.image_at(volume, point)
+
+
+def test_a_checkpoint_writes_again_a_chunk_stored_long_ago(tmp_path: Path) -> None:
+    """A chunk marked as a candidate and taken by a new checkpoint must survive even when
+    the collection lists the checkpoints before that checkpoint's document lands: the
+    checkpoint writes the old chunk again (its modification time moves), so the mark no
+    longer holds."""
+    store = open_store(f"file://{tmp_path / 'store'}")
+    with Image(tmp_path / "img", 8192) as image:
+        image.pwrite(0, b"x" * 8192)
+        first = write_checkpoint(
+            store, image, volume="v", offset=5, chunk_size=4096, window_digest="0" * 64
+        )
+    chunk = keys.chunk_key(str(first.chunks[0]))
+    long_ago = time.time() - 2 * CHUNK_REFRESH_US / 1e6
+    os.utime(tmp_path / "store" / chunk, (long_ago, long_ago))
+    store.delete(first.key)  # the only checkpoint referencing it goes
+    now = time.time_ns() // 1000
+    marked = collect_chunks(store, now_us=now, grace_us=10**6, step=lambda _: None)
+    assert chunk in {c.key for c in marked.candidates}
+    with Image(tmp_path / "img", 8192) as image:  # a new checkpoint of the same content
+        second = write_checkpoint(
+            store, image, volume="v", offset=9, chunk_size=4096, window_digest="1" * 64
+        )
+    store.delete(second.key)  # as if the collection listed before its document landed
+    later = now + 10**7
+    swept = collect_chunks(store, now_us=later, grace_us=10**6, step=lambda _: None)
+    assert chunk not in swept.deleted
+    assert store.stat(chunk).size > 0
