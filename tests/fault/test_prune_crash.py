@@ -137,6 +137,6 @@ def test_prune_killed_at_random_steps_never_loses_a_kept_point(tmp_path: Path) -
         assert unreferenced(store, volume) == []
         report = verify_volume(store, volume, read_data=True)
         assert report.ok, report.to_text()
-        kept = promised_points(part, volume, POLICY)
-        check_points(part, volume, kept, out, promised=kept)
+        final = promised_points(part, volume, POLICY)
+        check_points(part, volume, final, out, promised=final)
     store.close()
