@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.config import redact_text
+from connectors.config import is_secret_key, redact_text, register_secret
 from connectors.errors import BrokerError, ConfigError
 
 #: Producer properties for events whose acknowledgement is a durability promise.
@@ -38,6 +38,25 @@ def producer_config(base: Mapping[str, Any], **overrides: Any) -> dict[str, Any]
     conf.update(base)
     conf.update(overrides)
     return conf
+
+
+def capture_producer_base(
+    bootstrap: str, delivery_timeout: float, *, sync: bool, client: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The intercept's producer properties before the durable defaults: its bootstrap,
+    delivery timeout, no linger in sync mode, then the client's own (whose secrets are
+    registered for redaction, in the NBD plugin's process too)."""
+    base: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "message.timeout.ms": max(1, int(delivery_timeout * 1000)),
+    }
+    if sync:
+        base["linger.ms"] = 0
+    base.update(client or {})
+    for key, value in (client or {}).items():
+        if is_secret_key(key):
+            register_secret(str(value))
+    return base
 
 
 def consumer_config(base: Mapping[str, Any], group_id: str, **overrides: Any) -> dict[str, Any]:

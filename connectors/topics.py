@@ -28,6 +28,7 @@ from typing import Any
 
 from connectors.config import Settings, redact_text
 from connectors.errors import BrokerError, ConfigError
+from connectors.kafka import ensure_topics
 
 log = logging.getLogger("kcdp.topics")
 
@@ -223,6 +224,29 @@ def warn_topic_problems(
     for problem in problems:
         logger.warning("%s (kcdp check reports it too)", problem)
     return problems
+
+
+def prepare_write_topic(
+    conf: Mapping[str, Any],
+    topic: str,
+    *,
+    planned_workers: int,
+    lag_budget_seconds: float | None,
+    timeout: float,
+    logger: logging.Logger,
+) -> None:
+    """Create the write topic if missing (a partition per planned worker) and, unless
+    ``lag_budget_seconds`` is None, warn once about settings that break a guarantee."""
+    ensure_topics(conf, {topic: max(1, planned_workers)}, timeout=timeout)
+    if lag_budget_seconds is not None:
+        warn_topic_problems(
+            conf,
+            write_topic=topic,
+            planned_workers=planned_workers,
+            lag_budget_seconds=lag_budget_seconds,
+            timeout=timeout,
+            logger=logger,
+        )
 
 
 def default_replication_factor(brokers: int) -> int:

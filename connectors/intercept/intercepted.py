@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from connectors.config import is_secret_key, register_secret
 from connectors.errors import ConfigError, DeliveryError, InvalidEventError, VolumeError
 from connectors.fsutil import pwrite_all
 from connectors.intercept.backing import Backing, Writeback, clear_range
@@ -36,8 +35,8 @@ from connectors.intercept.options import (
 )
 from connectors.intercept.publisher import Delivery, Publisher
 from connectors.intercept.session import Session
-from connectors.kafka import MAX_EVENT_DATA, ensure_topics, producer_config
-from connectors.topics import DEFAULT_LAG_BUDGET_SECONDS, warn_topic_problems
+from connectors.kafka import MAX_EVENT_DATA, capture_producer_base, producer_config
+from connectors.topics import DEFAULT_LAG_BUDGET_SECONDS, prepare_write_topic
 from schemas.codec import AvroCodec
 from schemas.events import EventKind
 
@@ -125,28 +124,18 @@ class InterceptedVolume:
         self._writeback = Writeback(self._fd)
         created = backing.created
         self.size = self._size
-        base: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers,
-            "message.timeout.ms": max(1, int(delivery_timeout * 1000)),
-        }
-        if mode == "sync":
-            base["linger.ms"] = 0
-        base.update(client_config or {})
-        for key, value in (client_config or {}).items():  # the NBD plugin's process too
-            if is_secret_key(key):
-                register_secret(str(value))
+        base = capture_producer_base(
+            bootstrap_servers, delivery_timeout, sync=mode == "sync", client=client_config
+        )
         try:
-            admin_conf = {"bootstrap.servers": bootstrap_servers, **(client_config or {})}
-            ensure_topics(admin_conf, {topic: max(1, planned_workers)}, timeout=delivery_timeout)
-            if check_topics:
-                warn_topic_problems(
-                    admin_conf,
-                    write_topic=topic,
-                    planned_workers=planned_workers,
-                    lag_budget_seconds=lag_budget_seconds,
-                    timeout=delivery_timeout,
-                    logger=log,
-                )
+            prepare_write_topic(
+                {"bootstrap.servers": bootstrap_servers, **(client_config or {})},
+                topic,
+                planned_workers=planned_workers,
+                lag_budget_seconds=lag_budget_seconds if check_topics else None,
+                timeout=delivery_timeout,
+                logger=log,
+            )
             codec = AvroCodec("WriteEvent", registry_url=schema_registry, subject=f"{topic}-value")
             self._publisher = Publisher(
                 producer_config(base),
