@@ -134,3 +134,31 @@ def test_a_checkpoint_writes_again_a_chunk_stored_long_ago(tmp_path: Path) -> No
     swept = collect_chunks(store, now_us=later, grace_us=10**6, step=lambda _: None)
     assert chunk not in swept.deleted
     assert store.stat(chunk).size > 0
+
+
+def test_max_bytes_shortens_the_journal_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    part = Partition(store, tmp_path / "work", random.Random(11))
+    part.write(150, mean_gap_us=10 * 60 * 1_000_000)
+    part.close()
+    now = part.history.events[-1].timestamp_us
+    roomy = RetentionPolicy(keep_within=48 * 3600.0, grace=3600.0, unsafe_grace=True)
+    full = prune_volume(store, "va", roomy, workdir=tmp_path, now_us=now, dry_run=True)
+    assert not full.shortened
+    tight = RetentionPolicy(
+        keep_within=48 * 3600.0,
+        max_bytes=full.stored_bytes["any-point"] // 3,
+        grace=3600.0,
+        unsafe_grace=True,
+    )
+    report = prune_volume(store, "va", tight, workdir=tmp_path, now_us=now)
+    assert report.shortened and report.journal_from is not None
+    assert full.journal_from is not None and report.journal_from > full.journal_from
+    assert report.history_seconds < full.history_seconds
+    assert "exceed max_bytes" in caplog.text and "shortened" in caplog.text
+    catalog = Catalog(store, "va")
+    newest = catalog.windows[-1].last
+    restore_point(store, catalog, newest, tmp_path / "n.img", progress=False)
+    assert (tmp_path / "n.img").read_bytes() == part.history.image_at("va", newest)
