@@ -83,12 +83,12 @@ def volume_garbage(
     referenced: set[str],
     kept_checkpoints: set[int],
     base_offset: int | None,
-    newest_offset: int,
+    journal_from: int,
 ) -> dict[str, ObjectInfo]:
     """The keys of ``volume`` (from ``listing`` of its prefix) that should be deleted:
-    window objects and manifests not in ``referenced`` (leaving alone anything past
-    ``newest_offset``: a worker may be storing it), checkpoints not kept, gap records at or
-    before the base."""
+    window objects and manifests not in ``referenced`` (leaving alone everything from
+    ``journal_from`` on: the any-point journal, which a prune never changes, and windows a
+    worker may be storing), checkpoints not kept, gap records at or before the base."""
     out: dict[str, ObjectInfo] = {}
     manifests = keys.manifests_prefix(volume)
     data = f"{keys.volume_prefix(volume)}data/"
@@ -96,7 +96,7 @@ def volume_garbage(
         key = info.key
         if key.startswith((manifests, data)):
             span = _span(key)
-            if span is None or span[0] > newest_offset or key in referenced:
+            if span is None or span[0] >= journal_from or key in referenced:
                 continue
             out[key] = info
         elif key.startswith(keys.checkpoints_prefix(volume)):

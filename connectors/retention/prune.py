@@ -117,7 +117,7 @@ def prune_volume(
         referenced=referenced,
         kept_checkpoints=kept_cps,
         base_offset=None if new_base is None else new_base.offset,
-        newest_offset=newest.last_offset,
+        journal_from=ws.spans[cut][0],
     )
     grace = int(policy.grace * 1e6)
     settled = settle(store, state.candidates, garbage, now_us=now, grace_us=grace, step=step)
@@ -295,20 +295,15 @@ def _references(
     base: Base | None,
     cut: int,
 ) -> tuple[set[str], set[int]]:
-    """Keys the new history references (manifests and window objects; journal windows by
-    their span), and the checkpoint offsets it keeps."""
+    """Keys the new history references before the journal (manifests and window objects;
+    the journal is left alone as a whole), and the checkpoint offsets it keeps."""
     dropped = {i for lo, hi in sel.groups for i in range(lo, hi + 1)}
     floor = -1 if sel.base is None else sel.base
     referenced: set[str] = set()
-    for i, (first, last, key) in enumerate(ws.spans):
-        if i <= floor or (i in dropped and i not in new_at):
+    for i in range(floor + 1, cut):
+        if i in dropped and i not in new_at:
             continue
-        m = new_at.get(i)
-        if m is None and i >= cut:
-            referenced.add(key)
-            referenced.update(keys.data_key(volume, first, last, p) for p in ("fwd", "bwd", "log"))
-            continue
-        m = m or ws[i]
+        m = new_at.get(i) or ws[i]
         referenced.add(m.key)
         referenced.update(ref.key for ref in m.objects())
     offsets = list_checkpoints(store, volume)
