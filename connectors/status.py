@@ -21,6 +21,7 @@ from connectors.restore.partitioner import partition_for
 from connectors.status_figures import (
     VolumeStatus,
     WorkerHealth,
+    history_figures,
     list_volumes,
     restorable_span,
     stored_bytes,
@@ -89,6 +90,7 @@ class StatusReader:
         timeout: float = 10.0,
         clock: Callable[[], int] = now_us,
         worker_figures: Mapping[str, WorkerFigures] | None = None,
+        keep_within: float | None = None,
     ) -> None:
         if max_scan <= 0 or batch <= 0 or timeout <= 0:
             raise ValueError("max_scan, batch and timeout must be positive")
@@ -104,6 +106,7 @@ class StatusReader:
         self.timeout = timeout
         self.clock = clock
         self.worker_figures = worker_figures
+        self.keep_within = keep_within
 
     # -- entry point -------------------------------------------------------------------
     def volumes(self, names: Iterable[str] | None = None) -> list[VolumeStatus]:
@@ -192,6 +195,7 @@ class StatusReader:
             reread_found=None if live is None else live.reread_found,
             worker=health,
             checked_us=now,
+            **history_figures(v.catalog, self.keep_within),
         )
 
     # -- store side --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from connectors.restore.catalog import Catalog
 from connectors.store.base import ObjectStore
 from schemas import keys
 from schemas.checkpoint import load_checkpoint
+from schemas.retention import TIER_ANY_POINT, tier_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,14 @@ class VolumeStatus:
     history_problem: str | None
     worker: WorkerHealth
     checked_us: int
+    #: retention (docs/FORMAT.md "Retention"): seconds of any-point history (newest event
+    #: minus the first event of the oldest window of the journal), the policy's keep_within,
+    #: whether the journal holds less than 75% of it, the base, and the last prune's time
+    history_seconds: float | None = None
+    history_target_seconds: float | None = None
+    history_short: bool = False
+    base_offset: int | None = None
+    last_prune_us: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,3 +124,34 @@ def restorable_span(catalog: Catalog) -> tuple[int | None, int | None]:
         None,
     )
     return oldest, newest
+
+
+#: Below this share of keep_within the any-point journal is reported short (Zerto's alert).
+HISTORY_ALERT_SHARE = 0.75
+
+
+def history_figures(catalog: Catalog, keep_within: float | None) -> dict[str, Any]:
+    """The retention fields of :class:`VolumeStatus` for ``catalog``'s volume."""
+    state = catalog.retention
+    out: dict[str, Any] = {
+        "base_offset": None if catalog.base is None else catalog.base.offset,
+        "last_prune_us": None if state is None else state.updated_us,
+        "history_target_seconds": keep_within,
+    }
+    journal = state.journal_from if state else None
+    manifests = catalog.manifests() if len(catalog) else []
+    oldest = next(
+        (i for i, m in enumerate(manifests) if tier_of(m, journal) == TIER_ANY_POINT), None
+    )
+    if oldest is not None:
+        since = manifests[oldest].first_time_us  # from the kept edge before it, if any
+        if oldest > 0:
+            since = manifests[oldest - 1].last_time_us
+        elif catalog.base is not None:
+            since = catalog.base.time_us
+        seconds = max(0.0, (manifests[-1].last_time_us - since) / 1e6)
+        out["history_seconds"] = round(seconds, 3)
+        out["history_short"] = (
+            keep_within is not None and seconds < HISTORY_ALERT_SHARE * keep_within
+        )
+    return out

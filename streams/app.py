@@ -8,6 +8,7 @@ The group client gets the same ``-X`` security properties as the librdkafka clie
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -16,18 +17,39 @@ from prometheus_client import generate_latest
 from connectors.config import Settings
 from connectors.kafka_security import KafkaSecurity
 from connectors.store.base import ObjectStore
+from streams.pruning import Pruner, PruneSchedule
 from streams.worker import IncrementsWorker, WorkerOptions
 
 
 def create_app(
-    settings: Settings, *, store: ObjectStore, options: WorkerOptions
+    settings: Settings,
+    *,
+    store: ObjectStore,
+    options: WorkerOptions,
+    pruning: PruneSchedule | None = None,
 ) -> tuple[faust.App, IncrementsWorker]:
-    """Build the Faust app and its worker state; nothing starts until the app runs."""
+    """Build the Faust app and its worker state; nothing starts until the app runs.
+    With ``pruning``, the volumes of the worker's partitions are pruned on a timer."""
     worker = IncrementsWorker(settings, store, options)
     app, topic = _faust_app(settings, options)
     _add_agents(app, topic, settings, worker)
     _add_handlers(app, settings, worker)
+    if pruning is not None and pruning.interval > 0 and not pruning.policy.empty:
+        _add_pruner(app, worker, pruning)
     return app, worker
+
+
+def _add_pruner(app: faust.App, worker: IncrementsWorker, pruning: PruneSchedule) -> None:
+    """The prune timer: its own thread, so windows go on being built meanwhile."""
+    pruner = Pruner(
+        worker.store, pruning.policy, worker.opt.workdir / "prune", worker.metrics.registry
+    )
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcdp-prune")
+
+    @app.timer(pruning.interval)  # type: ignore[untyped-decorator]  # Faust is untyped
+    async def prune() -> None:
+        volumes = [state.volume for state in worker.volume_states()]
+        await asyncio.get_running_loop().run_in_executor(executor, pruner.run, volumes)
 
 
 def _faust_app(settings: Settings, options: WorkerOptions) -> tuple[faust.App, Any]:

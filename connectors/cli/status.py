@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from connectors.cli.prune import add_policy_args
+from connectors.cli.prune import policy_from as retention_policy
 from connectors.config import DEFAULT_GROUP_ID, Settings
 from connectors.errors import UsageError
 from connectors.status import DEFAULT_BATCH, DEFAULT_MAX_SCAN, StatusReader
@@ -62,6 +64,7 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         help="a worker's /metrics URL (repeatable): adds records in quarantine and records "
         "re-reads found per volume",
     )
+    add_policy_args(p)
     p.set_defaults(func=cmd_status)
 
 
@@ -89,6 +92,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             batch=min(DEFAULT_BATCH, args.max_scan),
             timeout=args.timeout,
             worker_figures=live,
+            keep_within=retention_policy(args, settings).keep_within,
         )
         found = reader.volumes(args.volumes or None)
     finally:
@@ -99,7 +103,25 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no protected volume in {settings.store_url}")
     else:
         print(render_table(found))
+        for line in retention_lines(found):
+            print(line)
     return 0
+
+
+def retention_lines(rows: Sequence[VolumeStatus]) -> list[str]:
+    """One line per pruned volume (base, last prune), and the journal alert: the any-point
+    history holds less than 75% of keep_within (docs/FORMAT.md "Retention")."""
+    lines = []
+    for s in rows:
+        if s.base_offset is not None:
+            when = human_age(s.last_prune_us, s.checked_us)
+            lines.append(f"{s.volume}: history pruned to base @{s.base_offset}, last prune {when}")
+        if s.history_short and s.history_seconds is not None and s.history_target_seconds:
+            lines.append(
+                f"WARNING {s.volume}: the any-point journal holds {s.history_seconds:.0f} s, "
+                f"less than 75% of keep_within {s.history_target_seconds:.0f} s"
+            )
+    return lines
 
 
 def human_bytes(n: int) -> str:

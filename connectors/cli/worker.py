@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from connectors.cli.prune import add_policy_args
+from connectors.cli.prune import policy_from as retention_policy
 from connectors.config import DEFAULT_GROUP_ID, Settings
 from connectors.errors import KcdpError
 from connectors.kafka import ensure_topics
 from connectors.store import open_store
 from connectors.topics import warn_topic_problems
 from streams.app import create_app
+from streams.pruning import PruneSchedule
 from streams.window import WindowPolicy
 from streams.worker import WorkerOptions
 
@@ -114,6 +117,13 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--checkpoint-bytes", type=_size, default=1 << 30, help="... or every B written bytes"
     )
+    p.add_argument(
+        "--prune-interval",
+        type=float,
+        default=0.0,
+        help="apply the retention policy to this worker's volumes every S seconds (0: off)",
+    )
+    add_policy_args(p)
     p.set_defaults(func=cmd_worker)
 
 
@@ -176,7 +186,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         lag_budget_seconds=settings.lag_budget_seconds,
         logger=log,
     )
-    app, worker = create_app(settings, store=store, options=options)
+    pruning = PruneSchedule(args.prune_interval, retention_policy(args, settings))
+    app, worker = create_app(settings, store=store, options=options, pruning=pruning)
     log.info(
         "worker %s: topic %s, store %s, policy %s",
         options.group_id,

@@ -47,7 +47,8 @@ class PruneReport:
         """Fill in the plan: journal, runs to consolidate, the base, bytes by tier."""
         n = len(ws)
         self.journal_from = ws.spans[cut][0]
-        self.history_seconds = max(0.0, (ref_us - ws[cut].first_time_us) / 1e6)
+        since = ws[cut - 1].last_time_us if cut > 0 else ws[cut].first_time_us  # the edge before
+        self.history_seconds = max(0.0, (ref_us - since) / 1e6)
         self.windows_after = n if sel is None else n - sel.dropped(n)
         volume = self.volume
 

@@ -162,3 +162,60 @@ def test_max_bytes_shortens_the_journal_loudly(
     newest = catalog.windows[-1].last
     restore_point(store, catalog, newest, tmp_path / "n.img", progress=False)
     assert (tmp_path / "n.img").read_bytes() == part.history.image_at("va", newest)
+
+
+def test_status_says_when_the_journal_holds_less_than_three_quarters_of_keep_within(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from connectors.cli.status import retention_lines
+    from connectors.status_figures import VolumeStatus, WorkerHealth, history_figures
+
+    store = MemoryStore()
+    part = Partition(store, tmp_path / "work", random.Random(12))
+    part.write(100, mean_gap_us=20 * 60 * 1_000_000)  # ~33 h
+    part.close()
+    now = part.history.events[-1].timestamp_us
+    policy = RetentionPolicy(keep_within=12 * 3600.0, grace=3600.0, unsafe_grace=True)
+    prune_volume(store, "va", policy, workdir=tmp_path, now_us=now)
+    catalog = Catalog(store, "va")
+    ok = history_figures(catalog, 12 * 3600.0)
+    assert 12 * 3600 <= ok["history_seconds"] < 14 * 3600 and not ok["history_short"]
+    assert catalog.base is not None and ok["base_offset"] == catalog.base.offset
+    short = history_figures(catalog, 24 * 3600.0)  # configured longer than what is held
+    assert short["history_short"]
+    health = WorkerHealth("g", None, 0, None, None, "-")
+    row = VolumeStatus(
+        "va",
+        "g",
+        "t",
+        0,
+        None,
+        None,
+        None,
+        None,
+        None,
+        len(catalog),
+        0,
+        0,
+        True,
+        0.0,
+        None,
+        None,
+        0,
+        [],
+        0,
+        {},
+        [],
+        None,
+        None,
+        None,
+        health,
+        now,
+        **short,
+    )
+    lines = retention_lines([row])
+    assert any(line.startswith("WARNING va: the any-point journal holds") for line in lines)
+    assert any("pruned to base @" in line for line in lines)
+    assert not any("WARNING" in line for line in retention_lines([replace(row, **ok)]))
