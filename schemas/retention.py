@@ -12,7 +12,7 @@ make a volume's history (superseded spans and windows before the base are left o
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -126,15 +126,6 @@ class RetentionState:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"{name}: malformed retention state ({exc})") from None
-
-    def with_candidates(self, added: Iterable[Candidate], removed: set[str]) -> RetentionState:
-        """This state with ``added`` marked (a key already marked keeps its first mark)
-        and the keys in ``removed`` no longer candidates."""
-        have = {c.key: c for c in self.candidates if c.key not in removed}
-        for c in added:
-            if c.key not in removed:
-                have.setdefault(c.key, c)
-        return replace(self, candidates=tuple(sorted(have.values(), key=lambda c: c.key)))
 
 
 def load_retention(store: ObjectStore, volume: str) -> RetentionState | None:

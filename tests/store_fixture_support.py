@@ -13,7 +13,11 @@ import orjson
 from connectors.restore.catalog import Catalog
 from connectors.restore.materialize import restore_point
 from connectors.store.file import FileStore
-from tests.streams_support import Volume
+from schemas.events import WriteEvent
+from streams.options import BuildOptions
+from streams.partition import PartitionProcessor
+from streams.window import WindowPolicy
+from tests.streams_support import Volume, feed_events
 
 STORES = Path(__file__).parent / "fixtures" / "stores"
 
@@ -73,3 +77,27 @@ def continuing_writer(store: FileStore, volume: str, tmp_path: Path) -> Volume:
     v.t_us = last.last_time_us
     v.model = bytearray(image.read_bytes())
     return v
+
+
+def continue_with_worker(
+    store: FileStore,
+    events: list[tuple[int, WriteEvent]],
+    workdir: Path,
+    *,
+    count: int,
+    start: int,
+) -> None:
+    """Today's worker (its partition processor) stores ``events`` (offset, event) after the
+    fixture's history: count windows of ``count`` events, a checkpoint every 2 windows."""
+    opts = BuildOptions(
+        topic="kcdp.writes",
+        partition=0,
+        workdir=workdir,
+        policy=WindowPolicy(count=count),
+        checkpoint_windows=2,
+        chunk_size=4096,
+    )
+    proc = PartitionProcessor(store, opts)
+    proc.open(start)
+    feed_events(proc, events)
+    proc.close()

@@ -18,8 +18,8 @@ import orjson
 from connectors.config import Settings
 from connectors.retention.policy import RetentionPolicy, resolve_policy
 from connectors.retention.prune import prune_volume
+from connectors.status_figures import list_volumes
 from connectors.store import open_store
-from connectors.store.base import ObjectStore
 from schemas import keys
 
 #: Flags of the policy: (flag, field, help).
@@ -71,24 +71,15 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_prune)
 
 
-def store_volumes(store: ObjectStore) -> list[str]:
-    """Every volume with a manifest in ``store`` (streamed listing)."""
-    prefix = keys.volumes_prefix()
-    found: set[str] = set()
-    for info in store.list(prefix):
-        name, _, rest = info.key[len(prefix) :].partition("/")
-        if rest.startswith("manifests/"):
-            found.add(name)
-    return sorted(found)
-
-
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     policy = policy_from(args, settings)
     workdir = settings.state_path / "prune"
     workdir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.store_url)
     try:
-        volumes = [keys.check_name(v) for v in args.volumes] or store_volumes(store)
+        volumes = [keys.check_name(v) for v in args.volumes] or sorted(
+            list_volumes(store, settings.topic)
+        )
         reports = [
             prune_volume(store, v, policy, workdir=workdir, dry_run=args.dry_run) for v in volumes
         ]

@@ -16,11 +16,13 @@ from connectors.restore.verify import verify_volume
 from connectors.store.file import FileStore
 from schemas.events import EventKind, WriteEvent
 from schemas.retention import load_retention
-from streams.options import BuildOptions
-from streams.partition import PartitionProcessor
-from streams.window import WindowPolicy
-from tests.store_fixture_support import STORES, continuing_writer, copy_store, file_sha
-from tests.streams_support import feed_events
+from tests.store_fixture_support import (
+    STORES,
+    continue_with_worker,
+    continuing_writer,
+    copy_store,
+    file_sha,
+)
 
 NAME = "layout-v2"
 EXPECTED: dict[str, dict[str, list]] = orjson.loads(  # type: ignore[type-arg]
@@ -81,18 +83,7 @@ def test_the_worker_continues_a_pruned_store(store: FileStore, tmp_path: Path) -
             ev = w.write((i * 577) % (w.size - 300), bytes([i + 7]) * (90 + i), dt_us=60_000_000)
         events.append((offset, ev))
         states[offset] = (w.name, bytes(w.model))
-    opts = BuildOptions(
-        topic="kcdp.writes",
-        partition=0,
-        workdir=tmp_path / "work",
-        policy=WindowPolicy(count=3),
-        checkpoint_windows=2,
-        chunk_size=4096,
-    )
-    proc = PartitionProcessor(store, opts)
-    proc.open(NEXT_OFFSET)
-    feed_events(proc, events)
-    proc.close()
+    continue_with_worker(store, events, tmp_path / "work", count=3, start=NEXT_OFFSET)
     out = tmp_path / "new.img"
     for offset, (volume, image) in states.items():
         catalog = Catalog(store, volume)

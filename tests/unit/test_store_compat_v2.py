@@ -22,17 +22,14 @@ from schemas.checkpoint import load_checkpoint
 from schemas.events import EventKind, WriteEvent
 from schemas.head import load_head
 from schemas.manifest import list_window_keys, load_manifest
-from streams.options import BuildOptions
-from streams.partition import PartitionProcessor
-from streams.window import WindowPolicy
 from tests.store_fixture_support import (
+    continue_with_worker,
     continuing_writer,
     copy_store,
     expected_digests,
     file_sha,
     restore_every_point,
 )
-from tests.streams_support import feed_events
 
 EXPECTED = expected_digests("manifest-v2")
 BASELINE_END = {"fa": 2, "fb": 15}  # offsets of each volume's first BASELINE_END
@@ -109,18 +106,7 @@ def test_the_worker_continues_a_v2_store_with_chained_windows(
             ev = v.write((i * 811) % (v.size - 400), bytes([i + 1]) * (100 + i))
         events.append((offset, ev))
         states[v.name][offset] = bytes(v.model)
-    opts = BuildOptions(
-        topic="kcdp.writes",
-        partition=0,
-        workdir=tmp_path / "work",
-        policy=WindowPolicy(count=6),
-        checkpoint_windows=2,
-        chunk_size=4096,
-    )
-    proc = PartitionProcessor(store, opts)
-    proc.open(NEXT_OFFSET)
-    feed_events(proc, events)
-    proc.close()
+    continue_with_worker(store, events, tmp_path / "work", count=6, start=NEXT_OFFSET)
     assert Catalog(store, "fa").checkpoints[-1] > NEXT_OFFSET  # one taken on the new windows
 
     for name, old in before.items():
