@@ -12,7 +12,10 @@ Design (docs/FORMAT.md "Ordering invariants"):
   ``batch_size`` records (librdkafka prefetches in its own threads). Any record Faust
   still delivers is ignored. Values are decoded by the pure
   :class:`~streams.partition.PartitionProcessor`, so an undecodable record becomes a dead
-  letter instead of crashing the worker. Blocking work (reading, decoding, object uploads,
+  letter instead of crashing the worker; both framings are read (single-object and, with
+  ``--schema-registry``, Confluent, which is then also what the worker writes), and a
+  registry that cannot answer fails the worker (after ``registry_wait``) instead of
+  dead-lettering good records. Blocking work (reading, decoding, object uploads,
   image I/O) runs in one worker thread, which also serializes it against assignment;
   storing a cut window (increments, write log, manifest, image) runs on
   ``close_threads`` background threads meanwhile, one window per volume at a time, and
@@ -91,6 +94,9 @@ class WorkerOptions:
     all partitions and started with the worker (:class:`streams.storing.WindowStorers`:
     decoding and storing then do not share one interpreter lock; ``kcdp worker`` uses 2
     unless the store is ``memory://``, which child processes cannot share).
+    ``registry_wait`` [60 s]: with ``settings.schema_registry``, how long a registry that
+    cannot answer is retried before the worker fails (:class:`~connectors.errors.RegistryError`:
+    its records are never dead-lettered for it).
     """
 
     workdir: Path
@@ -108,6 +114,7 @@ class WorkerOptions:
     close_threads: int = 2
     store_processes: int = 0
     flush_timeout: float = 30.0
+    registry_wait: float = 60.0
 
 
 class IncrementsWorker:
@@ -125,9 +132,11 @@ class IncrementsWorker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcdp-build")
         self.processors: dict[int, PartitionProcessor] = {}
         self.producer = Producer(producer_config(settings.kafka_config()))
-        self.event_codec = AvroCodec("WriteEvent")
-        self.dlq_codec = AvroCodec("DeadLetter")
-        self.announce_codec = AvroCodec("WindowCommitted")
+        self.event_codec = _codec(settings, "WriteEvent", settings.topic, options)
+        self.dlq_codec = _codec(settings, "DeadLetter", settings.dlq_topic, options)
+        self.announce_codec = _codec(
+            settings, "WindowCommitted", settings.increments_topic, options
+        )
         self.failure: BaseException | None = None
         self.storers: WindowStorers | None = None
         if options.store_processes > 0:
@@ -396,3 +405,14 @@ class IncrementsWorker:
             self.failure = exc
             log.critical("increments worker failed: %s", exc, exc_info=exc)
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _codec(settings: Settings, schema: str, topic: str, options: WorkerOptions) -> AvroCodec:
+    """The codec of one topic: single-object Avro, or with ``settings.schema_registry``
+    the Confluent format under subject ``<topic>-value``; it decodes both framings."""
+    return AvroCodec(
+        schema,
+        registry_url=settings.schema_registry or None,
+        subject=f"{topic}-value",
+        registry_wait=options.registry_wait,
+    )
