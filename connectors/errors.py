@@ -89,6 +89,13 @@ class DeliveryError(BrokerError):
     """Kafka did not acknowledge an event within the bounded time; it may not be durable."""
 
 
+class RegistryError(BrokerError):
+    """The schema registry could not answer (unreachable, timed out, a server error):
+    retriable. A refusal that waiting does not cure (credentials, permissions) is raised
+    with ``retriable=False``. Never a verdict on a record: an id the registry answers it
+    does not know is a :class:`DecodeError` instead."""
+
+
 class IntegrityError(KcdpError):
     """Stored data does not match its recorded digest or structure (corruption)."""
 

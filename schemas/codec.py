@@ -10,26 +10,45 @@ Two framings, chosen per codec:
   the schema is registered under subject ``<topic>-value`` and writer schemas are fetched
   by id. ``mock://...`` URLs use confluent-kafka's in-process mock registry.
 
-Every decoding failure — garbage, truncation, trailing bytes, unknown fingerprint or id —
-raises :class:`connectors.errors.DecodeError`, never anything else.
+A codec *encodes* in its own framing but *decodes* both, told apart by the first byte(s),
+so one topic may hold both (a registry switched on later, an old producer). Ids are
+resolved through the registry once per codec (parsed writer schemas cached by id) and the
+registry client is shared by every codec of the process with the same URL and settings
+(its own cache, and one ``mock://NAME`` registry per name in the process, as
+``memory://NAME`` stores are).
+
+Every failure of the record itself — garbage, truncation, trailing bytes, unknown
+fingerprint, an id the registry says it does not know, Confluent framing with no registry
+configured — raises :class:`connectors.errors.DecodeError`, never anything else. A
+registry that cannot answer (unreachable, timed out, a server error, a refusal of our
+credentials) says nothing about the record: that is a
+:class:`connectors.errors.RegistryError` (retriable unless refused), raised after the codec
+kept retrying for ``registry_wait`` seconds, so a reader fails or retries instead of
+treating good records as bad.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from connectors.errors import ConfigError, DecodeError
+from connectors.errors import ConfigError, DecodeError, KcdpError, RegistryError
 from schemas import load_schema, schema_json
 from schemas.events import WriteEvent
+from schemas.registry import registry_client_for, registry_failure
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
+
+log = logging.getLogger("kcdp.codec")
 
 
 def schema_fingerprint(schema: Any) -> bytes:
@@ -44,7 +63,10 @@ class AvroCodec:
 
     ``registry_url`` (or an existing ``registry_client``) switches to the Confluent wire
     format; ``subject`` names the registry subject (conventionally ``<topic>-value``). A
-    ``mock://`` registry lives inside its client: share the client to share the registry.
+    ``mock://`` registry lives inside its client: codecs made from the same URL (and
+    ``registry_config``) in one process share one client, hence one registry.
+    ``registry_wait`` [0 s]: how long a registry that cannot answer is retried (with
+    backoff, past the client's own retries) before :class:`RegistryError` is raised.
     """
 
     def __init__(
@@ -54,10 +76,12 @@ class AvroCodec:
         reader_schema: Any = None,
         registry_url: str | None = None,
         subject: str | None = None,
-        registry_config: dict[str, str] | None = None,
+        registry_config: dict[str, Any] | None = None,
         registry_client: Any = None,
+        registry_wait: float = 0.0,
     ) -> None:
         self.schema_name = schema_name
+        self.registry_wait = registry_wait
         self.schema = reader_schema if reader_schema is not None else load_schema(schema_name)
         # the text registered for this codec's own schema (Confluent framing)
         self._schema_text = (
@@ -77,7 +101,7 @@ class AvroCodec:
         if registry_client is not None:
             self._registry = registry_client
         elif registry_url:
-            self._registry = _registry_client(registry_url, registry_config or {})
+            self._registry = registry_client_for(registry_url, registry_config or {})
 
     @property
     def framing(self) -> str:
@@ -275,12 +299,12 @@ class AvroCodec:
         if self._schema_id is None:
             from confluent_kafka.schema_registry import Schema
 
-            try:
-                self._schema_id = int(
-                    self._registry.register_schema(self.subject, Schema(self._schema_text, "AVRO"))
-                )
-            except Exception as exc:
-                raise ConfigError(f"schema registry refused {self.subject}: {exc}") from None
+            schema = Schema(self._schema_text, "AVRO")
+            what = f"registering {self.subject}"
+            found = self._ask(what, lambda: self._registry.register_schema(self.subject, schema))
+            if isinstance(found, KcdpError):  # refused (incompatible, invalid)
+                raise ConfigError(f"schema registry refused {self.subject}: {found}")
+            self._schema_id = int(found)
             self._writers_by_id[self._schema_id] = self.schema
         return self._schema_id
 
@@ -293,13 +317,42 @@ class AvroCodec:
                 f"record uses the Confluent wire format (schema id {schema_id}) "
                 "but no --schema-registry is configured"
             )
+        found = self._ask(
+            f"resolving schema id {schema_id}", lambda: self._registry.get_schema(schema_id)
+        )
+        if isinstance(found, KcdpError):
+            raise DecodeError(f"unknown schema id {schema_id}: {found}")
+        kind = getattr(found, "schema_type", None) or "AVRO"
         try:
-            found = self._registry.get_schema(schema_id)
+            if kind != "AVRO":
+                raise ValueError(f"a {kind} schema, not Avro")
             writer = fastavro.parse_schema(json.loads(found.schema_str))
-        except Exception as exc:
-            raise DecodeError(f"unknown schema id {schema_id}: {exc}") from None
+        except Exception as exc:  # what the id names is not an Avro schema we can read
+            raise DecodeError(
+                f"schema id {schema_id} cannot be read: {type(exc).__name__}: {exc}"
+            ) from None
         self._writers_by_id[schema_id] = writer
         return writer
+
+    def _ask(self, what: str, call: Callable[[], Any]) -> Any:
+        """``call()``'s answer; a DecodeError-worthy refusal (the registry answered "no")
+        is *returned* as an error; a registry that cannot answer is retried for
+        :attr:`registry_wait` seconds, then raised as :class:`RegistryError`."""
+        deadline = time.monotonic() + self.registry_wait
+        pause = 0.25
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                failure = registry_failure(exc, what)
+            if not isinstance(failure, RegistryError):
+                return failure
+            left = deadline - time.monotonic()
+            if not failure.retriable or left <= 0:
+                raise failure
+            log.warning("%s; retrying for up to %.0f s", failure, left)
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 5.0)
 
 
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
@@ -325,12 +378,3 @@ def _put_longs(out: bytearray, values: tuple[int, ...]) -> None:
             out.append((n & 0x7F) | 0x80)
             n >>= 7
         out.append(n)
-
-
-def _registry_client(url: str, extra: dict[str, str]) -> Any:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    try:
-        return SchemaRegistryClient.new_client({"url": url, **extra})
-    except Exception as exc:
-        raise ConfigError(f"invalid schema registry configuration: {exc}") from None

@@ -17,8 +17,9 @@ from prometheus_client import generate_latest
 from connectors.config import Settings
 from connectors.kafka_security import KafkaSecurity
 from connectors.store.base import ObjectStore
+from streams.options import WorkerOptions
 from streams.pruning import Pruner, PruneSchedule
-from streams.worker import IncrementsWorker, WorkerOptions
+from streams.worker import IncrementsWorker
 
 
 def create_app(

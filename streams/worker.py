@@ -12,7 +12,10 @@ Design (docs/FORMAT.md "Ordering invariants"):
   ``batch_size`` records (librdkafka prefetches in its own threads). Any record Faust
   still delivers is ignored. Values are decoded by the pure
   :class:`~streams.partition.PartitionProcessor`, so an undecodable record becomes a dead
-  letter instead of crashing the worker. Blocking work (reading, decoding, object uploads,
+  letter instead of crashing the worker; both framings are read (single-object and, with
+  ``--schema-registry``, Confluent, which is then also what the worker writes), and a
+  registry that cannot answer fails the worker (after ``registry_wait``) instead of
+  dead-lettering good records. Blocking work (reading, decoding, object uploads,
   image I/O) runs in one worker thread, which also serializes it against assignment;
   storing a cut window (increments, write log, manifest, image) runs on
   ``close_threads`` background threads meanwhile, one window per volume at a time, and
@@ -53,10 +56,8 @@ import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
-from connectors.config import DEFAULT_GROUP_ID, Settings
+from connectors.config import Settings
 from connectors.errors import DeliveryError, UsageError
 from connectors.kafka import producer_config
 from connectors.store.base import ObjectStore
@@ -64,50 +65,14 @@ from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent, now_us
 from schemas.manifest import Manifest
 from streams.metrics import VolumeState, WorkerMetrics
-from streams.options import BuildOptions
+from streams.options import BuildOptions, WorkerOptions
 from streams.outcome import Outcome, Record
 from streams.partition import PartitionProcessor
 from streams.reader import BulkReader, read_range
 from streams.storing import WindowStorers
-from streams.window import US, WindowPolicy
+from streams.window import US
 
 log = logging.getLogger("kcdp.worker")
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    """Worker configuration (defaults in brackets).
-
-    ``workdir``: the volumes' images and Faust data. ``group_id`` [kcdp-increments]: consumer
-    group and Faust app id. ``web_port`` [None: no web server]: serves ``/metrics``.
-    ``session_timeout`` [6 s] / ``heartbeat_interval`` [1 s]: Kafka group timings.
-    ``batch_size`` [1000 records] / ``batch_within`` [0.05 s]: most records per read and
-    the longest a read waits for them.
-    ``tick_interval`` [0.25 s]: how often deadlines are checked. ``checkpoint_windows``
-    [64] / ``checkpoint_bytes`` [1 GiB]: checkpoint cadence per volume.
-    ``close_threads`` [2]: threads per partition that store cut windows while the next
-    batches are processed (0: store each window before its batch is committed).
-    ``store_processes`` [0]: store them in that many child processes instead, shared by
-    all partitions and started with the worker (:class:`streams.storing.WindowStorers`:
-    decoding and storing then do not share one interpreter lock; ``kcdp worker`` uses 2
-    unless the store is ``memory://``, which child processes cannot share).
-    """
-
-    workdir: Path
-    policy: WindowPolicy
-    group_id: str = DEFAULT_GROUP_ID
-    web_port: int | None = None
-    web_host: str = "127.0.0.1"
-    session_timeout: float = 6.0
-    heartbeat_interval: float = 1.0
-    batch_size: int = 1000
-    batch_within: float = 0.05
-    tick_interval: float = 0.25
-    checkpoint_windows: int = 64
-    checkpoint_bytes: int = 1 << 30
-    close_threads: int = 2
-    store_processes: int = 0
-    flush_timeout: float = 30.0
 
 
 class IncrementsWorker:
@@ -125,9 +90,11 @@ class IncrementsWorker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcdp-build")
         self.processors: dict[int, PartitionProcessor] = {}
         self.producer = Producer(producer_config(settings.kafka_config()))
-        self.event_codec = AvroCodec("WriteEvent")
-        self.dlq_codec = AvroCodec("DeadLetter")
-        self.announce_codec = AvroCodec("WindowCommitted")
+        self.event_codec = _codec(settings, "WriteEvent", settings.topic, options)
+        self.dlq_codec = _codec(settings, "DeadLetter", settings.dlq_topic, options)
+        self.announce_codec = _codec(
+            settings, "WindowCommitted", settings.increments_topic, options
+        )
         self.failure: BaseException | None = None
         self.storers: WindowStorers | None = None
         if options.store_processes > 0:
@@ -396,3 +363,14 @@ class IncrementsWorker:
             self.failure = exc
             log.critical("increments worker failed: %s", exc, exc_info=exc)
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _codec(settings: Settings, schema: str, topic: str, options: WorkerOptions) -> AvroCodec:
+    """The codec of one topic: single-object Avro, or with ``settings.schema_registry``
+    the Confluent format under subject ``<topic>-value``; it decodes both framings."""
+    return AvroCodec(
+        schema,
+        registry_url=settings.schema_registry or None,
+        subject=f"{topic}-value",
+        registry_wait=options.registry_wait,
+    )

@@ -88,6 +88,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 registry_url=settings.schema_registry or None,
                 subject=f"{settings.topic}-value",
             ),
+            dlq_codec=AvroCodec(
+                "DeadLetter",
+                registry_url=settings.schema_registry or None,
+                subject=f"{settings.dlq_topic}-value",
+            ),
             max_scan=args.max_scan,
             batch=min(DEFAULT_BATCH, args.max_scan),
             timeout=args.timeout,

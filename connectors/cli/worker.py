@@ -24,9 +24,9 @@ from connectors.kafka import ensure_topics
 from connectors.store import open_store
 from connectors.topics import warn_topic_problems
 from streams.app import create_app
+from streams.options import WorkerOptions
 from streams.pruning import PruneSchedule
 from streams.window import WindowPolicy
-from streams.worker import WorkerOptions
 
 log = logging.getLogger("kcdp.worker")
 

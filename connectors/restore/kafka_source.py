@@ -14,8 +14,9 @@ hole (:class:`GapError`) and that a new session resumed the previous one cleanly
 only a window can record).
 
 :meth:`KafkaReplay.records` answers None when the offsets are no longer retained (low
-watermark past the first offset), not yet in the partition, or the broker cannot be
-reached, so the caller can fall back to the write log.
+watermark past the first offset), not yet in the partition, or the broker (or the schema
+registry, for Confluent-framed records) cannot be reached, so the caller can fall back to
+the write log; records are never skipped as undecodable for a registry that cannot answer.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from connectors.errors import (
     GapError,
     InvalidEventError,
     NotRestorableError,
+    RegistryError,
 )
 from connectors.kafka import consumer_config
 from schemas.codec import AvroCodec
@@ -91,7 +93,12 @@ class KafkaReplay:
                 return None
             consumer.assign([TopicPartition(self.topic, self.partition, start)])
             records: list[LogRecord] = []
-            if not self._read(consumer, volume, upto, records, continues):
+            try:
+                complete = self._read(consumer, volume, upto, records, continues)
+            except RegistryError as exc:  # the records may be fine: do not judge them
+                log.warning("Kafka replay stopped: %s", exc)
+                return None
+            if not complete:
                 log.info("offset %d is not in %s/%d", upto, self.topic, self.partition)
                 return None
             return records

@@ -30,8 +30,8 @@ from connectors.store import open_store
 from infra.broker import free_port
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, now_us
+from streams.options import WorkerOptions
 from streams.window import WindowPolicy
-from streams.worker import WorkerOptions
 from tests.event_factory import make_event
 from tests.fixtures.s3 import BUCKET
 from tests.status_support import Topic, Writer

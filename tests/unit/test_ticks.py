@@ -14,9 +14,10 @@ from connectors.config import Settings
 from connectors.store.memory import MemoryStore
 from schemas.codec import AvroCodec
 from schemas.events import EventKind, WriteEvent
+from streams.options import WorkerOptions
 from streams.outcome import Record
 from streams.window import WindowPolicy
-from streams.worker import IncrementsWorker, WorkerOptions
+from streams.worker import IncrementsWorker
 from tests.streams_support import Volume
 
 CODEC = AvroCodec("WriteEvent")
