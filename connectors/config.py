@@ -32,6 +32,7 @@ ENV: dict[str, str] = {
     "log_level": "KCDP_LOG_LEVEL",
     "planned_workers": "KCDP_PLANNED_WORKERS",
     "lag_budget": "KCDP_LAG_BUDGET",
+    "encryption_key_file": "KCDP_ENCRYPTION_KEY_FILE",
 }
 CONFIG_ENV = "KCDP_CONFIG"
 
@@ -74,6 +75,9 @@ class Settings:
     #: how far behind a worker may fall (stopped or slow) before events must still be in
     #: the write topic: its retention must be at least this (``7d``, ``36h``, seconds).
     lag_budget: str = "7d"
+    #: the key file that seals the store's objects ("" : the store is not encrypted;
+    #: docs/FORMAT.md "Encryption").
+    encryption_key_file: str = ""
     kafka: Mapping[str, str] = field(default_factory=dict)
     #: the TOML ``[retention]`` table (connectors.retention.policy resolves it with env/flags)
     retention: Mapping[str, Any] = field(default_factory=dict)
@@ -90,6 +94,11 @@ class Settings:
     def store_url(self) -> str:
         """The store URL; defaults to a directory store inside the state directory."""
         return self.store or f"file://{self.state_path / 'store'}"
+
+    @property
+    def key_file(self) -> str | None:
+        """The encryption key file (``~`` expanded), or None for an unencrypted store."""
+        return os.path.expanduser(self.encryption_key_file) if self.encryption_key_file else None
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka properties: bootstrap servers, then ``-X`` / ``[kafka]``, then overrides."""

@@ -126,6 +126,14 @@ class ExternalToolError(KcdpError):
     exit_code = 10
 
 
+class EncryptionKeyError(KcdpError):
+    """The store's encryption and the keys given do not match: a sealed store opened
+    without a key, an object sealed by a key the keyring lacks, or a key given for a store
+    created without encryption (docs/FORMAT.md "Encryption")."""
+
+    exit_code = 11
+
+
 #: exit code -> meaning, for ``kcdp`` and the README table. 0 is success, 130 is Ctrl-C.
 EXIT_CODES: dict[int, str] = {
     0: "success",
@@ -139,5 +147,6 @@ EXIT_CODES: dict[int, str] = {
     8: "restore point not found or not restorable",
     9: "volume or backing file error",
     10: "external tool missing or failed",
+    11: "encryption key missing, unknown or not for this store",
     130: "interrupted",
 }

@@ -6,6 +6,8 @@ raw bytes; an all-zero chunk is ``null`` and not stored. A new checkpoint upload
 chunks not already present, so unchanged data is never uploaded twice. A version 2
 checkpoint carries its own canonical digest and ``window_digest``, the digest of the
 manifest of the window ending at its offset (:func:`check_pairing`); version 1 is read too.
+In a sealed store chunks are named by a keyed MAC instead of SHA-256 and the checkpoint is
+version 3, recording the naming in ``chunk_names`` (docs/FORMAT.md "Encryption").
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import orjson
 import zstandard
 
 from connectors.errors import GapError, IntegrityError, ObjectNotFoundError
-from connectors.store.base import ObjectStore
+from connectors.store.base import SHA256_NAMES, ObjectStore, chunk_name, chunk_names_of
 from schemas import keys
 from schemas.document import canonical_digest, check_digest, load_document
 from schemas.extents import intersects, union_ranges
@@ -30,7 +32,9 @@ from schemas.manifest import Manifest
 
 FORMAT = "kcdp-checkpoint"
 VERSION = 2
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
+#: the version of a checkpoint whose chunks are named by a keyed MAC (sealed stores)
+KEYED_VERSION = 3
 DEFAULT_CHUNK_SIZE = 4 << 20
 #: A stored chunk older than this is written again rather than taken as it is
 #: (docs/FORMAT.md "Retention", invariant 4); a prune's grace must exceed it.
@@ -44,7 +48,8 @@ class Checkpoint:
 
     ``window_digest`` (None only in version 1): the canonical digest of the manifest of the
     window ending at ``offset``. ``digest``: the canonical digest, computed on construction
-    (of the stored document for a loaded checkpoint).
+    (of the stored document for a loaded checkpoint). ``chunk_names``: how ``chunks`` are
+    named, :data:`SHA256_NAMES` or (version 3 only) ``hmac-sha256:<key id>``.
     """
 
     volume: str
@@ -57,6 +62,7 @@ class Checkpoint:
     created_us: int
     window_digest: str | None = None
     version: int = VERSION
+    chunk_names: str = SHA256_NAMES
     digest: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -64,6 +70,8 @@ class Checkpoint:
             raise ValueError(f"checkpoint version {self.version} is not one of {VERSIONS}")
         if self.version >= 2 and self.window_digest is None:
             raise ValueError("a version 2 checkpoint records its window's manifest digest")
+        if (self.version >= KEYED_VERSION) != (self.chunk_names != SHA256_NAMES):
+            raise ValueError("keyed chunk names are exactly what makes a version 3 checkpoint")
         object.__setattr__(self, "digest", canonical_digest(self._body()))
 
     @property
@@ -94,6 +102,8 @@ class Checkpoint:
         }
         if self.version >= 2:
             body["window_digest"] = self.window_digest
+        if self.version >= KEYED_VERSION:
+            body["chunk_names"] = self.chunk_names
         return body
 
     def to_json(self) -> bytes:
@@ -121,6 +131,7 @@ class Checkpoint:
                 created_us=int(d["created_us"]),
                 window_digest=str(d["window_digest"]) if version >= 2 else None,
                 version=version,
+                chunk_names=str(d["chunk_names"]) if version >= KEYED_VERSION else SHA256_NAMES,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(
@@ -183,11 +194,13 @@ def write_checkpoint(
     """
     size = image.size
     n = -(-size // chunk_size)
+    names = chunk_names_of(store)
     reuse = (
         previous is not None
         and dirty is not None
         and previous.volume_size == size
         and previous.chunk_size == chunk_size
+        and previous.chunk_names == names  # after a key rotation every chunk is named anew
     )
     changed = union_ranges(dirty or [])
     cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
@@ -206,7 +219,7 @@ def write_checkpoint(
             chunks.append(None)
             sizes.append(0)
             continue
-        digest = hashlib.sha256(data).hexdigest()
+        digest = chunk_name(store, data, names)
         key = keys.chunk_key(digest)
         try:
             info = store.stat(key)
@@ -233,6 +246,8 @@ def write_checkpoint(
         ),
         created_us=time.time_ns() // 1000 if created_us is None else created_us,
         window_digest=window_digest,
+        version=VERSION if names == SHA256_NAMES else KEYED_VERSION,
+        chunk_names=names,
     )
     store.put(cp.key, cp.to_json())
     return cp
@@ -269,8 +284,9 @@ def load_checkpoint(store: ObjectStore, volume: str, offset: int) -> Checkpoint:
     return cp
 
 
-def fetch_chunk(store: ObjectStore, digest: str, length: int) -> bytes:
-    """Download, decompress and verify one chunk of ``length`` raw bytes."""
+def fetch_chunk(store: ObjectStore, digest: str, length: int, names: str = SHA256_NAMES) -> bytes:
+    """Download, decompress and verify one chunk of ``length`` raw bytes named ``digest``
+    under ``names`` (its checkpoint's ``chunk_names``)."""
     key = keys.chunk_key(digest)
     try:
         blob = store.get(key)
@@ -280,7 +296,7 @@ def fetch_chunk(store: ObjectStore, digest: str, length: int) -> bytes:
         data = zstandard.ZstdDecompressor().decompress(blob, max_output_size=length)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"checkpoint chunk {key}: does not decompress ({exc})") from None
-    if len(data) != length or hashlib.sha256(data).hexdigest() != digest:
+    if len(data) != length or chunk_name(store, data, names) != digest:
         raise IntegrityError(f"checkpoint chunk {key}: content does not match its digest")
     return data
 
@@ -304,7 +320,7 @@ def materialize_checkpoint(
         if digest is None:
             image.zero(start, end - start)
         else:
-            image.pwrite(start, fetch_chunk(store, digest, end - start))
+            image.pwrite(start, fetch_chunk(store, digest, end - start, cp.chunk_names))
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for _ in pool.map(one, range(len(cp.chunks))):

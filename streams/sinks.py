@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from connectors.store import store_key_file
 from connectors.store.base import ObjectStore
 from schemas.image import Image
 from streams.storing import StoredWindow, WindowCut, WindowStorers
@@ -86,7 +87,7 @@ class ProcessSink:
     def store(self, vb: VolumeBuilder, cut: WindowCut) -> Future[StoredWindow]:
         if vb.image is None:  # the child opens it by path: create it here first
             vb.image = Image(vb.image_path, vb.size)
-        return self._storers.submit(self._store.url, cut, vb.job(cut))
+        return self._storers.submit(self._store.url, store_key_file(self._store), cut, vb.job(cut))
 
     def close(self) -> None:
         pass

@@ -269,9 +269,12 @@ class WindowStorers:
         for _ in range(processes):  # start the children and their imports now, not at the
             self._pool.submit(_ready)  # first window
 
-    def submit(self, store_url: str, cut: WindowCut, job: WindowJob) -> Future[StoredWindow]:
-        """Store ``cut`` in a child, on the store at ``store_url`` (its own client, opened
-        once per child; not ``memory://``: a child has its own memory). Raises
+    def submit(
+        self, store_url: str, key_file: str | None, cut: WindowCut, job: WindowJob
+    ) -> Future[StoredWindow]:
+        """Store ``cut`` in a child, on the store at ``store_url`` sealed by ``key_file``
+        (its own client, opened once per child; not ``memory://``: a child has its own
+        memory). Raises
         :class:`VolumeError` if the data cannot be written to ``spill_dir``."""
         if store_url.startswith("memory://"):
             raise UsageError(f"cannot store windows in child processes on {store_url}")
@@ -280,7 +283,7 @@ class WindowStorers:
         columns[_DATA] = list(map(len, datas))
         path = self.spill_dir / f"{next(self._names)}.data"
         _spill(path, datas)
-        return self._pool.submit(_store_in_child, store_url, rest, columns, path, job)
+        return self._pool.submit(_store_in_child, store_url, key_file, rest, columns, path, job)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -308,7 +311,7 @@ def _spill(path: Path, datas: list[bytes]) -> None:
 
 
 # --- in the child process ------------------------------------------------------------------
-_child_stores: dict[str, ObjectStore] = {}
+_child_stores: dict[tuple[str, str | None], ObjectStore] = {}
 _child_threads: list[ThreadPoolExecutor] = []
 
 
@@ -333,7 +336,12 @@ def _ready() -> None:
 
 
 def _store_in_child(
-    store_url: str, rest: tuple[Any, ...], columns: list[list[Any]], path: Path, job: WindowJob
+    store_url: str,
+    key_file: str | None,
+    rest: tuple[Any, ...],
+    columns: list[list[Any]],
+    path: Path,
+    job: WindowJob,
 ) -> StoredWindow:
     from connectors.store import open_store
 
@@ -347,9 +355,9 @@ def _store_in_child(
     columns[_DATA] = [blob[e - n : e] for e, n in zip(ends, lengths, strict=True)]
     cut = _cut_from_columns(rest, columns)
 
-    store = _child_stores.get(store_url)
+    store = _child_stores.get((store_url, key_file))
     if store is None:
-        store = _child_stores[store_url] = open_store(store_url)
+        store = _child_stores[store_url, key_file] = open_store(store_url, key_file=key_file)
     if not _child_threads:
         _child_threads.append(ThreadPoolExecutor(max_workers=3, thread_name_prefix="kcdp-close"))
     with Image(job.image_path, job.volume_size, create=False) as image:

@@ -25,6 +25,7 @@ COMMANDS: list[str] = [
     "check",
     "topics",
     "prune",
+    "key",
     "capture",
     "restore",
     "demo",
@@ -58,6 +59,12 @@ def common_parser() -> argparse.ArgumentParser:
         "--schema-registry",
         dest="schema_registry",
         help="Confluent schema registry URL; switches events to the Confluent wire format",
+    )
+    g.add_argument(
+        "--encryption-key-file",
+        dest="encryption_key_file",
+        help="key file that seals the store's objects (env KCDP_ENCRYPTION_KEY_FILE; "
+        "default: none, the store is not encrypted; `kcdp key generate FILE` makes one)",
     )
     g.add_argument("--topic", help="write-event topic (env KCDP_TOPIC; default kcdp.writes)")
     g.add_argument("--state-dir", dest="state_dir", help="local state directory")
@@ -94,6 +101,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "bootstrap_servers",
             "store",
             "schema_registry",
+            "encryption_key_file",
             "topic",
             "state_dir",
             "log_level",

@@ -113,7 +113,9 @@ def check_store(settings: Settings, timeout: float) -> PartResult:
 
     target = redact_text(settings.store_url)
     try:
-        store = open_store(settings.store_url, retry=False, timeout=timeout)
+        store = open_store(
+            settings.store_url, retry=False, timeout=timeout, key_file=settings.key_file
+        )
         try:
             first = next(iter(itertools.islice(store.list(""), 1)), None)
         finally:

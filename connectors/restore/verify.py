@@ -137,7 +137,7 @@ def verify_volume(
         chunks = _check_checkpoints(catalog, manifests, report)
         if read_data:
             items = list(chunks.items())
-            for bad in pool.map(lambda it: _read_chunk(store, it[0], it[1]), items):
+            for bad in pool.map(lambda it: _read_chunk(store, it[0], *it[1]), items):
                 report.objects_checked += 1
                 if bad is not None:
                     report.problems.append(bad)
@@ -146,10 +146,10 @@ def verify_volume(
 
 def _check_checkpoints(
     catalog: Catalog, manifests: list[Manifest | None], report: VerifyReport
-) -> dict[str, int]:
+) -> dict[str, tuple[int, str]]:
     """Each checkpoint pairs with the window ending at its offset (the base with
-    retention.json); returns the chunks they reference (digest -> raw length)."""
-    chunks: dict[str, int] = {}
+    retention.json); returns the chunks they reference (name -> raw length, naming)."""
+    chunks: dict[str, tuple[int, str]] = {}
     ending = {w.last: k for k, w in enumerate(catalog.windows)}
     base = catalog.base
     for offset in catalog.checkpoints:
@@ -171,7 +171,7 @@ def _check_checkpoints(
         for i, digest in enumerate(cp.chunks):
             if digest is not None:
                 start, end = cp.chunk_range(i)
-                chunks[digest] = end - start
+                chunks[digest] = (end - start, cp.chunk_names)
     return chunks
 
 
@@ -314,9 +314,9 @@ def _read_window(store: ObjectStore, m: Manifest) -> list[Problem]:
     return problems
 
 
-def _read_chunk(store: ObjectStore, digest: str, length: int) -> Problem | None:
+def _read_chunk(store: ObjectStore, digest: str, length: int, names: str) -> Problem | None:
     try:
-        fetch_chunk(store, digest, length)
+        fetch_chunk(store, digest, length, names)
     except (IntegrityError, GapError) as exc:
         return Problem(_kind(exc), keys.chunk_key(digest), exc.message)
     return None

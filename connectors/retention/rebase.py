@@ -55,7 +55,7 @@ def roll_forward(
                 loaded.add(i)
                 lo, hi = start.chunk_range(i) if i < len(start.chunks) else (size, size)
                 if lo < size and start.chunks[i] is not None:
-                    data = fetch_chunk(store, start.chunks[i] or "", hi - lo)
+                    data = fetch_chunk(store, start.chunks[i] or "", hi - lo, start.chunk_names)
                     image.pwrite(lo, data[: max(0, min(hi, size) - lo)])
 
             if not same:  # a resized volume: nothing can be taken from the old list

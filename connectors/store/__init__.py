@@ -11,7 +11,10 @@ URLs:
   the process-wide :data:`MEMORY_STORES`) the same NAME gives the same store, so a CLI call
   and a test in one process can share it; ``memory://`` alone gives a new private store.
 
-``retry=True`` (the default) wraps the backend in :class:`RetryingStore`; ``timeout``
+``key_file`` names the encryption key file of a sealed store (docs/FORMAT.md
+"Encryption", :mod:`connectors.store.sealed`); without it a sealed store is refused with
+:class:`connectors.errors.EncryptionKeyError`, with it a store created without encryption
+is. ``retry=True`` (the default) wraps the backend in :class:`RetryingStore`; ``timeout``
 bounds each network connect and read of a remote backend, in seconds (None: the backend's
 defaults, 10 s connect and 60 s read for S3); local backends ignore it.
 """
@@ -25,8 +28,10 @@ from urllib.parse import parse_qsl, urlsplit
 from connectors.errors import ConfigError
 from connectors.store.base import ObjectInfo, ObjectStore
 from connectors.store.file import FileStore
+from connectors.store.keyring import load_key_file
 from connectors.store.memory import MemoryStore
 from connectors.store.retry import RetryingStore
+from connectors.store.sealed import open_sealed
 
 if TYPE_CHECKING:  # imported when an s3:// store is opened (the minio client is heavy)
     from connectors.store.s3 import S3Store
@@ -40,6 +45,7 @@ __all__ = [
     "RetryingStore",
     "StoreRegistry",
     "open_store",
+    "store_key_file",
 ]
 
 _S3_PARAMS = ("endpoint", "secure", "region", "create_bucket", "multipart_threshold")
@@ -72,8 +78,11 @@ def open_store(
     retry: bool = True,
     timeout: float | None = None,
     memory_stores: StoreRegistry | None = None,
+    key_file: str | None = None,
 ) -> ObjectStore:
-    """Open the store named by ``url``; raises :class:`ConfigError` for a bad URL."""
+    """Open the store named by ``url``, sealed by ``key_file`` if given; raises
+    :class:`ConfigError` for a bad URL or key file, EncryptionKeyError when the key file
+    does not fit the store."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
             f"invalid store URL {url!r}: expected file://DIR, s3://BUCKET[/PREFIX] or memory://NAME"
@@ -93,7 +102,19 @@ def open_store(
         raise ConfigError(
             f"unknown store URL scheme {scheme!r} in {url!r}: use file://, s3:// or memory://"
         )
-    return RetryingStore(store) if retry else store
+    store = RetryingStore(store) if retry else store
+    keyring = load_key_file(key_file) if key_file else None
+    try:
+        return open_sealed(store, keyring)
+    except BaseException:
+        store.close()
+        raise
+
+
+def store_key_file(store: ObjectStore) -> str | None:
+    """The key file a store was opened with (None: unsealed), to open it again elsewhere."""
+    keyring = getattr(store, "keyring", None)
+    return str(keyring.path) if keyring is not None else None
 
 
 def _open_file(url: str) -> FileStore:

@@ -25,15 +25,22 @@ worth retrying (network, throttling, 5xx); retries live in a wrapper
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+from connectors.errors import EncryptionKeyError
+
+#: Checkpoint chunks named by the SHA-256 of their raw bytes (every unsealed store).
+SHA256_NAMES = "sha256"
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """A stored object: key, size, and when it was last written (µs since the epoch;
-    the store's clock: file mtime, S3 ``LastModified``, the memory store's put time)."""
+    the store's clock: file mtime, S3 ``LastModified``, the memory store's put time).
+    In a sealed store the size is the sealed size (docs/FORMAT.md "Encryption")."""
 
     key: str
     size: int
@@ -57,3 +64,22 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+def chunk_names_of(store: ObjectStore) -> str:
+    """How checkpoints written to ``store`` name their chunks: :data:`SHA256_NAMES`, or a
+    sealed store's keyed MAC (``hmac-sha256:<key id>``)."""
+    return str(getattr(store, "chunk_names", SHA256_NAMES))
+
+
+def chunk_name(store: ObjectStore, data: bytes | memoryview, names: str) -> str:
+    """The name of chunk ``data`` under ``names`` (a checkpoint's ``chunk_names``)."""
+    if names == SHA256_NAMES:
+        return hashlib.sha256(data).hexdigest()
+    under = getattr(store, "chunk_name_under", None)
+    if under is None:
+        raise EncryptionKeyError(
+            f"checkpoint chunks are named by a key ({names}) but the store is opened "
+            "without an encryption key file"
+        )
+    return str(under(names, data))

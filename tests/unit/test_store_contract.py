@@ -1,4 +1,5 @@
-"""One contract suite for every ObjectStore backend: memory, file and S3 over HTTP (moto).
+"""One contract suite for every ObjectStore backend: memory, file, S3 over HTTP (moto) and
+a sealed (encrypted) file store, whose listings report sealed sizes (``info``).
 
 Each test gets a fresh, empty store of each backend; the S3 one talks to a real HTTP
 endpoint through the minio client. Backend-specific guarantees (file atomicity under a
@@ -21,10 +22,12 @@ from minio import Minio
 
 from connectors.errors import ObjectNotFoundError, StoreError
 from connectors.store import FileStore, MemoryStore, ObjectInfo, ObjectStore, open_store
+from connectors.store.keyring import generate_key_file
+from connectors.store.sealed import OVERHEAD, SealedStore
 from connectors.store.validate import TEMP_SUFFIX
 from tests.fixtures.s3 import BUCKET
 
-BACKENDS = ["memory", "file", "s3"]
+BACKENDS = ["memory", "file", "s3", "sealed"]
 Factory = Callable[[], ObjectStore]
 
 
@@ -40,6 +43,11 @@ def make_store(
             store: ObjectStore = MemoryStore()
         elif request.param == "file":
             store = open_store(f"file://{tmp_path_factory.mktemp('store')}", retry=False)
+        elif request.param == "sealed":
+            key_file = tmp_path_factory.mktemp("key") / "key"
+            generate_key_file(key_file)
+            url = f"file://{tmp_path_factory.mktemp('store')}"
+            store = open_store(url, retry=False, key_file=str(key_file))
         else:
             endpoint = request.getfixturevalue("s3_endpoint")
             url = f"s3://{BUCKET}/c-{uuid.uuid4().hex[:12]}?endpoint={endpoint}&secure=false"
@@ -57,6 +65,11 @@ def store(make_store: Factory) -> ObjectStore:
     return make_store()
 
 
+def info(store: ObjectStore, key: str, size: int) -> ObjectInfo:
+    """What ``store`` lists for an object of ``size`` bytes put under ``key``."""
+    return ObjectInfo(key, size + (OVERHEAD if isinstance(store, SealedStore) else 0))
+
+
 def keys_of(infos: Iterator[ObjectInfo]) -> list[str]:
     return [info.key for info in infos]
 
@@ -69,8 +82,8 @@ def test_put_get_round_trip_and_overwrite(store: ObjectStore) -> None:
     assert store.get("v1/volumes/vol/manifests/0001-0002.json") == b'{"a": 1}'
     store.put("v1/volumes/vol/manifests/0001-0002.json", b"shorter")
     assert store.get("v1/volumes/vol/manifests/0001-0002.json") == b"shorter"
-    assert store.stat("v1/volumes/vol/manifests/0001-0002.json") == ObjectInfo(
-        "v1/volumes/vol/manifests/0001-0002.json", 7
+    assert store.stat("v1/volumes/vol/manifests/0001-0002.json") == info(
+        store, "v1/volumes/vol/manifests/0001-0002.json", 7
     )
 
 
@@ -84,8 +97,8 @@ def test_empty_object(store: ObjectStore) -> None:
     store.put("empty", b"")
     assert store.get("empty") == b""
     assert store.get("empty", 0, 10) == b""
-    assert store.stat("empty") == ObjectInfo("empty", 0)
-    assert list(store.list()) == [ObjectInfo("empty", 0)]
+    assert store.stat("empty") == info(store, "empty", 0)
+    assert list(store.list()) == [info(store, "empty", 0)]
 
 
 def test_stat_sizes(store: ObjectStore) -> None:
@@ -93,8 +106,8 @@ def test_stat_sizes(store: ObjectStore) -> None:
     for key, size in sizes.items():
         store.put(key, b"x" * size)
     for key, size in sizes.items():
-        assert store.stat(key) == ObjectInfo(key, size)
-    assert {i.key: i.size for i in store.list("s/")} == sizes
+        assert store.stat(key) == info(store, key, size)
+    assert list(store.list("s/")) == [info(store, k, sizes[k]) for k in sorted(sizes)]
 
 
 # -- ranges ----------------------------------------------------------------------------
@@ -221,7 +234,7 @@ def test_list_order_prefix_and_start_after(store: ObjectStore, keys: list[str]) 
     for i, key in enumerate(keys):
         store.put(key, b"v" * i)
     sizes = {key: i for i, key in enumerate(keys)}
-    assert list(store.list()) == [ObjectInfo(k, sizes[k]) for k in sorted(keys)]
+    assert list(store.list()) == [info(store, k, sizes[k]) for k in sorted(keys)]
     for prefix in PREFIXES:
         for start in STARTS:
             want = sorted(k for k in keys if k.startswith(prefix) and (start is None or k > start))
@@ -273,7 +286,7 @@ def test_file_crash_leaves_temp_file_invisible(tmp_path: Path) -> None:
     # A crash after the temp file was written but before the rename.
     (tmp_path / "v" / f".k.deadbeef{TEMP_SUFFIX}").write_bytes(b"new vers")
     (tmp_path / f".orphan.0123{TEMP_SUFFIX}").write_bytes(b"partial")
-    assert list(store.list()) == [ObjectInfo("v/k", 11)]
+    assert list(store.list()) == [info(store, "v/k", 11)]
     assert keys_of(store.list("v/.k")) == []
     assert store.get("v/k") == b"old version"
 
@@ -329,7 +342,7 @@ def test_s3_multipart_above_threshold(s3_url: str, s3_endpoint: str) -> None:
     store.put("edge", edge)
     assert store.get("big") == big
     assert store.get("big", threshold - 3, 10) == big[threshold - 3 : threshold + 7]
-    assert store.stat("big") == ObjectInfo("big", len(big))
+    assert store.stat("big") == info(store, "big", len(big))
     assert store.get("edge") == edge
     client = Minio(
         s3_endpoint,
@@ -398,7 +411,7 @@ def test_backend_matches_dict_model(make_store: Factory, ops: list[tuple[object,
         elif op[0] == "stat":
             key = str(op[1])
             if key in model:
-                assert store.stat(key) == ObjectInfo(key, len(model[key]))
+                assert store.stat(key) == info(store, key, len(model[key]))
             else:
                 with pytest.raises(ObjectNotFoundError):
                     store.stat(key)
@@ -406,9 +419,9 @@ def test_backend_matches_dict_model(make_store: Factory, ops: list[tuple[object,
             _, prefix, after = op
             assert isinstance(prefix, str) and (after is None or isinstance(after, str))
             want = [
-                ObjectInfo(k, len(v))
+                info(store, k, len(v))
                 for k, v in sorted(model.items())
                 if k.startswith(prefix) and (after is None or k > after)
             ]
             assert list(store.list(prefix, after)) == want
-    assert list(store.list()) == [ObjectInfo(k, len(v)) for k, v in sorted(model.items())]
+    assert list(store.list()) == [info(store, k, len(v)) for k, v in sorted(model.items())]
