@@ -114,7 +114,11 @@ def check_store(settings: Settings, timeout: float) -> PartResult:
     target = redact_text(settings.store_url)
     try:
         store = open_store(
-            settings.store_url, retry=False, timeout=timeout, key_file=settings.key_file
+            settings.store_url,
+            retry=False,
+            timeout=timeout,
+            key_file=settings.key_file,
+            keys_now=True,
         )
         try:
             first = next(iter(itertools.islice(store.list(""), 1)), None)
@@ -123,6 +127,8 @@ def check_store(settings: Settings, timeout: float) -> PartResult:
     except KcdpError as exc:
         return PartResult("store", target, redact_text(exc.message), exc)
     detail = "empty" if first is None else f"holds objects (first key {first.key})"
+    if settings.key_file:
+        detail += "; encrypted"
     return PartResult("store", target, detail)
 
 

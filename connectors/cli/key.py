@@ -37,7 +37,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("kcdp key show needs FILE or --encryption-key-file")
     ring = load_key_file(path)
     doc: dict[str, Any] = {"file": str(path), "current": ring.current.id, "keys": ring.ids()}
-    if args.store:
+    if args.check_store:
         doc["store"] = settings.store_url
         try:
             store = open_store(settings.store_url, key_file=str(path))
@@ -59,7 +59,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for i, kid in enumerate(ring.ids()):
         print(f"{kid}  {'current (seals new objects)' if i == 0 else 'older (opens only)'}")
-    if args.store:
+    if args.check_store:
         print(f"store {settings.store_url}: {doc['store_state']}")
     return 0
 
@@ -83,7 +83,10 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     )
     show.add_argument("file", nargs="?", help="key file (default: --encryption-key-file)")
     show.add_argument(
-        "--store", action="store_true", help="also say whether the store is encrypted"
+        "--check-store",
+        dest="check_store",
+        action="store_true",
+        help="also say whether the store (--store) is encrypted and by which keys",
     )
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=cmd_show)

@@ -75,7 +75,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     policy = policy_from(args, settings)
     workdir = settings.state_path / "prune"
     workdir.mkdir(parents=True, exist_ok=True)
-    store = open_store(settings.store_url, key_file=settings.key_file)
+    store = open_store(settings.store_url, key_file=settings.key_file, keys_now=True)
     try:
         volumes = [keys.check_name(v) for v in args.volumes] or sorted(
             list_volumes(store, settings.topic)

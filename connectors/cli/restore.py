@@ -190,7 +190,7 @@ def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     if (args.volume is None) == (args.group is None):
         raise UsageError("restore needs a VOLUME or --group G (not both)")
-    store = open_store(settings.store_url, key_file=settings.key_file)
+    store = open_store(settings.store_url, key_file=settings.key_file, keys_now=True)
     try:
         if args.group:
             return _restore_group(args, settings, store)
@@ -252,7 +252,7 @@ def _restore_group(args: argparse.Namespace, settings: Settings, store: ObjectSt
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings.store_url, key_file=settings.key_file)
+    store = open_store(settings.store_url, key_file=settings.key_file, keys_now=True)
     try:
         report = verify_volume(store, args.volume, read_data=args.read_data, workers=args.workers)
     finally:
@@ -266,7 +266,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_points(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings.store_url, key_file=settings.key_file)
+    store = open_store(settings.store_url, key_file=settings.key_file, keys_now=True)
     try:
         catalog = Catalog(store, args.volume)
         catalog.require_windows()

@@ -76,7 +76,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if args.worker_metrics
         else None
     )
-    store = open_store(settings.store_url, key_file=settings.key_file)
+    store = open_store(settings.store_url, key_file=settings.key_file, keys_now=True)
     try:
         reader = StatusReader(
             store,

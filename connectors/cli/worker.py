@@ -170,7 +170,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             else (0 if settings.store_url.startswith("memory://") else 2)
         ),
     )
-    store = open_store(settings.store_url, key_file=settings.key_file)
+    store = open_store(settings.store_url, key_file=settings.key_file, keys_now=True)
     ensure_topics(
         settings.kafka_config(),
         {

@@ -12,9 +12,11 @@ URLs:
   and a test in one process can share it; ``memory://`` alone gives a new private store.
 
 ``key_file`` names the encryption key file of a sealed store (docs/FORMAT.md
-"Encryption", :mod:`connectors.store.sealed`); without it a sealed store is refused with
-:class:`connectors.errors.EncryptionKeyError`, with it a store created without encryption
-is. ``retry=True`` (the default) wraps the backend in :class:`RetryingStore`; ``timeout``
+"Encryption", :mod:`connectors.store.sealed`): opening is free (no request), a sealed
+store applies the marker rules before its first operation, and ``keys_now=True`` applies
+them at once, refusing with :class:`connectors.errors.EncryptionKeyError` a sealed store
+opened without a key or a key for a store created without encryption.
+``retry=True`` (the default) wraps the backend in :class:`RetryingStore`; ``timeout``
 bounds each network connect and read of a remote backend, in seconds (None: the backend's
 defaults, 10 s connect and 60 s read for S3); local backends ignore it.
 """
@@ -31,7 +33,7 @@ from connectors.store.file import FileStore
 from connectors.store.keyring import load_key_file
 from connectors.store.memory import MemoryStore
 from connectors.store.retry import RetryingStore
-from connectors.store.sealed import open_sealed
+from connectors.store.sealed import SealedStore, check_keys
 
 if TYPE_CHECKING:  # imported when an s3:// store is opened (the minio client is heavy)
     from connectors.store.s3 import S3Store
@@ -79,10 +81,12 @@ def open_store(
     timeout: float | None = None,
     memory_stores: StoreRegistry | None = None,
     key_file: str | None = None,
+    keys_now: bool = False,
 ) -> ObjectStore:
     """Open the store named by ``url``, sealed by ``key_file`` if given; raises
-    :class:`ConfigError` for a bad URL or key file, EncryptionKeyError when the key file
-    does not fit the store."""
+    :class:`ConfigError` for a bad URL or key file. With ``keys_now`` the encryption
+    marker rules are applied at once (a request to the store; EncryptionKeyError when the
+    keys do not fit it): commands do, before they write any output."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
             f"invalid store URL {url!r}: expected file://DIR, s3://BUCKET[/PREFIX] or memory://NAME"
@@ -103,12 +107,15 @@ def open_store(
             f"unknown store URL scheme {scheme!r} in {url!r}: use file://, s3:// or memory://"
         )
     store = RetryingStore(store) if retry else store
-    keyring = load_key_file(key_file) if key_file else None
-    try:
-        return open_sealed(store, keyring)
-    except BaseException:
-        store.close()
-        raise
+    if key_file:
+        store = SealedStore(store, load_key_file(key_file))
+    if keys_now:
+        try:
+            check_keys(store)
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def store_key_file(store: ObjectStore) -> str | None:

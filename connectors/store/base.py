@@ -40,7 +40,7 @@ SHA256_NAMES = "sha256"
 class ObjectInfo:
     """A stored object: key, size, and when it was last written (µs since the epoch;
     the store's clock: file mtime, S3 ``LastModified``, the memory store's put time).
-    In a sealed store the size is the sealed size (docs/FORMAT.md "Encryption")."""
+    In a sealed store the size is the plaintext's (docs/FORMAT.md "Encryption")."""
 
     key: str
     size: int

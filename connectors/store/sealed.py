@@ -1,9 +1,10 @@
 """Encryption at rest: :class:`SealedStore` seals every object of another store with
 AES-256-GCM before it is put and opens it after it is got (docs/FORMAT.md "Encryption").
 
-``open_sealed(inner, keyring)`` applies the marker rules: a store with the plaintext
-marker ``v1/encryption.json`` needs a key, a store with objects but no marker was created
-without encryption and refuses one, an empty store becomes sealed on its first put.
+The marker rules (:func:`check_keys`): a store with the plaintext marker
+``v1/encryption.json`` needs a key, a store with objects but no marker was created without
+encryption and refuses one, an empty store becomes sealed on its first put. A
+:class:`SealedStore` applies them before its first operation.
 The wrapper sits outside the retrying wrapper, so a retried put re-sends the same sealed
 bytes; its ``url`` is the inner store's.
 """
@@ -47,16 +48,35 @@ class SealedStore:
     ``put`` seals with the current key; ``get`` opens with the key the object names and
     raises :class:`IntegrityError` naming the object when it does not authenticate,
     :class:`EncryptionKeyError` when its key is not in the keyring. Ranged gets open the
-    whole object and slice it. ``list`` and ``stat`` report sealed sizes
-    (plaintext + :data:`OVERHEAD`) and never show the marker.
+    whole object and slice it. ``list`` and ``stat`` report plaintext sizes (the
+    sealed size less :data:`OVERHEAD`, so sizes recorded in manifests match) and never show
+    the marker.
     """
 
-    def __init__(self, inner: ObjectStore, keyring: Keyring, marker_ids: list[str]) -> None:
+    def __init__(self, inner: ObjectStore, keyring: Keyring) -> None:
         self.inner = inner
         self.url = inner.url
         self.keyring = keyring
-        self._marker_ids = list(marker_ids)
+        self._marker_ids: list[str] | None = None  # None: the marker rules not applied yet
         self._lock = threading.Lock()
+
+    def check(self) -> list[str]:
+        """Apply the marker rules once (EncryptionKeyError for a store created without
+        encryption); the key ids of the marker, [] for a new store."""
+        ids = self._marker_ids
+        if ids is not None:
+            return ids
+        with self._lock:
+            if self._marker_ids is None:
+                found = read_marker(self.inner)
+                if found is None and next(iter(self.inner.list("v1/")), None) is not None:
+                    raise EncryptionKeyError(
+                        f"store {self.url} was created without encryption: a key file "
+                        "cannot be used with it (drop --encryption-key-file, or protect "
+                        "into a new store)"
+                    )
+                self._marker_ids = found or []
+            return self._marker_ids
 
     # -- chunk names (docs/FORMAT.md "Encryption": keyed chunk names) --
 
@@ -77,12 +97,13 @@ class SealedStore:
     def _ensure_marker(self) -> None:
         """Write the marker before the first object sealed by the current key."""
         current = self.keyring.current.id
-        if current in self._marker_ids:
+        if current in self.check():
             return
         with self._lock:
-            if current in self._marker_ids:
+            ids = self._marker_ids or []
+            if current in ids:
                 return
-            ids = [*self._marker_ids, current]
+            ids = [*ids, current]
             self.inner.put(MARKER_KEY, marker_document(ids))
             self._marker_ids = ids
 
@@ -122,24 +143,30 @@ class SealedStore:
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         check_range(start, length)
+        self.check()
         data = self.open(key, self.inner.get(key))
         if start == 0 and length is None:
             return data
         return data[start : None if length is None else start + length]
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
+        self.check()
         for info in self.inner.list(prefix, start_after):
             if info.key != MARKER_KEY:
-                yield info
+                yield _plain(info)
 
     def stat(self, key: str) -> ObjectInfo:
-        return self.inner.stat(key)
+        return _plain(self.inner.stat(key))
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _plain(info: ObjectInfo) -> ObjectInfo:
+    return ObjectInfo(info.key, max(0, info.size - OVERHEAD), info.modified_us)
 
 
 def marker_document(key_ids: list[str]) -> bytes:
@@ -171,20 +198,13 @@ def read_marker(store: ObjectStore) -> list[str] | None:
     return list(ids)
 
 
-def open_sealed(inner: ObjectStore, keyring: Keyring | None) -> ObjectStore:
-    """``inner`` as its encryption requires (module doc); EncryptionKeyError if the keys
-    given do not fit the store."""
-    ids = read_marker(inner)
-    if keyring is None:
-        if ids is not None:
-            raise EncryptionKeyError(
-                f"store {inner.url} is encrypted: pass --encryption-key-file "
-                "(or KCDP_ENCRYPTION_KEY_FILE) with its key file"
-            )
-        return inner
-    if ids is None and next(iter(inner.list("v1/")), None) is not None:
+def check_keys(store: ObjectStore) -> None:
+    """Apply the marker rules to ``store`` now: EncryptionKeyError if a sealed store was
+    opened without a key or a key was given for a store created without encryption."""
+    if isinstance(store, SealedStore):
+        store.check()
+    elif read_marker(store) is not None:
         raise EncryptionKeyError(
-            f"store {inner.url} was created without encryption: a key file cannot be used "
-            "with it (drop --encryption-key-file, or protect into a new store)"
+            f"store {store.url} is encrypted: pass --encryption-key-file "
+            "(or KCDP_ENCRYPTION_KEY_FILE) with its key file"
         )
-    return SealedStore(inner, keyring, ids or [])

@@ -80,7 +80,8 @@ def test_objects_are_sealed_bound_to_their_key_and_named_when_tampered(
     blob_a, blob_b = raw.get("v1/a"), raw.get("v1/b")
     assert b"PLANTED" not in blob_a and blob_a[:4] == MAGIC
     assert blob_a != blob_b  # a new nonce for every put
-    assert len(blob_a) == len(SECRET) + OVERHEAD == store.stat("v1/a").size
+    assert len(blob_a) == len(SECRET) + OVERHEAD == raw.stat("v1/a").size
+    assert store.stat("v1/a").size == len(SECRET) == next(iter(store.list("v1/a"))).size
     assert store.get("v1/a") == SECRET and store.get("v1/a", 5, 7) == SECRET[5:12]
     assert [i.key for i in store.list("v1/")] == ["v1/a", "v1/b"]  # the marker is hidden
     flipped = bytearray(blob_a)
@@ -104,11 +105,17 @@ def test_marker_rules_for_sealed_unsealed_and_new_stores(tmp_path: Path, key_fil
     ids = read_marker(s.inner)  # type: ignore[attr-defined]
     assert ids == [load_key_file(key_file).current.id]
     with pytest.raises(EncryptionKeyError, match="is encrypted: pass --encryption-key-file"):
-        open_store(sealed_url)
+        open_store(sealed_url, keys_now=True)
+    open_store(sealed_url).close()  # opening alone asks the store nothing
     p = open_store(plain_url)
     p.put("v1/volumes/v/head.json", b"{}")
     with pytest.raises(EncryptionKeyError, match="created without encryption"):
-        open_store(plain_url, key_file=str(key_file))
+        open_store(plain_url, key_file=str(key_file), keys_now=True)
+    lazy = open_store(plain_url, key_file=str(key_file))
+    with pytest.raises(EncryptionKeyError, match="created without encryption"):
+        lazy.get("v1/volumes/v/head.json")  # a sealed store checks before its first use
+    with pytest.raises(EncryptionKeyError, match="created without encryption"):
+        lazy.put("v1/volumes/v/other.json", b"{}")
     other = tmp_path / "other"
     generate_key_file(other)
     with pytest.raises(EncryptionKeyError, match="does not hold"):
@@ -126,6 +133,7 @@ def test_rotation_keeps_old_objects_readable_and_records_the_new_key(
     rotated = tmp_path / "rotated"
     new_id = generate_key_file(tmp_path / "new").id
     rotated.write_text((tmp_path / "new").read_text() + key_file.read_text())
+    rotated.chmod(0o600)
     store = open_store(url, key_file=str(rotated))
     store.put("v1/new", b"written under the new key")
     assert store.get("v1/old") == b"written under the old key"
@@ -161,6 +169,7 @@ def test_checkpoint_chunks_get_keyed_names_and_are_named_anew_after_rotation(
     rotated = tmp_path / "rotated"
     generate_key_file(tmp_path / "new")
     rotated.write_text((tmp_path / "new").read_text() + key_file.read_text())
+    rotated.chmod(0o600)
     store2 = open_store(url, key_file=str(rotated))
     with Image(tmp_path / "img", size, create=False) as img:
         cp2 = write_checkpoint(

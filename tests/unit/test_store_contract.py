@@ -1,5 +1,5 @@
 """One contract suite for every ObjectStore backend: memory, file, S3 over HTTP (moto) and
-a sealed (encrypted) file store, whose listings report sealed sizes (``info``).
+a sealed (encrypted) file store.
 
 Each test gets a fresh, empty store of each backend; the S3 one talks to a real HTTP
 endpoint through the minio client. Backend-specific guarantees (file atomicity under a
@@ -23,7 +23,6 @@ from minio import Minio
 from connectors.errors import ObjectNotFoundError, StoreError
 from connectors.store import FileStore, MemoryStore, ObjectInfo, ObjectStore, open_store
 from connectors.store.keyring import generate_key_file
-from connectors.store.sealed import OVERHEAD, SealedStore
 from connectors.store.validate import TEMP_SUFFIX
 from tests.fixtures.s3 import BUCKET
 
@@ -65,11 +64,6 @@ def store(make_store: Factory) -> ObjectStore:
     return make_store()
 
 
-def info(store: ObjectStore, key: str, size: int) -> ObjectInfo:
-    """What ``store`` lists for an object of ``size`` bytes put under ``key``."""
-    return ObjectInfo(key, size + (OVERHEAD if isinstance(store, SealedStore) else 0))
-
-
 def keys_of(infos: Iterator[ObjectInfo]) -> list[str]:
     return [info.key for info in infos]
 
@@ -82,8 +76,8 @@ def test_put_get_round_trip_and_overwrite(store: ObjectStore) -> None:
     assert store.get("v1/volumes/vol/manifests/0001-0002.json") == b'{"a": 1}'
     store.put("v1/volumes/vol/manifests/0001-0002.json", b"shorter")
     assert store.get("v1/volumes/vol/manifests/0001-0002.json") == b"shorter"
-    assert store.stat("v1/volumes/vol/manifests/0001-0002.json") == info(
-        store, "v1/volumes/vol/manifests/0001-0002.json", 7
+    assert store.stat("v1/volumes/vol/manifests/0001-0002.json") == ObjectInfo(
+        "v1/volumes/vol/manifests/0001-0002.json", 7
     )
 
 
@@ -97,8 +91,8 @@ def test_empty_object(store: ObjectStore) -> None:
     store.put("empty", b"")
     assert store.get("empty") == b""
     assert store.get("empty", 0, 10) == b""
-    assert store.stat("empty") == info(store, "empty", 0)
-    assert list(store.list()) == [info(store, "empty", 0)]
+    assert store.stat("empty") == ObjectInfo("empty", 0)
+    assert list(store.list()) == [ObjectInfo("empty", 0)]
 
 
 def test_stat_sizes(store: ObjectStore) -> None:
@@ -106,8 +100,8 @@ def test_stat_sizes(store: ObjectStore) -> None:
     for key, size in sizes.items():
         store.put(key, b"x" * size)
     for key, size in sizes.items():
-        assert store.stat(key) == info(store, key, size)
-    assert list(store.list("s/")) == [info(store, k, sizes[k]) for k in sorted(sizes)]
+        assert store.stat(key) == ObjectInfo(key, size)
+    assert list(store.list("s/")) == [ObjectInfo(k, sizes[k]) for k in sorted(sizes)]
 
 
 # -- ranges ----------------------------------------------------------------------------
@@ -234,7 +228,7 @@ def test_list_order_prefix_and_start_after(store: ObjectStore, keys: list[str]) 
     for i, key in enumerate(keys):
         store.put(key, b"v" * i)
     sizes = {key: i for i, key in enumerate(keys)}
-    assert list(store.list()) == [info(store, k, sizes[k]) for k in sorted(keys)]
+    assert list(store.list()) == [ObjectInfo(k, sizes[k]) for k in sorted(keys)]
     for prefix in PREFIXES:
         for start in STARTS:
             want = sorted(k for k in keys if k.startswith(prefix) and (start is None or k > start))
@@ -286,7 +280,7 @@ def test_file_crash_leaves_temp_file_invisible(tmp_path: Path) -> None:
     # A crash after the temp file was written but before the rename.
     (tmp_path / "v" / f".k.deadbeef{TEMP_SUFFIX}").write_bytes(b"new vers")
     (tmp_path / f".orphan.0123{TEMP_SUFFIX}").write_bytes(b"partial")
-    assert list(store.list()) == [info(store, "v/k", 11)]
+    assert list(store.list()) == [ObjectInfo("v/k", 11)]
     assert keys_of(store.list("v/.k")) == []
     assert store.get("v/k") == b"old version"
 
@@ -342,7 +336,7 @@ def test_s3_multipart_above_threshold(s3_url: str, s3_endpoint: str) -> None:
     store.put("edge", edge)
     assert store.get("big") == big
     assert store.get("big", threshold - 3, 10) == big[threshold - 3 : threshold + 7]
-    assert store.stat("big") == info(store, "big", len(big))
+    assert store.stat("big") == ObjectInfo("big", len(big))
     assert store.get("edge") == edge
     client = Minio(
         s3_endpoint,
@@ -411,7 +405,7 @@ def test_backend_matches_dict_model(make_store: Factory, ops: list[tuple[object,
         elif op[0] == "stat":
             key = str(op[1])
             if key in model:
-                assert store.stat(key) == info(store, key, len(model[key]))
+                assert store.stat(key) == ObjectInfo(key, len(model[key]))
             else:
                 with pytest.raises(ObjectNotFoundError):
                     store.stat(key)
@@ -419,9 +413,9 @@ def test_backend_matches_dict_model(make_store: Factory, ops: list[tuple[object,
             _, prefix, after = op
             assert isinstance(prefix, str) and (after is None or isinstance(after, str))
             want = [
-                info(store, k, len(v))
+                ObjectInfo(k, len(v))
                 for k, v in sorted(model.items())
                 if k.startswith(prefix) and (after is None or k > after)
             ]
             assert list(store.list(prefix, after)) == want
-    assert list(store.list()) == [info(store, k, len(v)) for k, v in sorted(model.items())]
+    assert list(store.list()) == [ObjectInfo(k, len(v)) for k, v in sorted(model.items())]
