@@ -12,6 +12,7 @@ import orjson
 
 from connectors.restore.catalog import Catalog
 from connectors.restore.materialize import restore_point
+from connectors.store.base import ObjectStore
 from connectors.store.file import FileStore
 from schemas.events import WriteEvent
 from streams.options import BuildOptions
@@ -48,7 +49,7 @@ class PointCounts:
 
 
 def restore_every_point(
-    store: FileStore, volume: str, first: int, expected: list[str], out: Path
+    store: ObjectStore, volume: str, first: int, expected: list[str], out: Path
 ) -> PointCounts:
     """Restore every point of ``volume`` from ``first`` to its newest, forward and (where a
     checkpoint follows) backward, asserting each image's digest equals ``expected``."""
@@ -67,7 +68,7 @@ def restore_every_point(
     return counts
 
 
-def continuing_writer(store: FileStore, volume: str, tmp_path: Path) -> Volume:
+def continuing_writer(store: ObjectStore, volume: str, tmp_path: Path) -> Volume:
     """A writer of ``volume`` continuing its newest stored session from its restored image."""
     catalog = Catalog(store, volume)
     last = catalog.manifest(len(catalog) - 1)
@@ -80,7 +81,7 @@ def continuing_writer(store: FileStore, volume: str, tmp_path: Path) -> Volume:
 
 
 def continue_with_worker(
-    store: FileStore,
+    store: ObjectStore,
     events: list[tuple[int, WriteEvent]],
     workdir: Path,
     *,
