@@ -1,4 +1,5 @@
-"""``kcdp prune`` end to end on the file store and through a real S3 HTTP endpoint (moto):
+"""``kcdp prune`` end to end on the file store and through a real S3 HTTP endpoint (moto),
+unsealed and sealed (encryption at rest):
 deletes go over HTTP; a dry run writes nothing; kept points restore exactly afterwards
 (``kcdp restore``), dropped ones exit 8 naming the nearest kept points; ``kcdp points``
 shows the tiers; after two prunes past the grace nothing unreferenced is left."""
@@ -15,6 +16,8 @@ import pytest
 from connectors.cli import main
 from connectors.retention.policy import RetentionPolicy
 from connectors.store import open_store
+from connectors.store.keyring import generate_key_file
+from connectors.store.sealed import MAGIC
 from schemas.retention import load_retention
 from tests.retention_support import Partition, promised_points, unreferenced
 
@@ -28,21 +31,28 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
-@pytest.fixture(params=["file", "s3"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=["file", "s3", "sealed-s3"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str | None]:
+    """A store URL and its key file (None: unsealed)."""
     if request.param == "file":
-        return f"file://{tmp_path / 'store'}"
-    return str(request.getfixturevalue("s3_url"))
+        return f"file://{tmp_path / 'store'}", None
+    key_file = None
+    if request.param == "sealed-s3":
+        key_file = str(tmp_path / "key")
+        generate_key_file(key_file)
+    return str(request.getfixturevalue("s3_url")), key_file
 
 
 def test_prune_keeps_promised_points_and_deletes_after_grace(
-    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    target: tuple[str, str | None], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = open_store(url)
+    url, key_file = target
+    store = open_store(url, key_file=key_file)
     part = Partition(store, tmp_path / "work", random.Random(3))
     part.write(160, mean_gap_us=25 * 60 * 1_000_000)  # ~66 h of history
     part.close()
     state = ["--store", url, "--state-dir", str(tmp_path / "state")]
+    state += ["--encryption-key-file", key_file] if key_file else []
     before = {i.key: i.size for i in store.list("")}
 
     code, out, err = _run(capsys, "prune", *state, *POLICY, "--grace", "1s", "--dry-run", "--json")
@@ -62,6 +72,9 @@ def test_prune_keeps_promised_points_and_deletes_after_grace(
         time.sleep(1.2)
     after = {i.key: i.size for i in store.list("")}
     assert sum(after.values()) < sum(before.values())
+    if key_file:  # what the prune wrote (consolidations, the base checkpoint) is sealed too
+        raw = open_store(url)
+        assert all(raw.get(k)[:4] == MAGIC for k in after), "a plaintext object"
 
     policy = RetentionPolicy(
         keep_within=6 * 3600.0, keep_hourly=4, keep_daily=2, grace=1.0, unsafe_grace=True
