@@ -3,7 +3,8 @@
 Contract (every backend, checked by tests/unit/test_store_contract.py):
 
 * ``put(key, data)`` is atomic: a reader sees the old object, or the whole new one,
-  never a part. Once it returns the object is durable. Putting an existing key replaces it.
+  never a part. Once it returns the object is durable and ``data`` (any bytes-like
+  object) is no longer referenced. Putting an existing key replaces it.
 * ``get(key)`` returns the whole object; ``get(key, start, length)`` a byte range
   (``length=None``: to the end; a range past the end is cut at the end).
   A missing key raises :class:`connectors.errors.ObjectNotFoundError`.

@@ -33,6 +33,10 @@ HEADER_BYTES = len(MAGIC) + KEY_ID_BYTES + NONCE_BYTES
 #: bytes a sealed object has more than its plaintext
 OVERHEAD = HEADER_BYTES + TAG_BYTES
 _MAC_PREFIX = "hmac-sha256:"
+#: a thread keeps its sealing buffer for objects up to this size (a fresh buffer costs a
+#: zero-fill and page faults on every put of a large window object)
+REUSE_BYTES = 80 << 20
+_local = threading.local()
 
 
 def key_id_of(blob: bytes | memoryview, *, what: str) -> str:
@@ -109,16 +113,23 @@ class SealedStore:
 
     # -- the store protocol --
 
-    def seal(self, key: str, data: bytes | memoryview) -> bytearray:
-        """The sealed object of ``data`` stored under ``key`` with the current key."""
+    def seal(self, key: str, data: bytes | memoryview) -> memoryview:
+        """The sealed object of ``data`` stored under ``key`` with the current key, in this
+        thread's reusable buffer: valid until the thread's next ``seal``."""
         k = self.keyring.current
-        out = bytearray(HEADER_BYTES + len(data) + TAG_BYTES)
+        size = HEADER_BYTES + len(data) + TAG_BYTES
+        buf: bytearray | None = getattr(_local, "buf", None)
+        if buf is None or len(buf) < size:
+            buf = bytearray(size)
+            if size <= REUSE_BYTES:
+                _local.buf = buf
+        out = memoryview(buf)[:size]
         out[: len(MAGIC)] = MAGIC
         out[len(MAGIC) : len(MAGIC) + KEY_ID_BYTES] = bytes.fromhex(k.id)
         nonce = os.urandom(NONCE_BYTES)
         out[len(MAGIC) + KEY_ID_BYTES : HEADER_BYTES] = nonce
         aad = bytes(out[: len(MAGIC) + KEY_ID_BYTES]) + key.encode()
-        k.aead.encrypt_into(nonce, data, aad, memoryview(out)[HEADER_BYTES:])
+        k.aead.encrypt_into(nonce, data, aad, out[HEADER_BYTES:])
         return out
 
     def open(self, key: str, blob: bytes | memoryview) -> bytes:
@@ -139,7 +150,7 @@ class SealedStore:
         if key == MARKER_KEY:
             raise ValueError(f"{MARKER_KEY} is the encryption marker, not an object")
         self._ensure_marker()
-        self.inner.put(key, self.seal(key, data))  # type: ignore[arg-type]
+        self.inner.put(key, self.seal(key, data))  # type: ignore[arg-type]  # put keeps no reference
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         check_range(start, length)
