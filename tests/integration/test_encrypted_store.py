@@ -88,6 +88,46 @@ def protect(
     assert "Traceback" not in worker.log_path.read_text(errors="replace")
 
 
+def status_and_check(
+    capsys: pytest.CaptureFixture[str], common: tuple[str, ...], kafka: tuple[str, ...]
+) -> None:
+    """status and check read the sealed store with its key; without it, they refuse."""
+    code, stdout, err = run(capsys, "status", *common, *kafka, "--json")
+    assert code == 0, err
+    assert VOLUME in stdout
+    code, stdout, err = run(capsys, "check", *common, *kafka, "--part", "store")
+    assert code == 0 and "encrypted" in stdout, stdout + err
+    code, _, err = run(capsys, "status", *common[:2], *kafka, "--json")
+    assert code == 11, err
+    code, stdout, err = run(capsys, "check", *common[:2], *kafka, "--part", "store")
+    assert code != 0 and "encryption-key-file" in stdout + err, stdout + err
+
+
+def refusals(capsys: pytest.CaptureFixture[str], s3_url: str, point: int, tmp: Path) -> None:
+    """No key, or another key: exit 11, one line naming the setting, no output written."""
+    other = tmp / "other-key"
+    generate_key_file(other)
+    for extra in ((), ("--encryption-key-file", str(other))):
+        out = tmp / "refused.img"
+        code, _, err = run(
+            capsys,
+            "restore",
+            VOLUME,
+            "--store",
+            s3_url,
+            *extra,
+            "--to-offset",
+            str(point),
+            "-o",
+            str(out),
+        )
+        assert code == 11, err
+        assert "encryption-key-file" in err or "does not hold" in err
+        assert "Traceback" not in err and not out.exists()
+        code, _, err = run(capsys, "points", VOLUME, "--store", s3_url, *extra)
+        assert code == 11, err
+
+
 def test_sealed_store_end_to_end_with_rotation(
     bootstrap: str, s3_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,28 +170,8 @@ def test_sealed_store_end_to_end_with_rotation(
     assert code == 0, err
     assert orjson.loads(stdout)["problems"] == []
 
-    # no key, or another key: exit 11, one line naming the setting, no output written
-    other = tmp_path / "other-key"
-    generate_key_file(other)
-    for extra in ((), ("--encryption-key-file", str(other))):
-        out = tmp_path / "refused.img"
-        code, _, err = run(
-            capsys,
-            "restore",
-            VOLUME,
-            "--store",
-            s3_url,
-            *extra,
-            "--to-offset",
-            str(old_points[-1]),
-            "-o",
-            str(out),
-        )
-        assert code == 11, err
-        assert "encryption-key-file" in err or "does not hold" in err
-        assert "Traceback" not in err and not out.exists()
-        code, _, err = run(capsys, "points", VOLUME, "--store", s3_url, *extra)
-        assert code == 11, err
+    status_and_check(capsys, common, ("--bootstrap-servers", bootstrap, "--topic", topic))
+    refusals(capsys, s3_url, old_points[-1], tmp_path)
 
     # rotation: the new key first, the old one kept to read what it sealed
     new = tmp_path / "new-key"
