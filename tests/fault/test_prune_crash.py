@@ -81,7 +81,8 @@ def test_prune_killed_at_random_steps_never_loses_a_kept_point(tmp_path: Path) -
     part.write(120, mean_gap_us=20 * 60 * 1_000_000)
     kills = rounds = finished = 0
     steps: set[str] = set()
-    while kills < KILLS:
+    wanted = {"consolidate", "manifest", "retention", "delete"}
+    while kills < KILLS or not steps >= wanted:  # the steps killed at depend on timing
         rounds += 1
         assert rounds < 5 * KILLS, "the prune finished before the chosen step too often"
         before = {v: promised_points(part, v, POLICY) for v in part.sizes}
@@ -126,7 +127,7 @@ def test_prune_killed_at_random_steps_never_loses_a_kept_point(tmp_path: Path) -
             assert report.ok, report.to_text()
     part.close()
     assert finished, "no prune ran to its end"
-    assert steps >= {"consolidate", "manifest", "retention", "delete"}, steps
+    assert steps >= wanted, steps
     later = part.history.events[-1].timestamp_us + 10 * HOUR_US
     for k in range(2):
         for volume in sorted(part.sizes):
