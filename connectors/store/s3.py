@@ -180,7 +180,10 @@ class S3Store:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         scheme = "https" if secure else "http"
-        self.url = url or f"s3://{bucket}/{prefix}?endpoint={endpoint}&secure={str(secure).lower()}"
+        self.url = url or (
+            f"s3://{bucket}/{prefix}?endpoint={endpoint}&secure={str(secure).lower()}"
+            + (f"&ca={ca}" if ca else "")
+        )
         provider = credentials_chain()
         try:
             creds = provider.retrieve()
