@@ -135,6 +135,19 @@ def test_untrusted_certificate_fails_fast(
     _assert_refused_fast(run, took, s3_tls_endpoint, "not trusted", "ca=", "SSL_CERT_FILE")
 
 
+def test_kcdp_check_reports_the_store_over_tls(
+    s3_tls_url: str, s3_tls_endpoint: str, tls_files: TlsFiles
+) -> None:
+    url = _plain_url(s3_tls_url)
+    check = ["check", "--part", "store", "--store", url]
+    run, _ = _kcdp(check, SSL_CERT_FILE=str(tls_files.ca))
+    assert run.returncode == 0 and run.stdout.startswith("store  ok"), run.stdout + run.stderr
+    run, took = _kcdp(check, SSL_CERT_FILE=str(tls_files.other_ca))
+    assert run.returncode == 4 and took < FAST, run.stdout + run.stderr
+    [line] = run.stdout.splitlines()
+    assert line.startswith("store  FAILED") and f"{s3_tls_endpoint} is not trusted" in line
+
+
 def test_untrusted_certificate_is_not_retried(s3_tls_url: str, tls_files: TlsFiles) -> None:
     url = s3_tls_url.replace(str(tls_files.ca), str(tls_files.other_ca))
     store = open_store(url)  # with the retry wrapper
