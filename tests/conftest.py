@@ -6,7 +6,12 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.s3", "tests.fixtures.secure_broker"]
+pytest_plugins = [
+    "tests.fixtures.tls",
+    "tests.fixtures.broker",
+    "tests.fixtures.s3",
+    "tests.fixtures.secure_broker",
+]
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=60

@@ -5,8 +5,10 @@ URLs:
 * ``file://DIR`` — a directory (absolute, ``~``-relative or relative to the working
   directory); created if missing. See :mod:`connectors.store.file`.
 * ``s3://BUCKET[/PREFIX][?endpoint=HOST:PORT&secure=false&region=R&create_bucket=true
-  &multipart_threshold=BYTES]`` — S3 or MinIO; without ``endpoint`` AWS
-  (``s3.amazonaws.com``, TLS). Credentials never go in the URL. See :mod:`connectors.store.s3`.
+  &multipart_threshold=BYTES&ca=PATH]`` — S3 or MinIO; without ``endpoint`` AWS
+  (``s3.amazonaws.com``, TLS). ``ca`` is a PEM CA bundle to trust for the endpoint's
+  certificate (default: ``SSL_CERT_FILE``, else certifi's and the system's CAs).
+  Credentials never go in the URL. See :mod:`connectors.store.s3`.
 * ``memory://NAME`` — an in-process store. Within one :class:`StoreRegistry` (by default
   the process-wide :data:`MEMORY_STORES`) the same NAME gives the same store, so a CLI call
   and a test in one process can share it; ``memory://`` alone gives a new private store.
@@ -23,6 +25,7 @@ defaults, 10 s connect and 60 s read for S3); local backends ignore it.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -50,7 +53,7 @@ __all__ = [
     "store_key_file",
 ]
 
-_S3_PARAMS = ("endpoint", "secure", "region", "create_bucket", "multipart_threshold")
+_S3_PARAMS = ("endpoint", "secure", "region", "create_bucket", "multipart_threshold", "ca")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -141,6 +144,15 @@ def _flag(url: str, name: str, value: str) -> bool:
     raise ConfigError(f"invalid store URL {url!r}: {name} must be true or false, got {value!r}")
 
 
+def _ca_path(url: str, value: str | None) -> str | None:
+    """The URL's ``ca=`` (``~`` expanded); given empty, an error."""
+    if value is None:
+        return None
+    if not value:
+        raise ConfigError(f"invalid store URL {url!r}: ca must be the path of a PEM CA bundle")
+    return os.path.expanduser(value)
+
+
 def _open_s3(url: str, timeout: float | None) -> S3Store:
     from connectors.store.s3 import S3Store
 
@@ -192,6 +204,7 @@ def _open_s3(url: str, timeout: float | None) -> S3Store:
         secure=_flag(url, "secure", opts.get("secure", "true")),
         region=opts.get("region") or None,
         create_bucket=_flag(url, "create_bucket", opts.get("create_bucket", "false")),
+        ca=_ca_path(url, opts.get("ca")),
         url=url,
         **extra,
     )

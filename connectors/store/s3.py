@@ -6,9 +6,17 @@ Credentials come from the minio providers chain, in order: ``AWS_ACCESS_KEY_ID``
 ``AWS_PROFILE``), the MinIO client config (``~/.mc/config.json``). They are never taken
 from the URL, and the secret parts are registered for redaction as they are read.
 
+With ``secure=True`` (HTTPS) the server's certificate is checked against, in order: the
+PEM bundle ``ca`` (the URL's ``ca=PATH``: only that bundle is trusted), else the bundle
+named by ``SSL_CERT_FILE``, else certifi's bundle plus the system's default CA store. The
+host name is always checked. A bundle that cannot be read is a ``ConfigError``.
+
 The HTTP client does no retries of its own (that is :mod:`connectors.store.retry`'s job):
 connection errors, timeouts, 5xx and throttling become ``StoreError(retriable=True)``;
-access denied, a missing bucket or bad credentials become ``StoreError(retriable=False)``.
+access denied, a missing bucket or bad credentials become ``StoreError(retriable=False)``,
+and so do TLS failures no retry cures: a certificate not signed by a trusted CA (or not
+for the endpoint's name), and a TLS handshake answered in plaintext (``secure=true``
+against an HTTP endpoint).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import datetime
 import io
 import os
+import ssl
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
@@ -31,6 +40,7 @@ from minio.credentials.providers import (
 )
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import check_bucket_name
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from connectors.config import register_secret
 from connectors.errors import ConfigError, ObjectNotFoundError, StoreError
@@ -55,6 +65,16 @@ _RETRIABLE_CODES = frozenset(
     }
 )
 _MISSING_KEY_CODES = frozenset({"NoSuchKey", "NoSuchObject"})
+#: OpenSSL reasons of a handshake the server answered with something that is not TLS.
+_NOT_TLS_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNKNOWN_PROTOCOL",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+        "HTTP_REQUEST",
+    }
+)
 
 
 def credentials_chain() -> ChainedProvider:
@@ -64,6 +84,53 @@ def credentials_chain() -> ChainedProvider:
     )
 
 
+def tls_context(ca: str | None = None) -> ssl.SSLContext:
+    """The client TLS context for an S3 endpoint: trusts ``ca`` (a PEM bundle) only, else
+    ``SSL_CERT_FILE``, else certifi's bundle and the system's; checks the host name.
+    An unreadable or empty bundle is a :class:`ConfigError`."""
+    if ca:
+        return _context_from(ca, "ca= of the store URL")
+    env = os.environ.get("SSL_CERT_FILE")
+    if env:
+        return _context_from(env, "SSL_CERT_FILE")
+    ctx = ssl.create_default_context(cafile=certifi.where())
+    ctx.load_default_certs()
+    return ctx
+
+
+def _context_from(path: str, source: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"the CA bundle {path} ({source}) holds no PEM certificate: {exc.reason or exc}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the CA bundle {path} ({source}): {exc.strerror or exc}"
+        ) from None
+
+
+def tls_problem(exc: BaseException, endpoint: str) -> str | None:
+    """Why a TLS handshake with ``endpoint`` failed for good (an untrusted certificate,
+    a plaintext server), or None when ``exc`` is not such a failure."""
+    if not isinstance(exc, urllib3.exceptions.SSLError):
+        return None
+    inner = exc.args[0] if exc.args else exc.__context__
+    if isinstance(inner, ssl.SSLCertVerificationError | CertificateError):
+        why = getattr(inner, "verify_message", None) or str(inner)
+        return (
+            f"the TLS certificate of {endpoint} is not trusted ({why}); check ca= in the "
+            "store URL or SSL_CERT_FILE (the CA bundle that signed the endpoint's certificate)"
+        )
+    if isinstance(inner, ssl.SSLError) and inner.reason in _NOT_TLS_REASONS:
+        return (
+            f"{endpoint} does not answer TLS ({inner.reason}): a plaintext endpoint? "
+            "use secure=false or the endpoint's HTTPS port"
+        )
+    return None
+
+
 class S3Store:
     """:class:`~connectors.store.base.ObjectStore` in ``bucket`` under ``prefix``.
 
@@ -71,7 +138,8 @@ class S3Store:
     (True: HTTPS), ``region`` (None: asked from the server), ``multipart_threshold``
     (16 MiB, at least 5 MiB: objects up to it go in one PUT, larger ones as a multipart
     upload in parts of that size), ``connect_timeout`` (10 s), ``read_timeout`` (60 s),
-    ``create_bucket`` (False: create the bucket if it does not exist).
+    ``create_bucket`` (False: create the bucket if it does not exist), ``ca`` (None: the
+    PEM CA bundle to trust for HTTPS; see :func:`tls_context` for the default order).
     """
 
     def __init__(
@@ -86,8 +154,11 @@ class S3Store:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         create_bucket: bool = False,
+        ca: str | None = None,
         url: str | None = None,
     ) -> None:
+        if ca and not secure:
+            raise ConfigError("ca= names a CA bundle for HTTPS, but the store URL has secure=false")
         if multipart_threshold < MIN_PART_SIZE:
             raise ConfigError(
                 f"multipart_threshold must be at least {MIN_PART_SIZE} bytes (S3's minimum "
@@ -109,7 +180,10 @@ class S3Store:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         scheme = "https" if secure else "http"
-        self.url = url or f"s3://{bucket}/{prefix}?endpoint={endpoint}&secure={str(secure).lower()}"
+        self.url = url or (
+            f"s3://{bucket}/{prefix}?endpoint={endpoint}&secure={str(secure).lower()}"
+            + (f"&ca={ca}" if ca else "")
+        )
         provider = credentials_chain()
         try:
             creds = provider.retrieve()
@@ -121,12 +195,12 @@ class S3Store:
         register_secret(creds.secret_key)
         if creds.session_token:
             register_secret(creds.session_token)
+        tls: dict[str, Any] = {"ssl_context": tls_context(ca)} if secure else {}
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             retries=False,
             maxsize=16,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            **tls,
         )
         self._http = http
         self.endpoint = endpoint
@@ -158,6 +232,9 @@ class S3Store:
     def _raise(self, exc: BaseException, op: str, key: str) -> NoReturn:
         """Translate a minio/urllib3 failure into the project's errors."""
         where = f"{self.url}: {op} {key!r}" if key else f"{self.url}: {op}"
+        problem = tls_problem(exc, self.endpoint)
+        if problem is not None:
+            raise StoreError(f"{where} failed: {problem}", retriable=False) from None
         if isinstance(exc, S3Error):
             if exc.code in _MISSING_KEY_CODES:
                 raise ObjectNotFoundError(f"{self.url}: no object {key!r}") from None

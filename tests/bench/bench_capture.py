@@ -8,6 +8,10 @@ Run: ``.venv/bin/python -m tests.bench.bench_capture [--mib N] [--nbd-mib N]``.
 * NBD: the capture plugin ÷ a plain nbdkit Python plugin without capture
   (tests/bench/plain_nbd_plugin.py), driven by nbdcopy (4 KiB requests, queue depth 1,
   one connection; 1 MiB requests, default parallelism) and qemu-img convert.
+* TLS: InterceptedVolume writes to ``kcdp broker --tls-cert/--tls-key`` (Tansu behind the
+  project's TLS front, infra/gateway.py, in its own process) ÷ the same writes to Tansu in
+  plaintext, async 64 KiB and sync 4 KiB writes. Report only (no goal): the price of TLS
+  plus the front's extra hop on the embedded broker.
 
 ``--rounds N`` times every baseline/case pair N times back to back and prints medians
 (the per-pair ratio's median), which resists load bursts from other processes.
@@ -38,6 +42,8 @@ from connectors.intercept.nbd import NbdExport
 from connectors.kafka import ensure_topics, producer_config
 from infra.broker import EmbeddedBroker
 from tests.bench.common import Figure
+from tests.fixtures.secure_broker import start_broker
+from tests.fixtures.tls import make_tls_files
 
 MiB = 1024 * 1024
 PLAIN_PLUGIN = Path(__file__).with_name("plain_nbd_plugin.py")
@@ -82,7 +88,14 @@ def raw_producer(bootstrap: str, total: int, size: int, *, wait_each: bool) -> f
     return timed(run)
 
 
-def api(bootstrap: str, tmp: Path, total: int, size: int, mode: str) -> float:
+def api(
+    bootstrap: str,
+    tmp: Path,
+    total: int,
+    size: int,
+    mode: str,
+    client_config: dict[str, str] | None = None,
+) -> float:
     """Seconds for InterceptedVolume to capture ``total`` bytes in ``size`` writes."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     payload = os.urandom(size)
@@ -93,6 +106,7 @@ def api(bootstrap: str, tmp: Path, total: int, size: int, mode: str) -> float:
         bootstrap_servers=bootstrap,
         topic=f"bench.api.{name}",
         mode=mode,  # type: ignore[arg-type]
+        client_config=client_config,
         control_socket=False,
     ) as vol:
 
@@ -211,9 +225,36 @@ def measure(
     return rows
 
 
+def measure_tls(mib: int, rounds: int = 1) -> list[tuple[str, str, float, float, float]]:
+    """Rows (case, baseline, MiB/s, baseline MiB/s, ratio): API capture through the TLS
+    front ÷ to plaintext Tansu, async 64 KiB and sync 4 KiB writes."""
+    logging.basicConfig(level=logging.ERROR)
+    rows: list[tuple[str, str, float, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="kcdp-bench-tls-") as tmpdir, EmbeddedBroker() as plain:
+        tmp = Path(tmpdir)
+        files = make_tls_files(tmp)
+        props = {"security.protocol": "SSL", "ssl.ca.location": str(files.ca)}
+        tls = start_broker("tls", props, "--tls-cert", str(files.cert), "--tls-key", str(files.key))
+        try:
+            for size, mode in ((64 * 1024, "async"), (4096, "sync")):
+                total = mib * MiB if mode == "async" else mib * MiB // 4
+                base, got, ratio = paired(
+                    rounds,
+                    partial(api, plain.bootstrap_servers, tmp, total, size, mode),
+                    partial(api, tls.bootstrap, tmp, total, size, mode, props),
+                )
+                label = f"API {mode}, {size // 1024} KiB writes over TLS"
+                rows.append((label, "plaintext", total / MiB / got, total / MiB / base, ratio))
+        finally:
+            tls.proc.terminate()
+            tls.proc.wait(20)
+    return rows
+
+
 def figures(quick: bool = False) -> list[Figure]:
     """Every case as a ratio to its baseline (the harness API); ``quick``: 8 MiB cases."""
     rows = measure(8, 8, 2) if quick else measure(64, 64, 8)
+    rows += measure_tls(8) if quick else measure_tls(64, rounds=3)  # small, noisy: medians
     return [
         Figure("capture", f"{case} ÷ {against}", ratio, detail=f"{mbps:.1f} vs {base:.1f} MiB/s")
         for case, against, mbps, base, ratio in rows
@@ -232,6 +273,7 @@ def main() -> None:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     rows = measure(args.mib, args.nbd_mib, args.qd1_mib, args.rounds)
+    rows += measure_tls(args.mib, args.rounds)
     print("| case | baseline | MiB/s | baseline MiB/s | ratio |")
     print("|---|---|---:|---:|---:|")
     for case, against, mbps, base_mbps, ratio in rows:

@@ -25,7 +25,8 @@ from connectors.cli import main as kcdp
 from connectors.intercept import InterceptedVolume
 from connectors.kafka import ensure_topics
 from infra.broker import free_port
-from tests.fixtures.secure_broker import KCDP, SCRAM_PASSWORD, SecuredBroker, TlsFiles
+from tests.fixtures.secure_broker import KCDP, SCRAM_PASSWORD, SecuredBroker
+from tests.fixtures.tls import TlsFiles
 from tests.worker_process import WorkerProcess
 
 SIZE = 1 << 20

@@ -16,8 +16,9 @@ from connectors.store import (
     StoreRegistry,
     open_store,
 )
-from connectors.store.s3 import DEFAULT_MULTIPART_THRESHOLD, S3Store
+from connectors.store.s3 import DEFAULT_MULTIPART_THRESHOLD, S3Store, tls_context
 from tests.fixtures.s3 import BUCKET
+from tests.fixtures.tls import TlsFiles
 
 
 def test_retry_wrapper_is_default_and_optional(tmp_path: Path) -> None:
@@ -138,6 +139,9 @@ def test_s3_without_credentials_is_a_config_error(
         ("s3://b/a//c", "empty segment"),
         ("s3://bkt/a/../c", "invalid S3 prefix"),
         ("s3://b/p#frag", "no fragment"),
+        ("s3://bkt/p?ca=", "ca must be the path of a PEM CA bundle"),
+        ("s3://bkt/p?secure=false&ca=/x.pem", "ca= names a CA bundle for HTTPS, but"),
+        ("s3://bkt/p?endpoint=h:1&ca=/no/such/ca.pem", "cannot read the CA bundle /no/such"),
     ],
 )
 def test_bad_urls_are_config_errors(url: str, message: str, s3_endpoint: str) -> None:
@@ -160,3 +164,33 @@ def test_timeout_bounds_each_s3_request(s3_endpoint: str) -> None:
     with pytest.raises(ConfigError, match="timeout must be positive"):
         open_store(url, timeout=0)
     assert isinstance(open_store("memory://", timeout=1.0), RetryingStore)
+
+
+def _subjects(ctx: object) -> list[str]:
+    certs = ctx.get_ca_certs()  # type: ignore[attr-defined]
+    return [dict(x[0] for x in cert["subject"]).get("commonName", "") for cert in certs]
+
+
+def test_tls_trust_order(tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ca= alone, else SSL_CERT_FILE alone, else certifi's and the system's CAs."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.other_ca))
+    assert _subjects(tls_context(str(tls_files.ca))) == ["kcdp test CA"]
+    assert _subjects(tls_context()) == ["some other CA"]
+    monkeypatch.delenv("SSL_CERT_FILE")
+    default = tls_context()
+    assert len(default.get_ca_certs()) > 50 and "kcdp test CA" not in _subjects(default)
+    assert default.check_hostname and default.verify_mode.name == "CERT_REQUIRED"
+
+
+def test_unusable_ca_bundles_are_config_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_endpoint: str
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="holds no PEM certificate"):
+        tls_context(str(junk))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match=r"cannot read the CA bundle .*\(SSL_CERT_FILE\)"):
+        tls_context()
+    # a plaintext store does not read it
+    open_store(f"s3://{BUCKET}/p?endpoint={s3_endpoint}&secure=false", retry=False).close()
