@@ -8,11 +8,12 @@ STAMP   := $(VENV)/.installed
 
 # Debian packages of the real parts the demo and the tests drive (nbdkit's Python plugin
 # without recommends: they pull in a large media stack; prometheus for promtool, which
-# checks and unit-tests infra/prometheus/kcdp-rules.yml).
+# checks and unit-tests infra/prometheus/kcdp-rules.yml; stunnel4 terminates the TLS of
+# kcdp broker --tls-cert).
 DEB_PACKAGES := nbdkit nbdkit-plugin-python qemu-utils libnbd-bin nbdfuse fuse3 \
-                e2fsprogs util-linux sqlite3 restic zstd prometheus
+                e2fsprogs util-linux sqlite3 restic zstd prometheus stunnel4
 DEB_TOOLS    := nbdkit qemu-io qemu-img nbdcopy nbdfuse fusermount3 mkfs.ext4 e2fsck \
-                losetup fsfreeze sqlite3 restic promtool
+                losetup fsfreeze sqlite3 restic promtool stunnel4
 
 .PHONY: demo test lint unit bench system-deps clean
 

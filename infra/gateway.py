@@ -1,13 +1,15 @@
-"""A secured front for the embedded broker: TLS and/or SASL/SCRAM in front of Tansu.
+"""The SASL/SCRAM front of the embedded broker.
 
-Tansu 0.6 serves no TLS, and its storage engines keep no SCRAM credential (``tansu user
-create`` is accepted and forgotten), so ``kcdp broker --tls-cert/--sasl-users`` runs this
-gateway on the public port and Tansu on a loopback port that advertises the gateway.
+Tansu 0.6 authenticates SCRAM clients (``--authentication``) but none of its storage
+engines keeps a credential (``tansu user create`` is accepted and forgotten, also on the
+persistent ``s3://`` engine), so ``kcdp broker --sasl-users`` runs this gateway in front
+of a loopback Tansu that advertises the public listener. TLS, when asked for, is
+terminated before it by stunnel (:mod:`infra.stunnel`).
 
-Per connection: optional TLS termination (``ssl``), then, with users, the Kafka SASL
-exchange — ``ApiVersions`` is forwarded, ``SaslHandshake`` (v1) and ``SaslAuthenticate``
-(v0-v2) are answered here with SCRAM-SHA-256/512, any other request before a successful
-authentication closes the connection. After that the bytes are piped both ways unchanged.
+Per connection, the Kafka SASL exchange: ``ApiVersions`` is forwarded, ``SaslHandshake``
+(v1) and ``SaslAuthenticate`` (v0-v2) are answered here with SCRAM-SHA-256/512, any
+other request before a successful authentication closes the connection. After that the
+bytes are piped both ways unchanged.
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 import struct
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from infra.scram import MECHANISMS, ScramError, ScramExchange, ScramUsers
 
@@ -33,24 +33,6 @@ SASL_AUTHENTICATION_FAILED = 58
 #: Largest request accepted before authentication.
 MAX_AUTH_FRAME = 1 << 20
 PIPE_CHUNK = 1 << 18
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """The gateway's certificate chain and key (PEM); ``client_ca`` requires client certs."""
-
-    cert: str
-    key: str
-    client_ca: str | None = None
-
-    def context(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert, self.key)
-        if self.client_ca:
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(self.client_ca)
-        return ctx
 
 
 class _RefusedError(Exception):
@@ -164,12 +146,10 @@ class Gateway:
         host: str = "127.0.0.1",
         port: int = 0,
         users: Mapping[str, str] | None = None,
-        tls: TlsFiles | None = None,
     ) -> None:
         self.upstream = upstream
         self.passwords = dict(users or {})  # for this process's own client only
         self.users = ScramUsers(self.passwords) if users else None
-        self.tls = tls
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -185,8 +165,6 @@ class Gateway:
         return f"{self.host}:{self.port}"
 
     def start(self) -> None:
-        ctx = self.tls.context() if self.tls else None  # bad files fail here, not later
-        self._ctx = ctx
         self._thread.start()
         self._ready.wait(10)
 
@@ -197,8 +175,6 @@ class Gateway:
             self._server = await asyncio.start_server(
                 self._client,
                 sock=self._sock,
-                ssl=self._ctx,
-                ssl_handshake_timeout=10 if self._ctx else None,
             )
             self._ready.set()
 
@@ -232,7 +208,6 @@ class Gateway:
         except (
             OSError,
             asyncio.IncompleteReadError,
-            ssl.SSLError,
             _RefusedError,
             struct.error,
         ) as exc:

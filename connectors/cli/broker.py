@@ -6,8 +6,9 @@ waits: SIGINT or SIGTERM is forwarded to the broker (exit 130 for SIGINT, 0 for 
 if the broker exits on its own the command fails with a :class:`BrokerError` (exit 5) that
 carries the tail of the broker log. The broker never outlives the command.
 
-``--sasl-users`` / ``--tls-cert`` / ``--tls-key`` secure the listener with
-:mod:`infra.gateway` (Tansu 0.6 serves no TLS and keeps no SCRAM user itself).
+``--sasl-users`` secures the listener with SCRAM through :mod:`infra.gateway` (Tansu 0.6
+keeps no SCRAM user itself); ``--tls-cert`` / ``--tls-key`` with TLS through stunnel
+(:mod:`infra.stunnel`; Tansu 0.6 completes no TLS handshake).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,8 +30,9 @@ from typing import Any
 from connectors.config import Settings, redact_text, register_secret
 from connectors.errors import BrokerError, UsageError
 from connectors.kafka import ensure_topics
-from infra.broker import EmbeddedBroker
-from infra.gateway import Gateway, TlsFiles
+from infra.broker import EmbeddedBroker, free_port
+from infra.gateway import Gateway
+from infra.stunnel import TlsFiles, TlsTerminator
 
 log = logging.getLogger("kcdp.broker")
 
@@ -138,8 +140,50 @@ def read_users(path: str) -> dict[str, str]:
     return users
 
 
-def _gateway(args: argparse.Namespace) -> Gateway | None:
-    """The secured front the flags ask for, bound to the listener address (or None)."""
+@dataclass
+class SecuredListener:
+    """The fronts the security flags ask for: the SCRAM gateway and/or the TLS terminator.
+
+    The public listener is the terminator's with TLS, else the gateway's; Tansu listens on
+    a loopback port (:attr:`tansu_port`) behind them and advertises the public one.
+    """
+
+    gateway: Gateway | None
+    terminator: TlsTerminator | None
+    tansu_port: int
+
+    @property
+    def bootstrap_servers(self) -> str:
+        front = self.terminator or self.gateway
+        assert front is not None
+        return front.bootstrap_servers
+
+    def start(self) -> None:
+        """Start the fronts, innermost first; BrokerError (not retriable) if one cannot."""
+        try:
+            if self.gateway is not None:
+                self.gateway.start()
+            if self.terminator is not None:
+                self.terminator.start()
+        except OSError as exc:
+            self.stop()
+            raise BrokerError(
+                f"cannot serve the secured listener: {exc}", retriable=False
+            ) from None
+
+    def stop(self) -> None:
+        if self.terminator is not None:
+            self.terminator.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
+
+
+def _cannot_listen(exc: OSError) -> BrokerError:
+    return BrokerError(f"cannot serve the secured listener: {exc}", retriable=False)
+
+
+def _secured(args: argparse.Namespace) -> SecuredListener | None:
+    """The secured listener the flags ask for, bound to the listener address (or None)."""
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
@@ -148,26 +192,35 @@ def _gateway(args: argparse.Namespace) -> Gateway | None:
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     if users is None and tls is None:
         return None
-    try:
-        gateway = Gateway(
-            upstream=("127.0.0.1", 0), host=args.host, port=args.port, users=users, tls=tls
+    tansu_port = free_port()
+    gateway = None
+    if users is not None:
+        host, port = ("127.0.0.1", 0) if tls else (args.host, args.port)
+        try:
+            gateway = Gateway(upstream=("127.0.0.1", tansu_port), host=host, port=port, users=users)
+        except OSError as exc:
+            raise BrokerError(
+                f"cannot serve the secured listener: {exc}", retriable=False
+            ) from None
+    terminator = None
+    if tls is not None:
+        upstream = (gateway.host, gateway.port) if gateway else ("127.0.0.1", tansu_port)
+        terminator = TlsTerminator(
+            tls, host=args.host, port=args.port or free_port(args.host), upstream=upstream
         )
-        gateway.start()
-    except (OSError, ssl.SSLError) as exc:
-        raise BrokerError(f"cannot serve the secured listener: {exc}", retriable=False) from None
-    return gateway
+    return SecuredListener(gateway, terminator, tansu_port)
 
 
-def _client_config(gateway: Gateway | None, bootstrap: str, settings: Settings) -> dict[str, Any]:
+def _client_config(
+    secured: SecuredListener | None, bootstrap: str, settings: Settings
+) -> dict[str, Any]:
     """Properties for this command's own client (--create-topics): the first user, and
     no certificate check (it talks to its own listener), under any ``-X`` given."""
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap}
-    if gateway is not None:
-        tls = gateway.tls is not None
-        conf["security.protocol"] = ("SASL_" if gateway.users else "") + (
-            "SSL" if tls else "PLAINTEXT"
-        )
-        if gateway.users:
+    if secured is not None:
+        gateway, tls = secured.gateway, secured.terminator is not None
+        conf["security.protocol"] = ("SASL_" if gateway else "") + ("SSL" if tls else "PLAINTEXT")
+        if gateway:
             name, password = next(iter(gateway.passwords.items()))
             conf.update(
                 {
@@ -202,17 +255,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--partitions must be at least 1, got {args.partitions}")
     if args.port:
         _check_port_free(args.host, args.port)
-    gateway = _gateway(args)
+    secured = _secured(args)
     broker = EmbeddedBroker(
-        port=0 if gateway else args.port,
-        host="127.0.0.1" if gateway else args.host,
+        port=secured.tansu_port if secured else args.port,
+        host="127.0.0.1" if secured else args.host,
         storage=storage_url(args.storage),
         log_path=args.log_file,
-        advertised=gateway.bootstrap_servers if gateway else None,
+        advertised=secured.bootstrap_servers if secured else None,
     )
-    if gateway:
-        gateway.upstream = ("127.0.0.1", broker.port)
-    bootstrap = gateway.bootstrap_servers if gateway else broker.bootstrap_servers
+    bootstrap = secured.bootstrap_servers if secured else broker.bootstrap_servers
     received: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -220,27 +271,29 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if secured:
+            secured.start()
         broker.start(timeout=args.start_timeout)
         if args.create_topics:
             topics = (settings.topic, settings.increments_topic, settings.dlq_topic)
             ensure_topics(
-                _client_config(gateway, bootstrap, settings),
+                _client_config(secured, bootstrap, settings),
                 dict.fromkeys(topics, args.partitions),
             )
             log.info("topics %s ready with %d partitions", ", ".join(topics), args.partitions)
         print(f"bootstrap.servers={bootstrap}", flush=True)
         log.info("broker serving on %s (storage %s)", bootstrap, broker.storage)
-        if gateway:
+        if secured:
             log.info(
                 "listener security: %s%s",
-                "SASL/SCRAM " if gateway.users else "",
-                "TLS" if gateway.tls else "(no TLS)",
+                "SASL/SCRAM " if secured.gateway else "",
+                "TLS (stunnel)" if secured.terminator else "(no TLS)",
             )
         return _wait(broker, received)
     finally:
         broker.stop()
-        if gateway:
-            gateway.stop()
+        if secured:
+            secured.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
 

@@ -12,7 +12,8 @@ topic of the embedded Tansu broker first. Then, on that topic:
   the last, partly filled windows close by time and that wait is included.
 
 Figures: MB/s and events/s of each, the kcdp/plain ratio, the throughput of a worker that
-seals its store (``--encryption-key-file``) over the same worker unsealed (goal >= 0.9),
+seals its store (``--encryption-key-file``) over the same worker unsealed (goal >= 0.9;
+best of :data:`SEALED_RUNS` interleaved runs of each, so one noisy moment does not decide),
 and objects and bytes stored per GiB written. Worker start-up time is excluded from both.
 The 4 KiB goal is ≥ 100 MB/s, and the same goal as a ratio to the plain agent of the
 machine it was set on (~7k events/s).
@@ -39,6 +40,8 @@ VOLUME_SIZE = 1 << 30
 #: The 4 KiB goal of 100 MB/s was set where the plain agent does ~7k events/s (28.7 MB/s);
 #: machines differ by more than 2x, so the same goal as a ratio within one run.
 PLAIN_RATIO_GOAL = round(100e6 / (7000 * 4096), 2)
+#: runs of the worker with and without encryption (interleaved; the best of each counts)
+SEALED_RUNS = 3
 
 
 def _produce(bootstrap: str, topic: str, write_size: int, total: int) -> dict[str, int]:
@@ -143,7 +146,13 @@ def _run_plain(bootstrap: str, topic: str, count: int, tmp: Path) -> float:
 
 
 def _run_kcdp(
-    bootstrap: str, topic: str, last: dict[str, int], tmp: Path, key_file: Path | None = None
+    bootstrap: str,
+    topic: str,
+    last: dict[str, int],
+    tmp: Path,
+    key_file: Path | None = None,
+    *,
+    run: int = 0,
 ) -> tuple[float, int, int]:
     """Seconds from the first to the last processed record; objects and bytes stored.
     With ``key_file`` the worker seals its store (encryption at rest)."""
@@ -152,7 +161,7 @@ def _run_kcdp(
     from schemas.manifest import list_window_keys
     from tests.worker_process import WorkerProcess, metric_values
 
-    tag = f"{topic}-sealed" if key_file else topic
+    tag = f"{topic}-{run}-sealed" if key_file else f"{topic}-{run}"
     store_dir = tmp / f"store-{tag}"
     sealing = ["--encryption-key-file", str(key_file)] if key_file else []
     w = WorkerProcess(
@@ -210,8 +219,19 @@ def figures(quick: bool = False) -> list[Figure]:
                 last = _produce(broker.bootstrap_servers, topic, size, total)
                 count = total // size + 3 * VOLUMES
                 plain_s = _run_plain(broker.bootstrap_servers, topic, count, tmp)
-                kcdp_s, objects, stored = _run_kcdp(broker.bootstrap_servers, topic, last, tmp)
-                sealed_s, _, _ = _run_kcdp(broker.bootstrap_servers, topic, last, tmp, key_file)
+                # interleaved runs, best of each: a noisy neighbour during one run must
+                # not decide the encrypted / unencrypted ratio
+                kcdp_runs: list[float] = []
+                sealed_runs: list[float] = []
+                for run in range(1 if quick else SEALED_RUNS):
+                    kcdp_s, objects, stored = _run_kcdp(
+                        broker.bootstrap_servers, topic, last, tmp, run=run
+                    )
+                    kcdp_runs.append(kcdp_s)
+                    sealed_runs.append(
+                        _run_kcdp(broker.bootstrap_servers, topic, last, tmp, key_file, run=run)[0]
+                    )
+                kcdp_s, sealed_s = min(kcdp_runs), min(sealed_runs)
                 label = f"{size // 1024} KiB"
                 mb = total / 1e6
                 out += [
@@ -255,7 +275,7 @@ def figures(quick: bool = False) -> list[Figure]:
                         kcdp_s / sealed_s,
                         goal=(">=", 0.9),
                         detail=f"{count} events in {sealed_s:.2f}s sealed (AES-256-GCM) vs "
-                        f"{kcdp_s:.2f}s plaintext, same run",
+                        f"{kcdp_s:.2f}s plaintext, best of {len(kcdp_runs)} interleaved runs",
                     ),
                     Figure(
                         "agent",

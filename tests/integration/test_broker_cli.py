@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -294,3 +295,24 @@ def test_help_and_version() -> None:
     version = subprocess.run([KCDP, "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0
     assert version.stdout.strip() == f"kcdp {__version__}"
+
+
+@pytest.mark.parametrize("cert", ["garbage", "missing"])
+def test_tls_with_a_bad_certificate_fails_before_serving(tmp_path: Path, cert: str) -> None:
+    """A certificate that cannot be loaded: exit 5 naming the file, no address printed,
+    nothing left listening."""
+    bad = tmp_path / "server.pem"
+    if cert == "garbage":
+        bad.write_text("not a certificate\n")
+    port = free_port()
+    res = subprocess.run(
+        [KCDP, "broker", "--port", str(port), "--tls-cert", str(bad), "--tls-key", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 5, res.stderr
+    assert res.stdout == ""
+    assert f"cannot serve TLS with {bad}" in res.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free again: no stunnel and no Tansu left on it

@@ -20,12 +20,20 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from connectors.cli import main as kcdp
 from connectors.intercept import InterceptedVolume
 from connectors.kafka import ensure_topics
 from infra.broker import free_port
-from tests.fixtures.secure_broker import KCDP, SCRAM_PASSWORD, SecuredBroker
+from tests.fixtures.secure_broker import (
+    KCDP,
+    SCRAM_PASSWORD,
+    SCRAM_USER,
+    SecuredBroker,
+    start_broker,
+    stop_broker,
+)
 from tests.fixtures.tls import TlsFiles
 from tests.worker_process import WorkerProcess
 
@@ -233,3 +241,53 @@ def test_nbd_capture_on_a_secured_broker(secured: SecuredBroker, tmp_path: Path)
     records = replay(secured.bootstrap, topic, volume, replayed, SIZE, client_config=secured.props)
     assert len(records) >= 5  # session start, baseline, the three writes, session end
     assert replayed.read_bytes() == path.read_bytes()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """``pid``'s live child processes: pid -> command name."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=,comm=", "--ppid", str(pid)], capture_output=True, text=True
+    )
+    return {int(p): name for p, name in (line.split(None, 1) for line in out.stdout.splitlines())}
+
+
+def test_scram_over_tls_is_served_by_stunnel(tls_files: TlsFiles, tmp_path: Path) -> None:
+    """SASL_SSL: TLS terminated by a stunnel child of ``kcdp broker``, SCRAM behind it; a
+    client that skips TLS or gives the wrong password is refused; stopping the broker
+    leaves no stunnel behind."""
+    users = tmp_path / "users"
+    users.write_text(f"{SCRAM_USER}:{SCRAM_PASSWORD}\n")
+    props = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": SCRAM_USER,
+        "sasl.password": SCRAM_PASSWORD,
+        "ssl.ca.location": str(tls_files.ca),
+    }
+    flags = ["--sasl-users", str(users), "--tls-cert", str(tls_files.cert)]
+    broker = start_broker("scram+tls", props, *flags, "--tls-key", str(tls_files.key))
+    try:
+        stunnels = [p for p, name in _children(broker.proc.pid).items() if "stunnel" in name]
+        assert len(stunnels) == 1
+        topic = f"kcdp-sasl-ssl-{uuid.uuid4().hex[:6]}"
+        ensure_topics(broker.conf(), {topic: 1})
+        assert topic in AdminClient(broker.conf()).list_topics(timeout=10).topics
+        for bad in (
+            {"sasl.password": "not-the-password"},
+            {"security.protocol": "SASL_PLAINTEXT"},
+        ):
+            res = subprocess.run(
+                [KCDP, "check", "--part", "kafka", *broker.x_args(**bad)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert res.returncode == 5, res.stderr
+            assert "not-the-password" not in res.stdout + res.stderr
+    finally:
+        stop_broker(broker)
+    assert broker.proc.returncode == 0
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{stunnels[0]}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{stunnels[0]}"), "stunnel outlived kcdp broker"
