@@ -8,10 +8,10 @@ Run: ``.venv/bin/python -m tests.bench.bench_capture [--mib N] [--nbd-mib N]``.
 * NBD: the capture plugin ÷ a plain nbdkit Python plugin without capture
   (tests/bench/plain_nbd_plugin.py), driven by nbdcopy (4 KiB requests, queue depth 1,
   one connection; 1 MiB requests, default parallelism) and qemu-img convert.
-* TLS: InterceptedVolume writes to ``kcdp broker --tls-cert/--tls-key`` (Tansu behind the
-  project's TLS front, infra/gateway.py, in its own process) ÷ the same writes to Tansu in
-  plaintext, async 64 KiB and sync 4 KiB writes. Report only (no goal): the price of TLS
-  plus the front's extra hop on the embedded broker.
+* TLS: InterceptedVolume writes to ``kcdp broker --tls-cert/--tls-key`` (Tansu behind
+  stunnel, infra/stunnel.py, its own process) ÷ the same writes to Tansu in plaintext,
+  async 64 KiB and sync 4 KiB writes. Report only (no goal): the price of TLS plus
+  stunnel's extra hop on the embedded broker.
 
 ``--rounds N`` times every baseline/case pair N times back to back and prints medians
 (the per-pair ratio's median), which resists load bursts from other processes.
