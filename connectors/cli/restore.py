@@ -73,7 +73,9 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
         help="keep a standby image of a volume current from the topic",
         description="Apply the volume's events from the topic to PATH in coalesced, sorted "
         "batches; the applied offset is stored in PATH.kcdp-replica.json, and a restart "
-        "resumes after it. Without --follow, stop at the end of the partition.",
+        "resumes after it. Without --follow, stop at the end of the partition. An empty "
+        "image, or one the topic can no longer continue (retention), is first seeded from "
+        "the store's newest point (--no-seed: never).",
     )
     r.add_argument("volume")
     r.add_argument("-o", "--output", required=True, help="image file or block device")
@@ -81,6 +83,12 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     r.add_argument("--partition", type=int, help="partition (default: murmur2 of the group)")
     r.add_argument("--follow", action="store_true", help="keep following until SIGINT/SIGTERM")
     r.add_argument("--until-offset", type=int, help="stop after applying offset N")
+    r.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="never read the store: by default an image without a state, or one whose next "
+        "offset the topic no longer holds, is first brought to the store's newest point",
+    )
     r.add_argument("--json", action="store_true", help="print the final state as JSON")
     r.set_defaults(func=cmd_replica)
 
@@ -320,6 +328,9 @@ def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
         kafka_conf=conf,
         topic=settings.topic,
         codec=codec,
+        store=None
+        if args.no_seed
+        else open_store(settings.store_url, key_file=settings.key_file, keys_now=True),
     )
     stop = threading.Event()
 

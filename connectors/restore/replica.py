@@ -8,10 +8,14 @@ in ``<output>.kcdp-replica.json`` (docs/FORMAT.md "Local state files"). A restar
 after the stored offset; re-applying a batch that was partly written before a crash gives
 the same bytes, because a coalesced batch rewrites every range it touches.
 
+With a ``store``, an image without a state (empty or missing) is first seeded from the
+store's newest point, and so is an image whose next offset the topic no longer holds
+(retention), when the store reaches the topic (:mod:`connectors.restore.replica_seed`).
+
 Rules: records of other volumes, TICKs and markers advance the offset only; records that
 do not decode or break an event rule are skipped with a warning (the agents dead-letter
 them); a duplicate sequence is skipped; a skipped sequence, a session that does not start
-at sequence 0, or offsets already deleted from the topic stop the replica with
+at sequence 0, or offsets deleted from the topic and not in the store stop the replica with
 :class:`GapError` after applying everything before the gap.
 """
 
@@ -34,6 +38,8 @@ from connectors.errors import (
 )
 from connectors.kafka import consumer_config
 from connectors.restore.coalesce import Coalescer
+from connectors.restore.replica_seed import seed_image
+from connectors.store.base import ObjectStore
 from schemas.applied_state import AppliedState, load_state, save_state, state_path
 from schemas.codec import AvroCodec
 from schemas.events import CHANGE_KINDS, DATA_KINDS, EventKind, WriteEvent
@@ -61,6 +67,7 @@ class Replica:
         kafka_conf: Mapping[str, Any],
         topic: str = "kcdp.writes",
         codec: AvroCodec | None = None,
+        store: ObjectStore | None = None,
         batch_max: int = 2000,
         batch_bytes: int = 64 << 20,
         poll_timeout: float = 0.5,
@@ -73,6 +80,7 @@ class Replica:
         self.batch_max = batch_max
         self.batch_bytes = batch_bytes
         self.poll_timeout = poll_timeout
+        self.store = store
         self._conf = consumer_config(
             kafka_conf, f"kcdp-replica-{volume}", **{"enable.partition.eof": True}
         )
@@ -122,12 +130,14 @@ class Replica:
                 )
             except KafkaException as exc:
                 raise BrokerError(f"cannot read watermarks of {self.topic}: {exc}") from None
+            self._seed(low)
             start = self.state.applied_offset + 1
             if low > start:
                 raise GapError(
                     f"{self.topic}/{self.partition}: offsets {start}..{low - 1} were deleted "
                     f"from the topic; the replica of {self.volume} cannot continue "
-                    "(restore it from the store first)"
+                    "(without the store: drop --no-seed to continue from the store's newest "
+                    "point)"
                 )
             if until_offset is not None and until_offset < start:
                 return self.state
@@ -147,6 +157,25 @@ class Replica:
         return self.state
 
     # -- internals ---------------------------------------------------------------------
+    def _seed(self, low: int) -> None:
+        """With a store: seed an image that has no state, or one the topic can no longer
+        continue (``low``: the partition's oldest offset), from the store's newest point."""
+        after = self.state.applied_offset
+        trimmed = low > after + 1
+        if self.store is None or not (after < 0 or trimmed):
+            return
+        seeded = seed_image(
+            self.store,
+            volume=self.volume,
+            output=self.output,
+            topic=self.topic,
+            partition=self.partition,
+            after=after,
+            needed=low if trimmed else None,
+        )
+        if seeded is not None:
+            self.state = seeded
+
     def _loop(self, consumer: Any, end: int | None, follow: bool, stop: threading.Event) -> bool:
         """Consume and apply until ``end``, ``stop``, or (without ``follow``) the end of
         the partition; True when it stopped at the end of the partition."""

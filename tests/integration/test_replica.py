@@ -250,3 +250,81 @@ def test_replica_until_an_offset_not_yet_produced_fails_clearly(
     state = load_state(out)
     assert state is not None and state.applied_offset == end
     assert out.read_bytes() == history.image_at("vb", end)
+
+
+def _only_after(history: History, volume: str, point: int) -> list[WriteEvent]:
+    """``history`` with every event of ``volume`` up to ``point`` replaced by an event of
+    another volume of the group at the same offset: the topic then holds ``volume`` only
+    after ``point``, as if retention had deleted the rest (Tansu has no DeleteRecords)."""
+    return [
+        make_event(EventKind.WRITE, 0, b"x", volume="vx", group=history.group, sequence=i)
+        if e.volume == volume and o <= point
+        else e
+        for i, (o, e) in enumerate(enumerate(history.events))
+    ]
+
+
+def test_empty_replica_seeds_from_the_store_then_follows(
+    bootstrap: str, history: History, tmp_path: Path
+) -> None:
+    """No image, no state: the replica starts from the store's newest point and follows
+    the topic from the offset after it; from Kafka alone it could not (the first event of
+    the volume in the topic is mid-session), so an exact image proves the seed."""
+    topic = _topic(bootstrap)
+    partition = partition_for("grp-7", PARTITIONS)
+    stored = History(history.group, history.sizes, history.events[: len(history.events) // 2])
+    store = MemoryStore()
+    write_store(store, stored, POLICIES["count7"], topic=topic, partition=partition)
+    newest = Catalog(store, "va").latest()
+    _produce(bootstrap, topic, _only_after(history, "va", newest))
+    conf = {"bootstrap.servers": bootstrap}
+    out = tmp_path / "standby" / "va.img"
+    out.parent.mkdir()
+    with pytest.raises(GapError, match="no SESSION_START"):
+        Replica(volume="va", output=out, partition=partition, kafka_conf=conf, topic=topic).run()
+    os.unlink(f"{out}.kcdp-replica.json")
+    if out.exists():
+        out.unlink()
+    seeded = Replica(
+        volume="va", output=out, partition=partition, kafka_conf=conf, topic=topic, store=store
+    )
+    assert seeded.run(until_offset=newest).applied_offset == newest
+    assert out.read_bytes() == history.image_at("va", newest)
+    end = len(history.events) - 1
+    state = Replica(
+        volume="va", output=out, partition=partition, kafka_conf=conf, topic=topic, store=store
+    ).run()
+    assert state.applied_offset == end
+    assert out.read_bytes() == history.image_at("va", end)
+    assert load_state(out) == state
+
+
+def test_replica_cli_seeds_an_empty_image_from_the_store(
+    bootstrap: str, history: History, tmp_path: Path
+) -> None:
+    """``kcdp replica`` on a missing image with the store of the volume: seeded, then
+    followed to the end; ``--no-seed`` keeps to the topic and stops at the gap (exit 6)."""
+    from connectors.store import open_store
+
+    topic = _topic(bootstrap)
+    partition = partition_for("grp-7", PARTITIONS)
+    stored = History(history.group, history.sizes, history.events[: len(history.events) // 3])
+    url = f"file://{tmp_path / 'store'}"
+    write_store(open_store(url), stored, POLICIES["count7"], topic=topic, partition=partition)
+    newest = Catalog(open_store(url), "vb").latest()
+    _produce(bootstrap, topic, _only_after(history, "vb", newest))
+    args = ["--group", "grp-7", "--topic", topic, "--bootstrap-servers", bootstrap]
+    args += ["--store", url, "--json"]
+    out = tmp_path / "vb.img"
+    no_seed = subprocess.run(
+        [KCDP, "replica", "vb", "-o", str(out), *args, "--no-seed"], capture_output=True, text=True
+    )
+    assert no_seed.returncode == GapError.exit_code, no_seed.stderr
+    os.unlink(f"{out}.kcdp-replica.json")
+    if out.exists():
+        out.unlink()
+    res = subprocess.run([KCDP, "replica", "vb", "-o", str(out), *args], capture_output=True)
+    assert res.returncode == 0, res.stderr
+    end = len(history.events) - 1
+    assert out.read_bytes() == history.image_at("vb", end)
+    assert load_state(out) is not None and load_state(out).applied_offset == end  # type: ignore[union-attr]
