@@ -132,7 +132,8 @@ def test_an_applied_state_with_a_move_round_trips_and_must_agree(tmp_path: Path)
     image = tmp_path / "m.img"
     moving = AppliedState("v", "t", 1, 30, move=Move(30, 7, "ab" * 32))
     save_applied(image, moving)
-    assert load_applied(image) == moving and not load_applied(image).complete
+    loaded = load_applied(image)
+    assert loaded == moving and loaded is not None and not loaded.complete
     doc = orjson.loads(applied_path(image).read_bytes())
     assert doc["complete"] is False and doc["move"] == {"from": 30, "to": 7, "plan": "ab" * 32}
     _rewrite(applied_path(image), complete=True)  # says complete, names a move: damaged
