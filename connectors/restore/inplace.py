@@ -38,9 +38,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from connectors.errors import IntegrityError, NotRestorableError, UsageError
+from connectors.errors import IntegrityError, UsageError
 from connectors.restore.catalog import Catalog
-from connectors.restore.inplace_plan import MovePlan, Op, plan_move
+from connectors.restore.inplace_plan import MovePlan, Op, plan_for
 from connectors.store.base import ObjectStore
 from schemas import keys
 from schemas.applied_state import AppliedState, Move, load_state, save_state, state_path
@@ -66,7 +66,7 @@ class MoveResult:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            **self.plan.to_dict(),
+            "move": self.plan.to_dict(),
             "output": str(self.output),
             "resumed": self.resumed,
             "ranges_written": self.ranges_written,
@@ -98,26 +98,6 @@ def image_state(image: str | Path, catalog: Catalog) -> AppliedState:
     if not stat.S_ISBLK(st.st_mode) and st.st_size != size:
         raise UsageError(f"image {path} holds {st.st_size} bytes; volume {state.volume} {size}")
     return state
-
-
-def plan_for(catalog: Catalog, state: AppliedState, target: int) -> MovePlan:
-    """The move from the image's point to ``target``; an unfinished move must be the same
-    (:class:`UsageError` for another target, :class:`NotRestorableError` for a changed plan)."""
-    if state.move is None:
-        return plan_move(catalog, state.applied_offset, target)
-    if state.move.target != target:
-        raise UsageError(
-            f"the image is in the middle of a move from {state.move.source} to "
-            f"{state.move.target} (a run was interrupted): finish it with the same target, "
-            "or restore the image in full"
-        )
-    plan = plan_move(catalog, state.move.source, target)
-    if plan.digest != state.move.plan:
-        raise NotRestorableError(
-            f"the interrupted move from {state.move.source} to {target} cannot resume: the "
-            "store's windows between them changed since it began; restore the image in full"
-        )
-    return plan
 
 
 def move_in_place(

@@ -34,10 +34,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.errors import NotRestorableError
+from connectors.errors import GapError, IntegrityError, NotRestorableError, UsageError
 from connectors.restore.catalog import Catalog
-from connectors.restore.plan import DEFAULT_THROUGHPUT, _size
-from connectors.restore.planner import _check_chain, _check_healed, _edge, _floor
+from connectors.restore.plan import DEFAULT_THROUGHPUT, Plan, _size
+from connectors.restore.planner import _check_chain, _check_healed, _edge, _floor, plan_restore
+from schemas.applied_state import AppliedState
 from schemas.chain import Predecessor
 from schemas.manifest import Manifest, ObjectRef
 
@@ -113,7 +114,6 @@ class MovePlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "in_place": True,
             "source": self.source,
             "target": self.target,
             "direction": self.direction,
@@ -218,6 +218,111 @@ def plan_move(catalog: Catalog, source: int, target: int) -> MovePlan:
         session,
         sequence,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """How to bring an image to a point: ``move`` it in place, or a ``full`` restore into
+    it; ``chosen`` is ``"in-place"`` or ``"full"``; ``refused`` says why a path is not."""
+
+    volume: str
+    offset: int
+    chosen: str
+    move: MovePlan | None
+    full: Plan | None
+    refused: dict[str, str]
+
+    @property
+    def bytes(self) -> int:
+        """Bytes the chosen path reads from the store."""
+        if self.chosen == "in-place":
+            assert self.move is not None
+            return self.move.bytes
+        assert self.full is not None
+        return self.full.path.bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "volume": self.volume,
+            "offset": self.offset,
+            "chosen": self.chosen,
+            "bytes": self.bytes,
+            "in_place": None if self.move is None else self.move.to_dict(),
+            "full": None if self.full is None else self.full.to_dict(),
+            "refused": dict(self.refused),
+        }
+
+    def to_text(self) -> str:
+        move, full = self.move, self.full
+        if self.chosen == "full":
+            assert full is not None
+            lines = [full.to_text()]
+            if move is not None:
+                lines.append(f"  other       in place: {move.objects} objects, {_size(move.bytes)}")
+        else:
+            assert move is not None
+            lines = [f"restore {self.volume} to offset {self.offset} in place", move.to_text()]
+            if full is not None:
+                lines.append(
+                    f"  other       full {full.path.direction} restore: "
+                    f"{full.path.objects} objects, {_size(full.path.bytes)}"
+                )
+        lines += [f"  refused     {k}: {why}" for k, why in self.refused.items()]
+        return "\n".join(lines)
+
+
+def plan_for(catalog: Catalog, state: AppliedState, target: int) -> MovePlan:
+    """The move from the image's point to ``target``; an unfinished move must be the same
+    (:class:`UsageError` for another target, :class:`NotRestorableError` for a changed plan)."""
+    if state.move is None:
+        return plan_move(catalog, state.applied_offset, target)
+    if state.move.target != target:
+        raise UsageError(
+            f"the image is in the middle of a move from {state.move.source} to "
+            f"{state.move.target} (a run was interrupted): finish it with the same target, "
+            "or restore the image in full"
+        )
+    plan = plan_move(catalog, state.move.source, target)
+    if plan.digest != state.move.plan:
+        raise NotRestorableError(
+            f"the interrupted move from {state.move.source} to {target} cannot resume: the "
+            "store's windows between them changed since it began; restore the image in full"
+        )
+    return plan
+
+
+def choose(
+    catalog: Catalog,
+    state: AppliedState,
+    target: int,
+    *,
+    direction: str = "auto",
+    tail: bool = False,
+) -> Choice:
+    """Price the in-place move of an image (state ``state``) to ``target`` against a full
+    restore in ``direction`` and take the one reading fewer bytes (in place on a tie). A
+    move counts for a forced direction when it goes that way (or nowhere). The image's own
+    problems (:class:`UsageError`, another move under way) are raised, not priced."""
+    refused: dict[str, str] = {}
+    move: MovePlan | None = None
+    full: Plan | None = None
+    try:
+        move = plan_for(catalog, state, target)
+        if direction not in ("auto", move.direction) and move.direction != "none":
+            refused["in place"] = f"the move from {move.source} is {move.direction}"
+    except (NotRestorableError, GapError, IntegrityError) as exc:
+        refused["in place"] = str(exc)
+    try:
+        full = plan_restore(catalog, target, direction=direction, tail=tail)
+    except (NotRestorableError, GapError, IntegrityError) as exc:
+        refused["full"] = str(exc)
+    usable = move if move is not None and "in place" not in refused else None
+    if usable is not None and (full is None or usable.bytes <= full.path.bytes):
+        return Choice(catalog.volume, target, "in-place", move, full, refused)
+    if full is None:
+        reasons = "; ".join(f"{k}: {why}" for k, why in refused.items())
+        raise NotRestorableError(f"no way to {catalog.volume}@{target}: {reasons}")
+    return Choice(catalog.volume, target, "full", move, full, refused)
 
 
 def _before(catalog: Catalog, index: int) -> Predecessor:
