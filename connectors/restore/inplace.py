@@ -5,12 +5,13 @@ to another point with the increments and the write log of the windows in between
 
 Contract of :func:`move_in_place`:
 
-* the image is checked before anything is written: its applied state exists, belongs to
-  the volume, and the image holds the volume's size (:class:`UsageError` otherwise); the
-  state is complete, or records a move to the same target whose plan is unchanged
-  (:class:`UsageError` for another target, :class:`NotRestorableError` when the store
-  changed under the move); its bytes at the recorded point match the store
-  (:class:`IntegrityError`, the image is then left as it was);
+* the image is checked before anything is written, its state included: the applied
+  state exists, belongs to the volume, and the image holds the volume's size
+  (:class:`UsageError` otherwise); the state is complete, or records a move to the same
+  target whose plan is unchanged (:class:`UsageError` for another target,
+  :class:`NotRestorableError` when the store changed under the move); on a fresh move its
+  bytes over the source window's ranges match the store (:class:`IntegrityError`; image
+  and state are then left as they were);
 * before the first write the state is marked incomplete (``move``: source, target, plan
   digest; written atomically and fsynced); after the last, the image is fsynced and the
   final state (complete, at the target) written the same way. A crash in between leaves
@@ -118,12 +119,11 @@ def move_in_place(
     resumed = state.move is not None
     img = _Writer(path, plan.volume_size, step)
     try:
-        if not resumed and plan.check is not None:
-            _check(store, img, plan.check, plan.volume)
+        fetched = {} if resumed else _verify_source(store, img, plan)
         if plan.ops:
             move = Move(plan.source, plan.target, plan.digest)
             save_state(path, replace(state, applied_offset=plan.source, move=move))
-        sequence = _run(store, img, plan, resumed)
+        sequence = _run(store, img, plan, resumed, fetched)
         img.sync()
     finally:
         img.close()
@@ -133,9 +133,33 @@ def move_in_place(
     return MoveResult(plan, path, resumed, img.ranges, img.written, seconds)
 
 
-def _run(store: ObjectStore, img: _Writer, plan: MovePlan, resumed: bool) -> int:
-    """Apply the ops in order with their checks; the sequence of the last replayed record
-    (-1 without a replay)."""
+def _verify_source(store: ObjectStore, img: Image, plan: MovePlan) -> dict[str, list[Extent]]:
+    """Check the image at the move's source before anything is written (``plan.check``,
+    or the first rollback's check); the extents fetched for it, by key."""
+    if plan.check is not None:
+        _check(store, img, plan.check, plan.volume)
+        return {}
+    if not plan.ops or not plan.ops[0].precheck:
+        return {}
+    op = plan.ops[0]
+    extents = _increment(store, op.ref, op.kind, op)
+    if _digest(img, extents) != op.ranges_sha256:
+        raise IntegrityError(
+            f"the image does not hold the end of window {op.first}-{op.last} of "
+            f"{plan.volume} over its ranges: it is not at the point its applied state records"
+        )
+    return {op.ref.key: extents}
+
+
+def _run(
+    store: ObjectStore,
+    img: _Writer,
+    plan: MovePlan,
+    resumed: bool,
+    fetched: dict[str, list[Extent]],
+) -> int:
+    """Apply the ops in order with their checks (``fetched``: extents already read); the
+    sequence of the last replayed record (-1 without a replay)."""
     sequence = -1
     final = plan.final
     for op in plan.ops:
@@ -145,7 +169,7 @@ def _run(store: ObjectStore, img: _Writer, plan: MovePlan, resumed: bool) -> int
                 final = None
             sequence = _replay(store, img, op)
             continue
-        extents = _increment(store, op.ref, op.kind, op)
+        extents = fetched.pop(op.ref.key, None) or _increment(store, op.ref, op.kind, op)
         where = f"window {op.first}-{op.last} of {plan.volume}"
         if op.precheck and not resumed and _digest(img, extents) != op.ranges_sha256:
             raise IntegrityError(
