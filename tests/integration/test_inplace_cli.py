@@ -80,6 +80,14 @@ def test_in_place_moves_a_restore_output_and_dry_run_shows_the_cost(
     assert f"moved {image} in place from {older} to {newer}" in text
     assert image.read_bytes() == history.image_at("va", newer)
 
+    # far back, onto a checkpoint: a full restore into the image reads fewer bytes
+    first_cp = Catalog(s3_store, "va").checkpoints[0]
+    doc = orjson.loads(_restore(capsys, s3_url, first_cp, "--in-place", str(image), "--json"))
+    assert doc["chosen"] == "full" and doc["bytes"] < doc["in_place"]["bytes"]
+    assert image.read_bytes() == history.image_at("va", first_cp)
+    state = load_state(image)
+    assert state is not None and state.complete and state.applied_offset == first_cp
+
 
 def test_mismatched_images_are_refused(
     s3_url: str,

@@ -16,8 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.errors import NotRestorableError
 from connectors.restore.catalog import Catalog
 from connectors.restore.inplace import move_in_place
+from connectors.restore.inplace_plan import choose
 from connectors.restore.materialize import restore_point
 from connectors.store import MemoryStore
 from schemas.applied_state import load_state
@@ -105,3 +107,34 @@ def test_moves_cover_every_shape(tmp_path: Path) -> None:
         again = move_in_place(store, catalog, image, target)  # already there: writes nothing
         assert again.plan.direction == "none" and again.ranges_written == 0
     assert seen == {"forward", "backward", "none"}
+
+
+def test_auto_takes_the_path_reading_fewer_bytes(tmp_path: Path) -> None:
+    rng = random.Random("auto")
+    history = random_history(rng, events=240)
+    store = MemoryStore()
+    write_store(store, history, POLICIES["bytes40k"], checkpoint_every=4)
+    catalog = Catalog(store, "va")
+    low, high = history.baseline_end("va"), catalog.windows[-1].last
+    image = tmp_path / "va.img"
+    chosen = set()
+    pairs = [(rng.randint(low, high), rng.randint(low, high)) for _ in range(10)]
+    pairs += [(high, catalog.checkpoints[0]), (high, high - 1)]  # far onto a checkpoint, near
+    for source, target in pairs:
+        restore_point(store, catalog, source, image, progress=False)
+        state = load_state(image)
+        assert state is not None
+        choice = choose(catalog, state, target)
+        assert choice.move is not None and choice.full is not None
+        assert (choice.chosen == "in-place") == (choice.move.bytes <= choice.full.path.bytes)
+        assert choice.bytes == min(choice.move.bytes, choice.full.path.bytes)
+        chosen.add(choice.chosen)
+        for forced in ("forward", "backward"):
+            try:
+                c = choose(catalog, state, target, direction=forced)
+            except NotRestorableError:
+                continue
+            assert c.chosen == "full" or (
+                c.move is not None and c.move.direction in (forced, "none")
+            )
+    assert chosen == {"in-place", "full"}
