@@ -77,8 +77,8 @@ class MoveResult:
 
 
 def image_state(image: str | Path, catalog: Catalog) -> AppliedState:
-    """The applied state of ``image``, checked against ``catalog``'s volume and size
-    (:class:`UsageError`; a damaged state: :class:`IntegrityError`)."""
+    """The applied state of ``image``, checked against ``catalog``'s volume, partition and
+    size (:class:`UsageError`; a damaged state: :class:`IntegrityError`)."""
     path = Path(image)
     state = load_state(path)
     if state is None:
@@ -91,7 +91,13 @@ def image_state(image: str | Path, catalog: Catalog) -> AppliedState:
             f"{state_path(path)} belongs to volume {state.volume!r}, not {catalog.volume!r}"
         )
     catalog.require_windows()
-    size = catalog.manifest(len(catalog) - 1).volume_size
+    newest = catalog.manifest(len(catalog) - 1)
+    if (state.topic, state.partition) != (newest.topic, newest.partition):
+        raise UsageError(
+            f"{state_path(path)} follows {state.topic}/{state.partition}; volume "
+            f"{catalog.volume} is stored from {newest.topic}/{newest.partition}"
+        )
+    size = newest.volume_size
     try:
         st = path.stat()
     except FileNotFoundError:

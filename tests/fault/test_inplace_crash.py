@@ -109,6 +109,9 @@ def test_a_tampered_image_is_refused_before_anything_is_written(tmp_path: Path) 
     sidecar.write_bytes(orjson.dumps({**doc, "volume": "vb"}))
     with pytest.raises(UsageError, match="belongs to volume 'vb', not 'va'"):
         move_in_place(store, catalog, image, w[2].last)
+    sidecar.write_bytes(orjson.dumps({**doc, "partition": 3}))
+    with pytest.raises(UsageError, match=r"follows kcdp\.writes/3"):
+        move_in_place(store, catalog, image, w[2].last)
     sidecar.write_bytes(orjson.dumps({**doc, "complete": False}))
     with pytest.raises(IntegrityError, match="disagrees"):
         move_in_place(store, catalog, image, w[2].last)
