@@ -22,6 +22,7 @@ from schemas.applied_state import load_state as load_applied
 from schemas.applied_state import save_state as save_applied
 from schemas.applied_state import state_path as applied_path
 from schemas.codec import AvroCodec
+from streams.image_state import applied_offset
 
 CLEAN = InterceptState("v", "g", "a" * 32, 7, clean=True, volume_size=4096)
 
@@ -142,3 +143,11 @@ def test_an_applied_state_with_a_move_round_trips_and_must_agree(tmp_path: Path)
     _rewrite(applied_path(image), complete=False, move=None)
     with pytest.raises(IntegrityError, match="unreadable"):
         load_applied(image)
+
+
+def test_the_worker_rebuilds_an_image_in_the_middle_of_a_move(tmp_path: Path) -> None:
+    image = tmp_path / "w.img"
+    save_applied(image, AppliedState("v", "t", 0, 30))
+    assert applied_offset(image, "v") == 30
+    save_applied(image, AppliedState("v", "t", 0, 30, move=Move(30, 7, "cd" * 32)))
+    assert applied_offset(image, "v") is None
