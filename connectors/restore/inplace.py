@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -125,11 +126,12 @@ def move_in_place(
     resumed = state.move is not None
     img = _Writer(path, plan.volume_size, step)
     try:
-        fetched = {} if resumed else _verify_source(store, img, plan)
+        objects = _Objects(store, plan)
+        fetched = {} if resumed else _verify_source(objects, img, plan)
         if plan.ops:
             move = Move(plan.source, plan.target, plan.digest)
             save_state(path, replace(state, applied_offset=plan.source, move=move))
-        sequence = _run(store, img, plan, resumed, fetched)
+        sequence = _run(objects, img, plan, resumed, fetched)
         img.sync()
     finally:
         img.close()
@@ -139,7 +141,7 @@ def move_in_place(
     return MoveResult(plan, path, resumed, img.ranges, img.written, seconds)
 
 
-def _verify_source(store: ObjectStore, img: Image, plan: MovePlan) -> dict[str, list[Extent]]:
+def _verify_source(store: _Objects, img: Image, plan: MovePlan) -> dict[str, list[Extent]]:
     """Check the image at the move's source before anything is written (``plan.check``,
     or the first rollback's check); the extents fetched for it, by key."""
     if plan.check is not None:
@@ -158,7 +160,7 @@ def _verify_source(store: ObjectStore, img: Image, plan: MovePlan) -> dict[str, 
 
 
 def _run(
-    store: ObjectStore,
+    store: _Objects,
     img: _Writer,
     plan: MovePlan,
     resumed: bool,
@@ -190,7 +192,7 @@ def _run(
     return sequence
 
 
-def _check(store: ObjectStore, img: Image, op: Op, volume: str) -> None:
+def _check(store: _Objects, img: Image, op: Op, volume: str) -> None:
     """The image over ``op``'s window's ranges must hold what ``op`` says (an edge's
     ``ranges_sha256``, or edge ``first-1`` with the log replayed up to ``upto``)."""
     if op.log is None:
@@ -213,14 +215,14 @@ def _check(store: ObjectStore, img: Image, op: Op, volume: str) -> None:
         )
 
 
-def _replay(store: ObjectStore, img: Image, op: Op) -> int:
+def _replay(store: _Objects, img: Image, op: Op) -> int:
     records = _log(store, op.ref, op)
     fwd = _forward(store, op, records)
     apply_records(img, records, upto_offset=op.upto, forward=fwd, name=op.ref.key)
     return max((r.sequence for r in records if r.kafka_offset <= op.upto), default=-1)
 
 
-def _forward(store: ObjectStore, op: Op, records: list[LogRecord]) -> ForwardBytes | None:
+def _forward(store: _Objects, op: Op, records: list[LogRecord]) -> ForwardBytes | None:
     if op.forward is None or not needs_forward(records, upto_offset=op.upto):
         return None
     return ForwardBytes(_increment(store, op.forward, "forward", op), name=op.forward.key)
@@ -230,18 +232,16 @@ def _manifest_key(op: Op) -> str:
     return keys.manifest_key(op.volume, op.first, op.last)
 
 
-def _increment(store: ObjectStore, ref: ObjectRef, direction: str, op: Op) -> list[Extent]:
+def _increment(store: _Objects, ref: ObjectRef, direction: str, op: Op) -> list[Extent]:
     """The verified extents of an increment (digest, CRCs, recorded counts)."""
-    extents = list(
-        read_increment(get_verified(store, ref), expect_direction=direction, name=ref.key)
-    )
+    extents = list(read_increment(store.get(ref), expect_direction=direction, name=ref.key))
     logical = sum(e.length for e in extents)
     ref.check_counts(manifest=_manifest_key(op), extents=len(extents), logical_bytes=logical)
     return extents
 
 
-def _log(store: ObjectStore, ref: ObjectRef, op: Op) -> list[LogRecord]:
-    records = list(read_log(get_verified(store, ref), name=ref.key))
+def _log(store: _Objects, ref: ObjectRef, op: Op) -> list[LogRecord]:
+    records = list(read_log(store.get(ref), name=ref.key))
     ref.check_counts(manifest=_manifest_key(op), records=len(records))
     return records
 
@@ -251,6 +251,25 @@ def _digest(img: Image, extents: Iterable[Extent]) -> str:
     for ext in extents:
         h.update(img.pread(ext.offset, ext.length))
     return h.hexdigest()
+
+
+class _Objects:
+    """The move's objects, each downloaded and verified (size, SHA-256) once: one a later
+    step reads again (a source check and its step) is kept until that step."""
+
+    def __init__(self, store: ObjectStore, plan: MovePlan) -> None:
+        self.store = store
+        self.uses = Counter(r.key for op in plan.all_ops for r in op.refs)
+        self.kept: dict[str, bytes] = {}
+
+    def get(self, ref: ObjectRef) -> bytes:
+        data = self.kept.pop(ref.key, None)
+        if data is None:
+            data = get_verified(self.store, ref)
+        self.uses[ref.key] -= 1
+        if self.uses[ref.key] > 0:
+            self.kept[ref.key] = data
+        return data
 
 
 class _Overlay:

@@ -91,16 +91,21 @@ class MovePlan:
 
     @property
     def bytes(self) -> int:
-        """Bytes to read from the store (an upper bound: in_forward bytes are fetched
-        only when a replayed record needs them)."""
-        return sum(o.bytes for o in self._all())
+        """Bytes to read from the store, each object once (an upper bound: in_forward
+        bytes are fetched only when a replayed record needs them)."""
+        return sum(r.size for r in self._refs().values())
 
     @property
     def objects(self) -> int:
-        return sum(len(o.refs) for o in self._all())
+        return len(self._refs())
 
-    def _all(self) -> tuple[Op, ...]:
+    @property
+    def all_ops(self) -> tuple[Op, ...]:
+        """The source check, the ops, the final check: everything that reads objects."""
         return tuple(o for o in (self.check, *self.ops, self.final) if o is not None)
+
+    def _refs(self) -> dict[str, ObjectRef]:
+        return {r.key: r for o in self.all_ops for r in o.refs}
 
     @property
     def digest(self) -> str:
@@ -141,7 +146,11 @@ class MovePlan:
         ]
         checks = [o for o in (self.check, self.final) if o is not None]
         if checks:
-            lines.append(f"  checks      {len(checks)} ({_size(sum(o.bytes for o in checks))})")
+            used = {r.key for o in self.ops for r in o.refs}
+            more = {r.key: r.size for o in checks for r in o.refs if r.key not in used}
+            lines.append(
+                f"  checks      {len(checks)} (+{_size(sum(more.values()))} not read by the steps)"
+            )
         lines.append(
             f"  total       {self.objects} objects, {_size(self.bytes)}, "
             f"~{self.bytes / self.throughput:.1f} s at {_size(self.throughput)}/s"

@@ -36,7 +36,7 @@ def _targets(rng: random.Random, low: int, high: int, start: int, n: int) -> lis
     return out
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**32),
     policy=st.sampled_from(sorted(POLICIES)),
