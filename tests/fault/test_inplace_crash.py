@@ -118,3 +118,19 @@ def test_a_tampered_image_is_refused_before_anything_is_written(tmp_path: Path) 
     sidecar.unlink()
     with pytest.raises(UsageError, match="has no applied state"):
         move_in_place(store, catalog, image, w[2].last)
+
+
+def test_an_image_with_a_version_1_state_moves(tmp_path: Path) -> None:
+    """A standby written before version 2 (no ``complete``, no ``move``) reads as complete."""
+    _, store, history, catalog = _stored(tmp_path)
+    w = catalog.windows
+    image = tmp_path / "old.img"
+    image.write_bytes(history.image_at("va", w[7].last))
+    v1 = {"format": "kcdp-replica", "version": 1, "volume": "va", "topic": "kcdp.writes"}
+    v1 |= {"partition": 0, "applied_offset": w[7].last, "session": "", "sequence": -1}
+    state_path(image).write_bytes(orjson.dumps(v1))
+    target = (w[3].first + w[3].last) // 2
+    move_in_place(store, catalog, image, target)
+    assert image.read_bytes() == history.image_at("va", target)
+    doc = orjson.loads(state_path(image).read_bytes())
+    assert doc["version"] == 2 and doc["complete"] is True and doc["applied_offset"] == target

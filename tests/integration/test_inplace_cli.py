@@ -115,6 +115,10 @@ def test_mismatched_images_are_refused(
     assert code == 2 and "holds" in err
     code, _, err = _run(capsys, *base, "--in-place", str(image), "-o", str(image))
     assert code == 2 and "not both" in err
+    code, _, err = _run(
+        capsys, "restore", "--group", "g", "--store", s3_url, "--latest", "--in-place", str(image)
+    )
+    assert code == 2 and "does not take --group" in err
 
 
 def test_forced_backward_after_the_newest_checkpoint_works_in_place(
