@@ -3,7 +3,9 @@ state files"): which offset of its partition the image holds. Written by the sta
 replica (``kcdp replica``) and by the worker for its own images; one codec for both.
 
 The file's name and its ``"format": "kcdp-replica"`` are historical (the replica wrote it
-first) and stay, so images and states written before the rename keep reading.
+first) and stay, so images and states written before the rename keep reading. Version 2
+adds ``complete`` and ``move`` (an in-place move under way); version 1 files read as
+complete with no move.
 """
 
 from __future__ import annotations
@@ -14,13 +16,25 @@ from pathlib import Path
 import orjson
 
 from connectors.errors import IntegrityError
-from connectors.fsutil import write_atomic
+from connectors.fsutil import fsync_dir, write_atomic
 from schemas.document import load_document
 
 #: Stored names: historical, kept for compatibility.
 STATE_SUFFIX = ".kcdp-replica.json"
 FORMAT = "kcdp-replica"
-VERSION = 1
+VERSION = 2
+#: versions this code reads (1: before in-place moves; it reads as complete).
+READS = (1, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """An in-place move under way: from point ``source`` to ``target``; ``plan`` is the
+    SHA-256 of the move's plan (its object keys, in order), which a resumed run must find."""
+
+    source: int
+    target: int
+    plan: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +42,9 @@ class AppliedState:
     """What an image holds: every event of its volume up to partition offset ``applied_offset``.
 
     ``applied_offset`` is -1 before anything was applied; ``session``/``sequence`` are the
-    last applied event's (empty / -1 before the first).
+    last applied event's (empty / -1 before the first, or when not known). While ``move``
+    is set (``complete`` False) the image is a mixture of ``move.source`` (which
+    ``applied_offset`` then still names) and ``move.target``: only that move may finish it.
     """
 
     volume: str
@@ -37,6 +53,12 @@ class AppliedState:
     applied_offset: int = -1
     session: str = ""
     sequence: int = -1
+    move: Move | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the image holds exactly point ``applied_offset`` (no move under way)."""
+        return self.move is None
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -49,15 +71,31 @@ class AppliedState:
                 "applied_offset": self.applied_offset,
                 "session": self.session,
                 "sequence": self.sequence,
+                "complete": self.complete,
+                "move": None
+                if self.move is None
+                else {
+                    "from": self.move.source,
+                    "to": self.move.target,
+                    "plan": self.move.plan,
+                },
             }
         )
 
     @classmethod
     def from_json(cls, data: bytes, *, where: str = "applied state") -> AppliedState:
         """Parse a state document; :class:`IntegrityError` naming ``where`` if it is not
-        JSON, not a state document, of another version than :data:`VERSION`, or damaged."""
-        doc = load_document(data, fmt=FORMAT, version=VERSION, what="applied state", name=where)
+        JSON, not a state document, of a version not in :data:`READS`, or damaged (``complete``
+        must agree with ``move``)."""
+        doc = load_document(data, fmt=FORMAT, version=READS, what="applied state", name=where)
         try:
+            move = None
+            if doc["version"] >= 2:
+                raw = doc["move"]
+                if raw is not None:
+                    move = Move(int(raw["from"]), int(raw["to"]), str(raw["plan"]))
+                if doc["complete"] is not (move is None):
+                    raise ValueError("'complete' disagrees with 'move'")
             return cls(
                 volume=str(doc["volume"]),
                 topic=str(doc["topic"]),
@@ -65,6 +103,7 @@ class AppliedState:
                 applied_offset=int(doc["applied_offset"]),
                 session=str(doc["session"]),
                 sequence=int(doc["sequence"]),
+                move=move,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"{where} is unreadable: {exc!r}") from None
@@ -89,3 +128,13 @@ def load_state(output: str | Path) -> AppliedState | None:
 def save_state(output: str | Path, state: AppliedState) -> None:
     """Store ``state`` atomically: temp file, fsync, rename, fsync the directory."""
     write_atomic(state_path(output), state.to_json())
+
+
+def remove_state(output: str | Path) -> None:
+    """Remove the state beside ``output`` durably (fsync the directory), if any."""
+    path = state_path(output)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)

@@ -47,8 +47,8 @@ def applied_offset(image_path: Path, volume: str) -> int | None:
     except (OSError, IntegrityError) as exc:
         log.warning("volume %s: image state unusable, rebuilding: %s", volume, exc)
         return None
-    if state is None or state.volume != volume:
-        return None
+    if state is None or state.volume != volume or not state.complete:
+        return None  # an image in the middle of an in-place move holds no one point
     return state.applied_offset
 
 

@@ -15,10 +15,12 @@ window's forward increment), that increment is fetched and verified too, and eac
 record's bytes are checked against its CRC-32C.
 
 A file output is written to a temporary file beside it and renamed at the end, so a failed
-restore leaves no half-written output; a block device is written in place (and zeroed
-first when the path starts from the empty image). With ``direction="auto"`` a corrupt or
-missing object makes :func:`restore_point` re-plan around it once (the other direction,
-when that avoids the object); otherwise the error names the object.
+restore leaves no half-written output; its applied state (``<output>.kcdp-replica.json``,
+the point it holds) is removed before the rename and written after it. A block device is
+written in place (and zeroed first when the path starts from the empty image). With
+``direction="auto"`` a corrupt or missing object makes :func:`restore_point` re-plan around
+it once (the other direction, when that avoids the object); otherwise the error names the
+object.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from connectors.restore.plan import Plan, Step
 from connectors.restore.planner import plan_restore
 from connectors.store.base import ObjectStore
 from schemas import keys
+from schemas.applied_state import AppliedState, remove_state, save_state
 from schemas.checkpoint import materialize_checkpoint
 from schemas.extents import Extent
 from schemas.image import Image
@@ -200,8 +203,10 @@ def execute(
                 bar.advance(plan.path.replay.bytes)
             image.sync()
         if not is_block:
+            remove_state(output)  # never an image beside a state naming another point
             os.replace(target, output)
             fsync_dir(output.parent)
+            save_state(output, point_state(catalog, plan))
         ok = True
         return source
     finally:
@@ -210,6 +215,21 @@ def execute(
         if not ok and not is_block:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
+
+
+def point_state(catalog: Catalog, plan: Plan) -> AppliedState:
+    """The applied state of an image at ``plan.offset`` (docs/FORMAT.md "Local state
+    files"): session and sequence are known at a window's end, else empty / -1."""
+    last = catalog.manifest(len(catalog) - 1)
+    state = AppliedState(plan.volume, last.topic, last.partition, applied_offset=plan.offset)
+    index = catalog.index_for(plan.offset)
+    if plan.path.replay is None and index is not None:
+        m = catalog.manifest(index)
+        if plan.offset >= m.last_offset:
+            return AppliedState(
+                plan.volume, m.topic, m.partition, plan.offset, m.session, m.last_sequence
+            )
+    return state
 
 
 def _start(

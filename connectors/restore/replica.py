@@ -95,6 +95,12 @@ class Replica:
                 f"{state_path(self.output)} belongs to volume {stored.volume!r} "
                 f"({stored.topic}/{stored.partition}), not {volume!r} ({topic}/{partition})"
             )
+        if stored is not None and stored.move is not None:
+            raise VolumeError(
+                f"{state_path(self.output)}: the image is in the middle of an in-place move "
+                f"from {stored.move.source} to {stored.move.target}; finish it with kcdp "
+                f"restore {volume} --to-offset {stored.move.target} --in-place {self.output}"
+            )
         if stored is not None and stored.sequence >= 0 and not self.output.exists():
             raise VolumeError(
                 f"{state_path(self.output)} records offset {stored.applied_offset} but the "

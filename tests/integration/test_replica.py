@@ -18,9 +18,12 @@ from confluent_kafka import KafkaError, Message, Producer
 from connectors.errors import GapError, NotRestorableError
 from connectors.kafka import ensure_topics, producer_config
 from connectors.restore.catalog import Catalog
+from connectors.restore.inplace import move_in_place
+from connectors.restore.inplace_plan import choose
 from connectors.restore.kafka_source import KafkaReplay
 from connectors.restore.materialize import restore_point
 from connectors.restore.partitioner import group_partition, partition_for
+from connectors.restore.planner import plan_restore
 from connectors.restore.replica import Replica
 from connectors.store import MemoryStore
 from schemas.applied_state import load_state
@@ -328,3 +331,46 @@ def test_replica_cli_seeds_an_empty_image_from_the_store(
     end = len(history.events) - 1
     assert out.read_bytes() == history.image_at("vb", end)
     assert load_state(out) is not None and load_state(out).applied_offset == end  # type: ignore[union-attr]
+
+
+def test_a_standby_rolls_back_in_place_after_the_newest_checkpoint_and_follows_on(
+    bootstrap: str, produced: str, history: History, tmp_path: Path
+) -> None:
+    partition = partition_for("grp-7", PARTITIONS)
+    store = MemoryStore()
+    write_store(
+        store,
+        history,
+        POLICIES["count7"],
+        topic=produced,
+        partition=partition,
+        checkpoint_every=7,
+        checkpoint_last=False,
+    )
+    catalog = Catalog(store, "va")
+    newest = catalog.windows[-1].last
+    out = tmp_path / "standby.img"
+    conf = {"bootstrap.servers": bootstrap}
+    Replica(volume="va", output=out, partition=partition, kafka_conf=conf, topic=produced).run(
+        until_offset=newest
+    )
+    after_cp = [w for w in catalog.windows if w.last > catalog.checkpoints[-1]]
+    assert len(after_cp) >= 2, (len(catalog.windows), catalog.checkpoints)
+    for target in (after_cp[0].last, (after_cp[1].first + after_cp[1].last) // 2):
+        with pytest.raises(NotRestorableError, match="to roll back from"):
+            plan_restore(catalog, target, direction="backward")
+        state = load_state(out)
+        assert state is not None
+        choice = choose(catalog, state, target, direction="backward")
+        assert choice.chosen == "in-place" and choice.move is not None
+        assert choice.move.direction == "backward"
+        move_in_place(store, catalog, out, target, plan=choice.move)
+        assert out.read_bytes() == history.image_at("va", target)
+        moved = load_state(out)
+        assert moved is not None and moved.complete and moved.applied_offset == target
+        assert (moved.topic, moved.partition) == (produced, partition)
+        # the standby follows the topic on from the point it was moved to
+        Replica(volume="va", output=out, partition=partition, kafka_conf=conf, topic=produced).run(
+            until_offset=newest
+        )
+        assert out.read_bytes() == history.image_at("va", newest)

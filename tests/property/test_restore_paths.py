@@ -18,6 +18,7 @@ from connectors.restore.catalog import Catalog
 from connectors.restore.materialize import restore_point
 from connectors.restore.planner import plan_restore
 from connectors.store import MemoryStore
+from schemas.applied_state import load_state, state_path
 from tests.restore_history import (
     POLICIES,
     History,
@@ -58,13 +59,16 @@ def test_both_directions_equal_the_model_at_random_offsets(built: Built, tmp_pat
                 )
                 assert result.plan.path.direction == direction
                 assert out.read_bytes() == want, f"{direction} {volume}@{point}"
+                state = load_state(out)
+                assert state is not None and state.complete
+                assert (state.volume, state.applied_offset) == (volume, point)
                 restores += 1
                 from_forward += replays_from_forward(store, result.plan)
     assert restores >= 50
     if all(len(c.windows) < len(history.of(v)) // 2 for v, c in catalogs.items()):
         # windows of several events: many points land mid-window after in_forward records
         assert from_forward >= 10, from_forward
-    assert list(tmp_path.iterdir()) == [out], "temporary files left behind"
+    assert sorted(tmp_path.iterdir()) == [out, state_path(out)], "temporary files left behind"
 
 
 def test_auto_takes_the_cheaper_path_and_is_correct(built: Built, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from connectors.restore.partitioner import partition_for
 from connectors.restore.planner import plan_restore
 from connectors.restore.replica import Replica
 from connectors.store import MemoryStore
-from schemas.applied_state import AppliedState, load_state, save_state, state_path
+from schemas.applied_state import AppliedState, Move, load_state, save_state, state_path
 from tests.restore_history import POLICIES, random_history, write_store
 
 writes = st.lists(
@@ -70,6 +70,16 @@ def test_applied_state_round_trip_and_damage(tmp_path: Path) -> None:
     state_path(out).write_bytes(b"{not json")
     with pytest.raises(IntegrityError, match=r"kcdp-replica\.json"):
         load_state(out)
+
+
+def test_replica_refuses_an_image_in_the_middle_of_a_move(tmp_path: Path) -> None:
+    out = tmp_path / "moving.img"
+    out.write_bytes(bytes(4096))
+    moving = AppliedState("v", "t", 0, applied_offset=9, move=Move(9, 4, "00" * 32))
+    save_state(out, moving)
+    with pytest.raises(VolumeError, match="in the middle of an in-place move from 9 to 4"):
+        Replica(volume="v", output=out, partition=0, kafka_conf={}, topic="t")
+    assert load_state(out) == moving
 
 
 def test_replica_refuses_a_state_without_its_image(tmp_path: Path) -> None:

@@ -17,11 +17,12 @@ from connectors.errors import IntegrityError, VolumeError
 from connectors.intercept.publisher import Publisher
 from connectors.intercept.session import Session
 from connectors.intercept.state import InterceptState, load_state, save_state, state_path
-from schemas.applied_state import AppliedState
+from schemas.applied_state import AppliedState, Move
 from schemas.applied_state import load_state as load_applied
 from schemas.applied_state import save_state as save_applied
 from schemas.applied_state import state_path as applied_path
 from schemas.codec import AvroCodec
+from streams.image_state import applied_offset
 
 CLEAN = InterceptState("v", "g", "a" * 32, 7, clean=True, volume_size=4096)
 
@@ -94,7 +95,7 @@ def test_a_missing_intercept_state_is_no_state_and_no_warning(
     assert load_state(tmp_path / "vol.img") == CLEAN
 
 
-@pytest.mark.parametrize("version", [2, None])
+@pytest.mark.parametrize("version", [3, 0, None])
 def test_an_applied_state_of_another_version_is_refused(tmp_path: Path, version: object) -> None:
     image = tmp_path / "r.img"
     save_applied(image, AppliedState("v", "kcdp.writes", 0, applied_offset=3, session="s"))
@@ -103,7 +104,7 @@ def test_an_applied_state_of_another_version_is_refused(tmp_path: Path, version:
         load_applied(image)
     message = caught.value.message
     assert str(applied_path(image)) in message
-    assert f"version {version!r}" in message and "reads version 1" in message
+    assert f"version {version!r}" in message and "reads versions 1, 2" in message
 
 
 def test_an_applied_state_with_a_field_missing_is_refused(tmp_path: Path) -> None:
@@ -111,3 +112,42 @@ def test_an_applied_state_with_a_field_missing_is_refused(tmp_path: Path) -> Non
     applied_path(image).write_bytes(b'{"format": "kcdp-replica", "version": 1, "volume": "v"}')
     with pytest.raises(IntegrityError, match=r"r\.img\.kcdp-replica\.json is unreadable"):
         load_applied(image)
+
+
+def test_a_version_1_applied_state_reads_as_complete(tmp_path: Path) -> None:
+    image = tmp_path / "old.img"
+    applied_path(image).write_bytes(
+        b'{"format":"kcdp-replica","version":1,"volume":"v","topic":"kcdp.writes",'
+        b'"partition":0,"applied_offset":12,"session":"s","sequence":4}'
+    )
+    state = load_applied(image)
+    assert state == AppliedState("v", "kcdp.writes", 0, 12, "s", 4)
+    assert state.complete and state.move is None
+    save_applied(image, state)  # rewritten as version 2, same state
+    doc = orjson.loads(applied_path(image).read_bytes())
+    assert doc["version"] == 2 and doc["complete"] is True and doc["move"] is None
+    assert load_applied(image) == state
+
+
+def test_an_applied_state_with_a_move_round_trips_and_must_agree(tmp_path: Path) -> None:
+    image = tmp_path / "m.img"
+    moving = AppliedState("v", "t", 1, 30, move=Move(30, 7, "ab" * 32))
+    save_applied(image, moving)
+    loaded = load_applied(image)
+    assert loaded == moving and loaded is not None and not loaded.complete
+    doc = orjson.loads(applied_path(image).read_bytes())
+    assert doc["complete"] is False and doc["move"] == {"from": 30, "to": 7, "plan": "ab" * 32}
+    _rewrite(applied_path(image), complete=True)  # says complete, names a move: damaged
+    with pytest.raises(IntegrityError, match="'complete' disagrees with 'move'"):
+        load_applied(image)
+    _rewrite(applied_path(image), complete=False, move=None)
+    with pytest.raises(IntegrityError, match="unreadable"):
+        load_applied(image)
+
+
+def test_the_worker_rebuilds_an_image_in_the_middle_of_a_move(tmp_path: Path) -> None:
+    image = tmp_path / "w.img"
+    save_applied(image, AppliedState("v", "t", 0, 30))
+    assert applied_offset(image, "v") == 30
+    save_applied(image, AppliedState("v", "t", 0, 30, move=Move(30, 7, "cd" * 32)))
+    assert applied_offset(image, "v") is None
