@@ -107,7 +107,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             mode = "read-write (overlay)" if args.writable else "read-only"
             sys.stdout.write(f"exporting {volume}@{offset} {mode} at {uri}\n")
         sys.stdout.flush()
+        relay = server.relay_log(sys.stderr)
         server.wait()
+        relay.join(5.0)
     finally:
         server.cleanup()
         for s, handler in previous.items():

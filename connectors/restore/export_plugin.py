@@ -57,6 +57,7 @@ def after_fork() -> None:
     from connectors.restore.export import DEFAULT_CACHE_MIB, Overlay, open_point
     from connectors.store import open_store
 
+    mib = _settings.get("cache_mib")
     try:
         store = open_store(
             _settings["store_url"], key_file=_settings.get("key_file"), keys_now=True
@@ -66,7 +67,7 @@ def after_fork() -> None:
             store,
             _settings["volume"],
             int(_settings["offset"]),
-            cache_mib=int(_settings.get("cache_mib") or DEFAULT_CACHE_MIB),
+            cache_mib=DEFAULT_CACHE_MIB if mib is None else int(mib),
         )
         _state["point"] = point
         if _settings.get("overlay"):

@@ -4,13 +4,18 @@ The launcher of :mod:`connectors.intercept.nbd` with the plugin
 :mod:`connectors.restore.export_plugin`: settings (the store URL, key file path, volume,
 offset, cache bound, overlay) travel in a private 0600 JSON file; :meth:`start` returns
 once the plugin opened the point (its ``ready`` file exists) or raises the plugin's
-kafka-cdp error (e.g. NotRestorableError) when it could not.
+kafka-cdp error (e.g. NotRestorableError) when it could not. nbdkit's output (the
+plugin's log lines, e.g. the object a failed read needed) is kept in its log file, which
+:meth:`relay_log` copies to a stream (the command's stderr) as it grows.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
+from typing import TextIO
 
 from connectors.intercept.nbd import NbdExport
 
@@ -63,3 +68,23 @@ class ExportServer(NbdExport):
 
     def ready_paths(self) -> list[Path]:
         return [self._tmp / "nbdkit.pid", self._tmp / "ready"]
+
+    def relay_log(self, stream: TextIO, interval: float = 0.1) -> threading.Thread:
+        """Copy nbdkit's log to ``stream`` as it grows, until nbdkit exits (a daemon thread)."""
+
+        def run() -> None:
+            with self.log_path.open("r", encoding="utf-8", errors="replace") as log:
+                while True:
+                    done = self.proc is None or self.proc.poll() is not None
+                    text = log.read()
+                    if text:
+                        stream.write(text)
+                        stream.flush()
+                    elif done:
+                        return
+                    else:
+                        time.sleep(interval)
+
+        thread = threading.Thread(target=run, name="kcdp-export-log", daemon=True)
+        thread.start()
+        return thread
