@@ -2,7 +2,8 @@
 
 :func:`open_point` plans the point as a restore would (the forward path preferred: it is
 what an extent map is made of; the planner's choice otherwise) and builds its
-:class:`~connectors.restore.extent_map.ExtentMap`. :meth:`PointExport.read` resolves each
+:class:`~connectors.restore.extent_map.ExtentMap` (an object found bad while it is built
+is avoided by one more plan, as a restore does). :meth:`PointExport.read` resolves each
 read through the map and fetches whole objects through a bounded LRU cache
 (:class:`ObjectCache`); every object is verified as a restore verifies it before a byte
 of it is served (chunk digests; increment digest, CRCs, counts, window ranges digest). A
@@ -32,6 +33,7 @@ from connectors.restore.extent_map import (
     build_map,
     step_extents,
 )
+from connectors.restore.materialize import BadObjectError
 from connectors.restore.plan import Plan
 from connectors.restore.planner import plan_restore
 from connectors.store.base import ObjectStore
@@ -88,12 +90,15 @@ class ObjectCache:
                 self.used -= n
 
 
-def plan_export(catalog: Catalog, offset: int) -> Plan:
-    """The restore plan of point ``offset`` an export serves: forward if it can be."""
+def plan_export(
+    catalog: Catalog, offset: int, *, avoid: frozenset[str] | set[str] = frozenset()
+) -> Plan:
+    """The restore plan of point ``offset`` an export serves: forward if it can be
+    (backward otherwise), reading no object in ``avoid``."""
     try:
-        return plan_restore(catalog, offset, direction="forward")
-    except (NotRestorableError, GapError):
-        return plan_restore(catalog, offset)
+        return plan_restore(catalog, offset, direction="forward", avoid=avoid)
+    except (NotRestorableError, GapError, IntegrityError):
+        return plan_restore(catalog, offset, avoid=avoid)
 
 
 class PointExport:
@@ -158,7 +163,20 @@ def open_point(
     catalog = Catalog(store, volume)
     plan = plan_export(catalog, offset)
     cache = ObjectCache(cache_mib << 20)
-    emap = build_map(store, catalog, plan, keep=cache.put)
+    try:
+        emap = build_map(store, catalog, plan, keep=cache.put)
+    except BadObjectError as bad:  # as a restore does: one more path, around the object
+        try:
+            plan = plan_export(catalog, offset, avoid={bad.key})
+        except KcdpError:
+            raise bad.error from None
+        log.warning(
+            "%s; exporting the %s path, which avoids it", bad.error.message, plan.path.direction
+        )
+        try:
+            emap = build_map(store, catalog, plan, keep=cache.put)
+        except BadObjectError as again:
+            raise again.error from None
     return PointExport(store, plan, emap, cache)
 
 

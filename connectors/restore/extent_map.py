@@ -14,12 +14,14 @@ forward path the window's ``ranges_sha256``). Replayed single writes are kept in
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
 from connectors.errors import GapError, IntegrityError
 from connectors.restore.catalog import Catalog
+from connectors.restore.materialize import BadObjectError
 from connectors.restore.plan import Plan, Step
 from connectors.store.base import SHA256_NAMES, ObjectStore
 from schemas import keys
@@ -154,6 +156,15 @@ def step_extents(store: ObjectStore, step: Step, direction: str) -> list[Extent]
     return increment_extents(store, step.ref, direction, step.manifest, digest)
 
 
+@contextmanager
+def _blame(key: str) -> Iterator[None]:
+    """Turn a GapError / IntegrityError into a BadObjectError naming ``key``."""
+    try:
+        yield
+    except (GapError, IntegrityError) as exc:
+        raise BadObjectError(key, exc) from None
+
+
 def build_map(
     store: ObjectStore,
     catalog: Catalog,
@@ -164,18 +175,23 @@ def build_map(
 
     ``keep(key, extents, nbytes)`` is offered each verified increment (a cache).
 
-    Raises :class:`GapError` / :class:`IntegrityError` naming the object at fault, and
-    :class:`IntegrityError` when the checkpoint is not the one planned.
+    Raises :class:`~connectors.restore.materialize.BadObjectError` wrapping the
+    GapError / IntegrityError of the object at fault (the checkpoint when it is not the
+    one planned).
     """
     path = plan.path
     emap = ExtentMap(plan.volume_size)
     emap.direction = path.direction
     if path.checkpoint is not None:
-        cp = catalog.checkpoint(path.checkpoint)
-        if cp.digest != path.checkpoint_digest:
-            raise IntegrityError(f"{cp.key}: changed since the export was planned")
-        if cp.volume_size != plan.volume_size:
-            raise IntegrityError(f"{cp.key}: volume size {cp.volume_size}, not {plan.volume_size}")
+        assert path.checkpoint_key is not None
+        with _blame(path.checkpoint_key):
+            cp = catalog.checkpoint(path.checkpoint)
+            if cp.digest != path.checkpoint_digest:
+                raise IntegrityError(f"{cp.key}: changed since the export was planned")
+            if cp.volume_size != plan.volume_size:
+                raise IntegrityError(
+                    f"{cp.key}: volume size {cp.volume_size}, not {plan.volume_size}"
+                )
         emap.chunk_names = cp.chunk_names
         for i, digest in enumerate(cp.chunks):
             start, end = cp.chunk_range(i)
@@ -183,7 +199,8 @@ def build_map(
                 emap.put(start, end, Source(CHUNK, start, key=digest, length=end - start))
     for step in path.steps:
         emap.steps[step.ref.key] = step
-        extents = step_extents(store, step, path.direction)
+        with _blame(step.ref.key):
+            extents = step_extents(store, step, path.direction)
         for k, ext in enumerate(extents):
             src = _ZERO if ext.data is None else Source(EXTENT, ext.offset, step.ref.key, index=k)
             emap.put(ext.offset, ext.end, src)

@@ -333,3 +333,24 @@ def test_sigint_stops_nbdkit(sealed: Stored, tmp_path: Path) -> None:
         assert run.proc.returncode == 0
     assert _nbdkits_serving(sock) == []
     assert not sock.exists()
+
+
+def test_corrupt_increment_at_opening_takes_the_other_path(
+    history: History, tmp_path: Path
+) -> None:
+    s = _plain(tmp_path, history)
+    offsets = [o for o, _ in history.of("va")]
+    point = offsets[7 * 10 - 1]  # the end of a window two after a checkpoint
+    forward = {k for _, _, kind, k in _pieces(s, "va", point) if kind == EXTENT}
+    bad = sorted(forward)[0]
+    path = _object_path(s, bad)
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x01
+    path.write_bytes(bytes(raw))
+    out = tmp_path / "va.img"
+    with exported(s, "va", tmp_path / "b.sock", "--to-offset", str(point)) as run:
+        assert run.doc["direction"] == "backward"
+        subprocess.run(["nbdcopy", run.uri, str(out)], check=True, timeout=60)
+        err = run.stop()
+    assert bad in err, err
+    assert out.read_bytes() == history.image_at("va", point)
