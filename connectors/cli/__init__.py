@@ -29,6 +29,7 @@ COMMANDS: list[str] = [
     "capture",
     "restore",
     "export",
+    "mount",
     "demo",
     "status",
     "worker",

@@ -24,6 +24,7 @@ from connectors.errors import UsageError
 from connectors.restore.catalog import Catalog
 from connectors.restore.export import DEFAULT_CACHE_MIB, plan_export
 from connectors.restore.export_server import ExportServer
+from connectors.restore.plan import Plan
 from connectors.store import open_store
 from schemas import keys
 
@@ -60,21 +61,27 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+def resolve_point(args: argparse.Namespace, settings: Settings) -> tuple[str, int, Plan]:
+    """(volume, offset, plan) the target flags name; a point not restorable fails now
+    (exit 8), before any process starts."""
     volume = keys.check_name(args.volume)
     if args.cache_mib < 0:
         raise UsageError("--cache-mib must be >= 0")
-    if args.overlay and not args.writable:
-        raise UsageError("--overlay needs --writable")
-    if args.port is not None and not 0 < args.port < 65536:
-        raise UsageError("--port must be 1..65535")
     store = open_store(settings.store_url, key_file=settings.key_file, keys_now=True)
     try:
         catalog = Catalog(store, volume)
         offset = target_offset(args, [catalog])
-        plan = plan_export(catalog, offset)  # not restorable: fail now, exit 8
+        return volume, offset, plan_export(catalog, offset)
     finally:
         store.close()
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    if args.overlay and not args.writable:
+        raise UsageError("--overlay needs --writable")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise UsageError("--port must be 1..65535")
+    volume, offset, plan = resolve_point(args, settings)
     server = ExportServer(
         store_url=settings.store_url,
         volume=volume,
