@@ -117,16 +117,18 @@ class PointExport:
             at = start - offset
             if src.kind == LITERAL:
                 assert src.data is not None
-                out[at : at + end - start] = src.data[start - src.origin : end - src.origin]
+                view = memoryview(src.data)
+                out[at : at + end - start] = view[start - src.origin : end - src.origin]
             elif src.kind == CHUNK:
-                chunk: bytes = self._object(src)
+                chunk = memoryview(self._object(src))
                 out[at : at + end - start] = chunk[start - src.origin : end - src.origin]
             elif src.kind == EXTENT:
                 extents: list[Extent] = self._object(src)
                 data = extents[src.index].data
                 if data is None or extents[src.index].offset != src.origin:
                     raise ExportReadError(f"{src.key}: extent {src.index} changed since opening")
-                out[at : at + end - start] = data[start - src.origin : end - src.origin]
+                view = memoryview(data)
+                out[at : at + end - start] = view[start - src.origin : end - src.origin]
         return bytes(out)
 
     def _object(self, src: Source) -> Any:

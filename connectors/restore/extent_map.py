@@ -14,7 +14,9 @@ forward path the window's ``ranges_sha256``). Replayed single writes are kept in
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
@@ -156,6 +158,35 @@ def step_extents(store: ObjectStore, step: Step, direction: str) -> list[Extent]
     return increment_extents(store, step.ref, direction, step.manifest, digest)
 
 
+def _fetched(
+    store: ObjectStore, steps: Sequence[Step], direction: str, workers: int
+) -> Iterator[tuple[Step, list[Extent]]]:
+    """(step, verified extents) in order, downloads running ahead in a bounded window."""
+
+    def one(step: Step) -> list[Extent]:
+        with _blame(step.ref.key):
+            return step_extents(store, step, direction)
+
+    ahead = 2 * max(1, workers)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        queue: deque[tuple[Step, Future[list[Extent]]]] = deque()
+        todo = iter(steps)
+        try:
+            for step in todo:
+                queue.append((step, pool.submit(one, step)))
+                if len(queue) >= ahead:
+                    break
+            while queue:
+                step, fut = queue.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    queue.append((nxt, pool.submit(one, nxt)))
+                yield step, fut.result()
+        finally:
+            for _, fut in queue:
+                fut.cancel()
+
+
 @contextmanager
 def _blame(key: str) -> Iterator[None]:
     """Turn a GapError / IntegrityError into a BadObjectError naming ``key``."""
@@ -170,10 +201,13 @@ def build_map(
     catalog: Catalog,
     plan: Plan,
     keep: Callable[[str, list[Extent], int], None] | None = None,
+    *,
+    workers: int = 4,
 ) -> ExtentMap:
     """The extent map of ``plan`` (its checkpoint, steps and stored replay, in order).
 
     ``keep(key, extents, nbytes)`` is offered each verified increment (a cache).
+    Increments are downloaded by ``workers`` threads, at most ``2·workers`` ahead.
 
     Raises :class:`~connectors.restore.materialize.BadObjectError` wrapping the
     GapError / IntegrityError of the object at fault (the checkpoint when it is not the
@@ -197,10 +231,8 @@ def build_map(
             start, end = cp.chunk_range(i)
             if digest is not None:
                 emap.put(start, end, Source(CHUNK, start, key=digest, length=end - start))
-    for step in path.steps:
+    for step, extents in _fetched(store, path.steps, path.direction, workers):
         emap.steps[step.ref.key] = step
-        with _blame(step.ref.key):
-            extents = step_extents(store, step, path.direction)
         for k, ext in enumerate(extents):
             src = _ZERO if ext.data is None else Source(EXTENT, ext.offset, step.ref.key, index=k)
             emap.put(ext.offset, ext.end, src)
