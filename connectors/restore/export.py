@@ -21,7 +21,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from connectors.errors import GapError, IntegrityError, KcdpError, NotRestorableError
+from connectors.errors import GapError, IntegrityError, KcdpError, NotRestorableError, VolumeError
 from connectors.fsutil import pwrite_all
 from connectors.restore.catalog import Catalog
 from connectors.restore.extent_map import (
@@ -46,6 +46,7 @@ log = logging.getLogger("kcdp.export")
 DEFAULT_CACHE_MIB = 256
 #: the overlay's block size: a partial write first copies its block from the store
 OVERLAY_BLOCK = 4096
+ZERO_PIECE = 1 << 20
 
 
 class ExportReadError(IntegrityError):
@@ -143,7 +144,6 @@ class PointExport:
             else:
                 value, nbytes = self._increment(key)
         except (GapError, IntegrityError) as exc:
-            log.error("read of %s@%s failed: %s", self.plan.volume, self.plan.offset, exc.message)
             raise ExportReadError(exc.message) from None
         self.cache.put(key, value, nbytes)
         return value
@@ -226,7 +226,7 @@ class Overlay:
         """Write ``data`` at ``offset``; a partly written clean block is copied in first."""
         end = offset + len(data)
         if offset < 0 or end > self.size:
-            raise KcdpError(f"write [{offset}, {end}) outside the volume")
+            raise VolumeError(f"write [{offset}, {end}) outside the volume")
         with self._lock:
             first, last = offset // OVERLAY_BLOCK, (end - 1) // OVERLAY_BLOCK
             for block in {first, last}:
@@ -237,6 +237,15 @@ class Overlay:
             pwrite_all(self._fd, data, offset)
             for block in range(first, last + 1):
                 self.bits[block >> 3] |= 1 << (block & 7)
+
+    def zero(self, offset: int, length: int) -> None:
+        """Write ``length`` zeros at ``offset``, 1 MiB at a time (a request may span it all)."""
+        piece = bytes(min(length, ZERO_PIECE))
+        pos, end = offset, offset + length
+        while pos < end:
+            n = min(end - pos, len(piece))
+            self.write(pos, memoryview(piece)[:n])
+            pos += n
 
     def flush(self) -> None:
         with self._lock:

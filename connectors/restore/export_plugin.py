@@ -126,7 +126,7 @@ def pwrite(h: int, buf: Any, offset: int, flags: int) -> None:
 
 def zero(h: int, count: int, offset: int, flags: int) -> None:
     overlay = _writable()
-    _guard(overlay.write, offset, bytes(count))
+    _guard(overlay.zero, offset, count)
     if flags & nbdkit.FLAG_FUA:
         _guard(overlay.flush)
 
@@ -146,7 +146,8 @@ def _writable() -> Any:
 
 
 def _guard(fn: Any, *args: Any) -> Any:
-    """Call ``fn``; any failure becomes EIO for the client, with its message on stderr."""
+    """Call ``fn``; any failure becomes EIO for the client, with its message (naming the
+    object a failed read needed) on stderr."""
     try:
         return fn(*args)
     except Exception as exc:

@@ -146,7 +146,10 @@ def test_overlay_reads_back_writes_over_the_point(
         for k, (at, n, zero) in enumerate(writes):
             n = min(n, 12_000 - at)
             data = bytes(n) if zero else bytes([k + 1]) * n
-            overlay.write(at, data)
+            if zero:
+                overlay.zero(at, n)
+            else:
+                overlay.write(at, data)
             model[at : at + n] = data
         assert overlay.read(0, 12_000) == bytes(model)
         for at, n in _ranges(rng, 12_000):
