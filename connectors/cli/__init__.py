@@ -28,6 +28,8 @@ COMMANDS: list[str] = [
     "key",
     "capture",
     "restore",
+    "export",
+    "mount",
     "demo",
     "status",
     "worker",

@@ -109,11 +109,7 @@ def _register_restore(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> N
     )
     p.add_argument("volume", nargs="?", help="volume name (omit with --group)")
     p.add_argument("--group", help="restore every volume of this consistency group into -o DIR")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to-offset", type=int, help="Kafka offset N in the group's partition")
-    target.add_argument("--to-timestamp", help="RFC 3339 time, e.g. 2026-11-25T01:00:00Z")
-    target.add_argument("--to-bookmark", help="bookmark name")
-    target.add_argument("--latest", action="store_true", help="the newest restorable point")
+    add_target(p)
     p.add_argument("-o", "--output", help="output file, block device, or DIR")
     p.add_argument(
         "--in-place",
@@ -136,6 +132,15 @@ def _register_restore(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> N
     p.set_defaults(func=cmd_restore)
 
 
+def add_target(p: argparse.ArgumentParser) -> None:
+    """The point flags (exactly one): --to-offset, --to-timestamp, --to-bookmark, --latest."""
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-offset", type=int, help="Kafka offset N in the group's partition")
+    target.add_argument("--to-timestamp", help="RFC 3339 time, e.g. 2026-11-25T01:00:00Z")
+    target.add_argument("--to-bookmark", help="bookmark name")
+    target.add_argument("--latest", action="store_true", help="the newest restorable point")
+
+
 def parse_time(text: str) -> int:
     """RFC 3339 text -> microseconds since the epoch (a zone is required)."""
     try:
@@ -148,7 +153,7 @@ def parse_time(text: str) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _target(args: argparse.Namespace, catalogs: list[Catalog]) -> int:
+def target_offset(args: argparse.Namespace, catalogs: list[Catalog]) -> int:
     """The offset the target flags name (the largest over a group's volumes)."""
     if args.to_offset is not None:
         if args.to_offset < 0:
@@ -218,7 +223,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         if args.group:
             return _restore_group(args, settings, store)
         catalog = Catalog(store, args.volume, workers=args.workers)
-        offset = _target(args, [catalog])
+        offset = target_offset(args, [catalog])
         if args.in_place:
             return _restore_in_place(args, settings, store, catalog, offset)
         if args.dry_run:
@@ -290,7 +295,7 @@ def _restore_group(args: argparse.Namespace, settings: Settings, store: ObjectSt
     group = keys.check_name(args.group, "group")
     volumes = group_volumes(store, group)
     catalogs = [Catalog(store, v, workers=args.workers) for v in volumes]
-    offset = _target(args, catalogs)
+    offset = target_offset(args, catalogs)
     out_dir = Path(args.output)
     plans = [plan_restore(c, offset, direction=args.direction) for c in catalogs]
     if args.dry_run:

@@ -49,8 +49,12 @@ class NbdExport:
     path) is used; neither means a unix socket in a private temporary directory.
     ``volume_settings`` are InterceptedVolume keyword arguments (JSON-serializable):
     at least ``path``, ``volume`` and ``bootstrap_servers``. ``threads`` is nbdkit's
-    worker thread count (default 16).
+    worker thread count (default 16). A subclass serves another plugin: it sets
+    :attr:`plugin` and :attr:`required` and says when the export serves (:meth:`ready_paths`).
     """
+
+    plugin: Path = PLUGIN
+    required: tuple[str, ...] = ("path", "volume", "bootstrap_servers")
 
     def __init__(
         self,
@@ -64,7 +68,7 @@ class NbdExport:
     ) -> None:
         if port is not None and unix is not None:
             raise ConfigError("give either a TCP port or a unix socket, not both")
-        for key in ("path", "volume", "bootstrap_servers"):
+        for key in self.required:
             if key not in volume_settings:
                 raise ConfigError(f"NBD export settings lack {key!r}")
         self.settings = {
@@ -101,7 +105,7 @@ class NbdExport:
             cmd += ["--unix", str(self.unix)]
         else:
             cmd += ["--ipaddr", self.host, "--port", str(self.port)]
-        cmd += ["python", str(PLUGIN)]
+        cmd += ["python", str(self.plugin)]
         for path in _plugin_paths():
             cmd.append(f"pythonpath={path}")
         cmd.append(f"settings={self._tmp / 'settings.json'}")
@@ -115,10 +119,7 @@ class NbdExport:
             f.write(orjson.dumps(self.settings))
         if self.unix is not None:
             _remove_stale_socket(self.unix)
-        pidfile = self._tmp / "nbdkit.pid"
-        ready = [pidfile]
-        if self.settings.get("control_socket", True):
-            ready.append(socket_path(self.settings["path"]))  # the volume is open
+        ready = self.ready_paths()
         with self.log_path.open("ab") as log:
             try:
                 self.proc = subprocess.Popen(
@@ -135,6 +136,13 @@ class NbdExport:
                 raise ExternalToolError(f"nbdkit did not start within {timeout:g}s")
             time.sleep(0.05)
         return self.uri
+
+    def ready_paths(self) -> list[Path]:
+        """Files whose existence says nbdkit serves: its pid file and the control socket."""
+        ready = [self._tmp / "nbdkit.pid"]
+        if self.settings.get("control_socket", True):
+            ready.append(socket_path(self.settings["path"]))  # the volume is open
+        return ready
 
     def wait(self) -> int:
         """Wait for nbdkit to exit; its exit status."""

@@ -9,6 +9,9 @@ local restic repository. Then, in the same run and on the same disk:
 * restic restore of the image (baseline),
 * kcdp restore --latest,
 * kcdp restore at ``--points`` random offsets (auto direction, write-log replay),
+* kcdp export of the first of those points: time from its start to the first 4 KiB read
+  (qemu-io) and a sequential read of the whole export (nbdcopy), each ÷ the full restore
+  of that point, and the peak RSS of the nbdkit process serving it,
 
 each output checked against the expected bytes (latest and restic: the final image; random
 points: a hash recorded while the history was written). Prints a table of ratios.
@@ -24,7 +27,9 @@ import io
 import os
 import random
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -47,6 +52,7 @@ from tests.assemble_reference import in_forward_flags
 from tests.bench.common import Figure
 
 MiB = 1 << 20
+ROOT = Path(__file__).resolve().parents[2]
 VOLUME = "bench"
 T0 = 1_795_571_270_000_000
 
@@ -257,6 +263,10 @@ def run(args: argparse.Namespace) -> list[Figure]:
             assert _sha(out) == digest, f"kcdp restore at {point} restored different bytes"
             _drop(out)
         mean = sum(times) / len(times)
+        point, digest = min(samples.items())
+        export = _export(root, point, digest)
+        first_s, copy_s, rss_mib = export
+        restore_s = times[0]
         rows.append((f"kcdp restore at {len(times)} random offsets (mean)", mean))
         store.close()
         stored = sum(f.stat().st_size for f in (root / "store").rglob("*") if f.is_file())
@@ -269,7 +279,11 @@ def run(args: argparse.Namespace) -> list[Figure]:
         print(f"{'random / latest (goal <= 1.5)':<48} {mean / latest_s:8.2f}")
         print(f"{'random / restic (goal <= 1.0)':<48} {mean / restic_s:8.2f}")
         print(f"{'latest / restic':<48} {latest_s / restic_s:8.2f}")
+        print(f"{'export: first 4 KiB read / restore of the point':<48} {first_s / restore_s:8.3f}")
+        print(f"{'export: nbdcopy of it all / restore of the point':<48} {copy_s / restore_s:8.2f}")
+        print(f"{'export: nbdkit peak RSS (MiB)':<48} {rss_mib:8.0f}")
         detail = f"{mean:.2f} s random, {latest_s:.2f} s latest, {restic_s:.2f} s restic"
+        edetail = f"{first_s:.2f} s first read, {copy_s:.2f} s nbdcopy, {restore_s:.2f} s restore"
         return [
             Figure("restore", "restore at random offsets ÷ restore latest", mean / latest_s,
                    goal=("<=", 1.5), detail=detail),
@@ -277,10 +291,62 @@ def run(args: argparse.Namespace) -> list[Figure]:
                    goal=("<=", 1.0), detail=detail),
             Figure("restore", "restore latest ÷ restic restore", latest_s / restic_s,
                    detail=detail),
+            Figure("restore", "export: start to first 4 KiB read ÷ restore of the point",
+                   first_s / restore_s, detail=edetail),
+            Figure("restore", "export: sequential read (nbdcopy) ÷ restore of the point",
+                   copy_s / restore_s, detail=edetail),
+            Figure("restore", "export: nbdkit peak RSS", rss_mib, unit="MiB",
+                   detail=f"volume {args.size_mib} MiB, default cache bound"),
         ]  # fmt: skip
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _export(root: Path, point: int, digest: str) -> tuple[float, float, float]:
+    """(start to first 4 KiB read s, nbdcopy s, nbdkit peak RSS MiB) of ``kcdp export``
+    of ``point``; the copy is checked against ``digest``."""
+    sock, out = root / "export.sock", root / "export.img"
+    argv = [sys.executable, "-m", "connectors.cli", "export", VOLUME, "--store",
+            f"file://{root / 'store'}", "--to-offset", str(point), "--unix", str(sock)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    uri = f"nbd+unix:///?socket={sock}"
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "exporting ... at URI": it serves
+        read = ["qemu-io", "-f", "raw", "-r", "-c", "read 0 4096", uri]
+        subprocess.run(read, check=True, capture_output=True)
+        first_s = time.perf_counter() - start
+        copy_s = _timed(lambda: subprocess.run(["nbdcopy", uri, str(out)], check=True))
+        assert _sha(out) == digest, f"kcdp export of {point} served different bytes"
+        _drop(out)
+        rss = max((_peak_rss(pid) for pid in _nbdkit_pids(sock)), default=0.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    return first_s, copy_s, rss
+
+
+def _nbdkit_pids(sock: Path) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd[0].endswith(b"nbdkit") and str(sock).encode() in cmd:
+            pids.append(int(pid))
+    return pids
+
+
+def _peak_rss(pid: int) -> float:
+    """VmHWM of ``pid`` in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def parser() -> argparse.ArgumentParser:
