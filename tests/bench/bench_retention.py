@@ -4,7 +4,8 @@ A volume (default 64 MiB, a quarter of the issue's 256 MiB: ``--size-mib 256`` f
 full scale) is written by the worker's own partition processor on a local file store, no
 Kafka: events carry synthetic times, one simulated day after another (default 45). Each
 day rewrites 5% of the volume in scattered 4 KiB writes and a 1 MiB hot region 20 times
-(in 64 KiB writes), spread over the day; windows are one hour of event time (closed by a
+(in 64 KiB writes), spread over the day, after a baseline of random data filling the
+volume; windows are one hour of event time (closed by a
 TICK after each hour), checkpoints on the worker's default cadence. After each simulated
 day the volume is pruned (``prune_volume``, clock = the simulated time, so the 6 h grace
 passes in simulated time) under keep_within 24 h + keep_hourly 48 + keep_daily 30.
@@ -66,6 +67,7 @@ VOLUME = "bench"
 POLICY = RetentionPolicy(keep_within=24 * 3600.0, keep_hourly=48, keep_daily=30)
 SCATTERED = 4 * KiB
 HOT_WRITE = 64 * KiB
+BASELINE_WRITE = 1 * MiB
 
 
 def _sha(data: bytes | bytearray) -> str:
@@ -175,8 +177,15 @@ class Timeline:
         return self.vol.event(EventKind.WRITE, pos, self.rng.randbytes(n), dt_us=1)
 
     def run(self, restic: Restic) -> None:
-        first = self.vol.start()
-        self._feed([*first, make_tick(T0 + SECOND_US)])
+        baseline = [
+            self.vol.event(EventKind.SESSION_START),
+            self.vol.event(EventKind.BASELINE_START),
+        ]
+        for pos in range(0, self.size, BASELINE_WRITE):  # a full volume of random data
+            data = self.rng.randbytes(min(BASELINE_WRITE, self.size - pos))
+            baseline.append(self.vol.event(EventKind.BASELINE, pos, data))
+        baseline.append(self.vol.event(EventKind.BASELINE_END))
+        self._feed([*baseline, make_tick(T0 + HOUR_US)])
         for day in range(self.days):
             t0 = T0 + (day + 1) * DAY_US
             worker = 0.0
