@@ -203,10 +203,11 @@ def execute(
                 bar.advance(plan.path.replay.bytes)
             image.sync()
         if not is_block:
+            state = point_state(catalog, plan)  # may still refuse: before the rename
             remove_state(output)  # never an image beside a state naming another point
             os.replace(target, output)
             fsync_dir(output.parent)
-            save_state(output, point_state(catalog, plan))
+            save_state(output, state)
         ok = True
         return source
     finally:
@@ -220,15 +221,13 @@ def execute(
 def point_state(catalog: Catalog, plan: Plan) -> AppliedState:
     """The applied state of an image at ``plan.offset`` (docs/FORMAT.md "Local state
     files"): session and sequence are known at a window's end, else empty / -1."""
-    last = catalog.manifest(len(catalog) - 1)
-    state = AppliedState(plan.volume, last.topic, last.partition, applied_offset=plan.offset)
-    index = catalog.index_for(plan.offset)
-    if plan.path.replay is None and index is not None:
-        m = catalog.manifest(index)
-        if plan.offset >= m.last_offset:
-            return AppliedState(
-                plan.volume, m.topic, m.partition, plan.offset, m.session, m.last_sequence
-            )
+    index = catalog.index_for(plan.offset)  # the window holding the point, else the newest
+    m = catalog.manifest(len(catalog) - 1 if index is None else index)
+    state = AppliedState(plan.volume, m.topic, m.partition, applied_offset=plan.offset)
+    if plan.path.replay is None and index is not None and plan.offset >= m.last_offset:
+        return AppliedState(
+            plan.volume, m.topic, m.partition, plan.offset, m.session, m.last_sequence
+        )
     return state
 
 
