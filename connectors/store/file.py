@@ -132,7 +132,8 @@ class FileStore:
         return ObjectInfo(key, st.st_size, st.st_mtime_ns // 1000)
 
     def delete(self, key: str) -> None:
-        """Remove ``key`` (missing is fine) and then its directories left empty."""
+        """Remove ``key`` (missing is fine) and then its directories left empty. Not made
+        durable (no directory fsync): docs/FORMAT.md "Ordering invariants (prune)" 6."""
         path = self._path(key)
         try:
             path.unlink()
@@ -140,7 +141,6 @@ class FileStore:
             return
         except OSError as exc:
             raise self._error("delete", key, exc) from None
-        fsync_dir(path.parent)
         d = path.parent
         while d != self.root:
             try:
