@@ -32,6 +32,12 @@ POLICY_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--keep-bookmarks", "keep_bookmarks", "bookmarks younger than this stay exact (e.g. 30d)"),
     ("--max-bytes", "max_bytes", "stored window bytes; above it the journal is shortened"),
     ("--grace", "grace", "unlinked objects are deleted after this (default 6h, minimum 1h)"),
+    (
+        "--base-slack",
+        "base_slack",
+        "the base moves once the forward bytes before the oldest kept point pass this "
+        "fraction of the volume (default 0.25; 0: at every prune)",
+    ),
 )
 
 

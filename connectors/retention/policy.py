@@ -21,6 +21,9 @@ DEFAULT_GRACE_S = 6 * 3600.0
 #: The shortest grace accepted without ``unsafe_grace``: a checkpoint that takes a stored
 #: chunk must reference it before the chunk's candidacy can end (invariant 4).
 MIN_GRACE_S = 3600.0
+#: The base stays put while the forward bytes between it and the oldest kept edge are at
+#: most this fraction of the volume (docs/FORMAT.md "Retention", ``base_slack``).
+DEFAULT_BASE_SLACK = 0.25
 
 #: Policy field -> environment variable.
 ENV: dict[str, str] = {
@@ -32,6 +35,7 @@ ENV: dict[str, str] = {
     "keep_bookmarks": "KCDP_KEEP_BOOKMARKS",
     "max_bytes": "KCDP_MAX_BYTES",
     "grace": "KCDP_PRUNE_GRACE",
+    "base_slack": "KCDP_BASE_SLACK",
 }
 _DURATIONS = ("keep_within", "keep_bookmarks", "grace")
 _COUNTS = ("keep_hourly", "keep_daily", "keep_weekly", "keep_monthly")
@@ -44,7 +48,8 @@ class RetentionPolicy:
     """Limits of a volume's history; None: no limit of that kind.
 
     ``keep_within``/``keep_bookmarks``/``grace`` are seconds; ``keep_*ly`` bucket counts;
-    ``max_bytes`` the stored window bytes a prune shortens the journal to fit.
+    ``max_bytes`` the stored window bytes a prune shortens the journal to fit;
+    ``base_slack`` a fraction of the volume size (how far the base may lag).
     """
 
     keep_within: float | None = None
@@ -55,10 +60,11 @@ class RetentionPolicy:
     keep_bookmarks: float | None = None
     max_bytes: int | None = None
     grace: float = DEFAULT_GRACE_S
+    base_slack: float = DEFAULT_BASE_SLACK
     unsafe_grace: bool = False
 
     def __post_init__(self) -> None:
-        for name in (*_DURATIONS, *_COUNTS, "max_bytes"):
+        for name in (*_DURATIONS, *_COUNTS, "max_bytes", "base_slack"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"retention {name} must not be negative, got {value}")
@@ -114,6 +120,15 @@ def _count(value: object, name: str) -> int:
         raise ConfigError(f"retention {name}: not a count: {value!r}") from None
 
 
+def _fraction(value: object, name: str) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(str(value))
+    except ValueError:
+        raise ConfigError(f"retention {name}: not a fraction (e.g. 0.25): {value!r}") from None
+
+
 def _parse(name: str, value: object) -> Any:
     if name in _DURATIONS:
         return parse_duration(value, name)
@@ -121,6 +136,8 @@ def _parse(name: str, value: object) -> Any:
         return _count(value, name)
     if name == "max_bytes":
         return parse_size(value, name)
+    if name == "base_slack":
+        return _fraction(value, name)
     if name == "unsafe_grace":
         return value is True or str(value).lower() in ("1", "true", "yes")
     raise ConfigError(f"unknown retention setting {name!r}")

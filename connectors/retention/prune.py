@@ -105,6 +105,8 @@ def prune_volume(
     ends = {s[1]: i for i, s in enumerate(spans)}
     anchors = frozenset(ends[c] for c in cps[-1:] if c in ends)  # the newest checkpoint's edge
     sel = select(facts, n, cut, policy, ref, base_facts, anchors) if not policy.empty else None
+    if sel is not None and _holds_base(ws, sel, policy, sizes):
+        sel = select(facts, n, cut, policy, ref, base_facts, anchors, hold=True)
     report.describe(ws, sel, cut, ref, sizes)
     if dry_run or sel is None:
         return report
@@ -164,8 +166,7 @@ def _fit_max_bytes(
     (each window leaving it frees its write log), loudly."""
     if policy.max_bytes is None:
         return cut
-    data = f"{keys.volume_prefix(ws[0].volume)}data/"
-    total = sum(size for key, size in sizes.items() if key.startswith(data))
+    total = _window_bytes(ws, sizes)
     over = total - policy.max_bytes
     start = cut
     while over > 0 and cut < len(ws) - 1:
@@ -184,6 +185,25 @@ def _fit_max_bytes(
             ws.spans[cut][0],
         )
     return cut
+
+
+def _window_bytes(ws: _Windows, sizes: dict[str, int]) -> int:
+    """The volume's stored window object bytes (its ``data/`` keys)."""
+    data = f"{keys.volume_prefix(ws[0].volume)}data/"
+    return sum(size for key, size in sizes.items() if key.startswith(data))
+
+
+def _holds_base(
+    ws: _Windows, sel: Selection, policy: RetentionPolicy, sizes: dict[str, int]
+) -> bool:
+    """Whether the base stays put (``base_slack``): the forward increments of the windows
+    up to the new base edge total at most the slack, and the store is within max_bytes."""
+    if sel.base is None or policy.base_slack <= 0:
+        return False
+    if policy.max_bytes is not None and _window_bytes(ws, sizes) > policy.max_bytes:
+        return False
+    ahead = sum(ws[i].forward.size for i in range(sel.base + 1))
+    return ahead <= policy.base_slack * ws[sel.base].volume_size
 
 
 def _facts(m: Manifest) -> WindowFacts:

@@ -107,11 +107,14 @@ def select(
     ref_us: int,
     base: WindowFacts | None = None,
     anchors: frozenset[int] = frozenset(),
+    hold: bool = False,
 ) -> Selection:
     """Apply ``policy`` to ``n`` windows of which ``facts`` are the first ``cut`` (the
     windows before the journal); windows ``cut..n-1`` are kept intact. ``base``: the
     current base edge's facts (it stays the base while a tier keeps it). ``anchors``:
-    edges kept whatever the policy (the newest checkpoint's, for backward restores)."""
+    edges kept whatever the policy (the newest checkpoint's, for backward restores).
+    ``hold``: the base stays where it is, every edge before the oldest kept one is kept
+    too (``base_slack``)."""
     if policy.empty or n == 0:
         return Selection(tuple(range(-1, n)), frozenset(range(n)), (), None)
     cut = min(max(cut, 0), n - 1)  # the newest window is always intact
@@ -123,6 +126,8 @@ def select(
         }
     tiers = tier_edges(facts[:cut], policy, ref_us, base)
     ordered = sorted(set(intact) | {i - 1 for i in intact} | set(tiers) | set(anchors))
+    if hold:
+        ordered = sorted({*range(-1, ordered[0]), *ordered})
     new_base = ordered[0] if ordered[0] >= 0 else None
     groups: list[tuple[int, int]] = []
     for lo_edge, hi_edge in itertools.pairwise(ordered):

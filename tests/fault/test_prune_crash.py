@@ -29,6 +29,7 @@ POLICY = RetentionPolicy(
     keep_daily=2,
     keep_bookmarks=8 * 3600.0,
     grace=3600.0,
+    base_slack=0.0,  # the base moves at every prune that drops a window: the most steps
     unsafe_grace=True,
 )
 KILLS = 20

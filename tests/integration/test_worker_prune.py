@@ -42,6 +42,8 @@ def test_the_worker_prunes_its_volumes_on_a_timer(bootstrap: str, tmp_path: Path
             "2s",
             "--grace",
             "1s",
+            "--base-slack",
+            "0",  # the base moves at the first prune that drops a window
             "--unsafe-grace",
             "--store-processes",
             "0",

@@ -38,6 +38,7 @@ policies = st.builds(
     keep_weekly=st.sampled_from([None, 1]),
     keep_bookmarks=st.sampled_from([None, 3 * 3600.0, 24 * 3600.0]),
     grace=st.just(GRACE_S),
+    base_slack=st.sampled_from([0.0, 0.25, 4.0]),
     unsafe_grace=st.just(True),
 )
 

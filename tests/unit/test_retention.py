@@ -32,6 +32,8 @@ def test_policy_resolves_flags_over_env_over_table() -> None:
     assert p.keep_within == 36 * 3600 and p.keep_hourly == 48 and p.keep_daily == 30
     assert p.max_bytes == 20 << 30 and p.grace == 7200
     assert resolve_policy(None, {}).empty and not p.empty
+    assert p.base_slack == 0.25  # the default
+    assert resolve_policy({"base_slack": 1}, {"KCDP_BASE_SLACK": "0.5"}).base_slack == 0.5
 
 
 @pytest.mark.parametrize(
@@ -43,6 +45,8 @@ def test_policy_resolves_flags_over_env_over_table() -> None:
         ({"keep_forever": 1}, "unknown setting"),
         ({"grace": "10m"}, "below the minimum"),
         ({"keep_hourly": -1}, "must not be negative"),
+        ({"base_slack": "lots"}, "not a fraction"),
+        ({"base_slack": -0.1}, "must not be negative"),
     ],
 )
 def test_bad_policy_settings_are_refused(table: dict[str, object], message: str) -> None:
@@ -219,3 +223,62 @@ def test_status_says_when_the_journal_holds_less_than_three_quarters_of_keep_wit
     assert any(line.startswith("WARNING va: the any-point journal holds") for line in lines)
     assert any("pruned to base @" in line for line in lines)
     assert not any("WARNING" in line for line in retention_lines([replace(row, **ok)]))
+
+
+def test_hold_keeps_every_edge_before_the_oldest_kept_one() -> None:
+    times = [1000 + k / 3 for k in range(18)]
+    facts = _facts(times)
+    ref = int(times[-1] * HOUR_US)
+    policy = RetentionPolicy(keep_within=1.0, keep_hourly=3)
+    held = select(facts[:16], 18, 16, policy, ref, hold=True)
+    assert held.base is None  # the base stays where it is
+    assert [e for e in held.edges if e <= 11] == list(range(-1, 12))
+    # each window before edge 11 stays a point (consolidated alone: its log goes)
+    assert held.groups == (*((i, i) for i in range(12)), (12, 14), (15, 15))
+
+
+def test_the_base_stays_within_its_slack_and_moves_once_past_it(tmp_path: Path) -> None:
+    """``base_slack``: a prune whose base move would drop windows holding fewer forward
+    bytes than the slack leaves the base and keeps their edges (restorable, exact); with
+    slack 0 the same prune moves the base and those edges are refused (exit 8)."""
+    from schemas.retention import load_retention
+
+    store = MemoryStore()
+    part = Partition(store, tmp_path / "work", random.Random(5))
+    part.write(120, mean_gap_us=10 * 60 * 1_000_000)
+    part.close()
+    now = part.history.events[-1].timestamp_us
+    from dataclasses import replace
+
+    policy = RetentionPolicy(keep_within=2 * 3600.0, keep_hourly=2, grace=3600.0, unsafe_grace=True)
+    plan = prune_volume(
+        store,
+        "va",
+        replace(policy, base_slack=0.0),
+        workdir=tmp_path,
+        now_us=now,
+        dry_run=True,
+    )
+    assert plan.base is not None
+    before = [w.last for w in Catalog(store, "va").windows if w.last < plan.base]
+    assert before, "the history has windows before the oldest kept edge"
+    held = prune_volume(
+        store, "va", replace(policy, base_slack=1000.0), workdir=tmp_path, now_us=now
+    )
+    assert held.base is None and load_retention(store, "va") is not None
+    assert load_retention(store, "va").base is None  # type: ignore[union-attr]
+    catalog = Catalog(store, "va")
+    for point in before:
+        out = tmp_path / f"held-{point}.img"
+        restore_point(store, catalog, point, out, progress=False)
+        assert out.read_bytes() == part.history.image_at("va", point)
+    moved = prune_volume(store, "va", replace(policy, base_slack=0.0), workdir=tmp_path, now_us=now)
+    assert moved.base == plan.base
+    state = load_retention(store, "va")
+    assert state is not None and state.base is not None and state.base.offset == plan.base
+    catalog = Catalog(store, "va")
+    for point in before:
+        with pytest.raises(NotRestorableError):
+            restore_point(store, catalog, point, tmp_path / "gone.img", progress=False)
+    restore_point(store, catalog, plan.base, tmp_path / "base.img", progress=False)
+    assert (tmp_path / "base.img").read_bytes() == part.history.image_at("va", plan.base)
