@@ -102,6 +102,11 @@ class IntegrityError(KcdpError):
     exit_code = 6
 
 
+class ExportReadError(IntegrityError):
+    """An export could not serve a read: the object it needs is missing or corrupt (the
+    client gets EIO)."""
+
+
 class GapError(KcdpError):
     """The history has a hole (missing sequence, deleted offsets, missing object)."""
 

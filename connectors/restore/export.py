@@ -21,7 +21,14 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from connectors.errors import GapError, IntegrityError, KcdpError, NotRestorableError, VolumeError
+from connectors.errors import (
+    ExportReadError,
+    GapError,
+    IntegrityError,
+    KcdpError,
+    NotRestorableError,
+    VolumeError,
+)
 from connectors.fsutil import pwrite_all
 from connectors.restore.catalog import Catalog
 from connectors.restore.extent_map import (
@@ -47,10 +54,6 @@ DEFAULT_CACHE_MIB = 256
 #: the overlay's block size: a partial write first copies its block from the store
 OVERLAY_BLOCK = 4096
 ZERO_PIECE = 1 << 20
-
-
-class ExportReadError(IntegrityError):
-    """A read could not be served: the object it needs is missing or corrupt."""
 
 
 class ObjectCache:

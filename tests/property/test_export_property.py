@@ -11,9 +11,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.errors import GapError, IntegrityError, NotRestorableError
+from connectors.errors import ExportReadError, GapError, IntegrityError, NotRestorableError
 from connectors.restore.catalog import Catalog
-from connectors.restore.export import ExportReadError, ObjectCache, Overlay, PointExport, open_point
+from connectors.restore.export import ObjectCache, Overlay, PointExport, open_point
 from connectors.restore.extent_map import LITERAL, ExtentMap, Source, build_map
 from connectors.restore.materialize import BadObjectError
 from connectors.restore.planner import plan_restore
