@@ -8,7 +8,8 @@ day rewrites 5% of the volume in scattered 4 KiB writes and a 1 MiB hot region 2
 volume; windows are one hour of event time (closed by a
 TICK after each hour), checkpoints on the worker's default cadence. After each simulated
 day the volume is pruned (``prune_volume``, clock = the simulated time, so the 6 h grace
-passes in simulated time) under keep_within 24 h + keep_hourly 48 + keep_daily 30.
+passes in simulated time) under keep_within 24 h + keep_hourly 48 + keep_daily 30 and
+the default ``base_slack`` (``--base-slack 0``: the base moves at every daily prune).
 
 In the same timeline a restic repository gets a snapshot of the image at the moments the
 policy keeps (each day's end, and each hour's end of the last 48 h, ``backup --time``),
@@ -40,7 +41,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from connectors.restore.catalog import Catalog
@@ -118,6 +119,7 @@ class Timeline:
     hot: int
     days: int
     rng: random.Random
+    policy: RetentionPolicy = POLICY
     vol: Volume = field(init=False)
     proc: PartitionProcessor = field(init=False)
     codec: AvroCodec = field(default_factory=AvroCodec)
@@ -206,7 +208,7 @@ class Timeline:
             prune_volume(
                 self.store,
                 VOLUME,
-                POLICY,
+                self.policy,
                 workdir=self.root / "prune",
                 now_us=t0 + DAY_US + 2 * SECOND_US,
             )
@@ -240,7 +242,8 @@ def run(args: argparse.Namespace) -> list[Figure]:
     root = Path(tempfile.mkdtemp(prefix="kcdp-bench-retention-", dir=args.dir))
     try:
         size, hot = args.size_mib * MiB, args.hot_kib * KiB
-        tl = Timeline(root, size, hot, args.days, random.Random(args.seed))
+        policy = replace(POLICY, base_slack=args.base_slack)
+        tl = Timeline(root, size, hot, args.days, random.Random(args.seed), policy)
         restic = Restic(root)
         start = time.perf_counter()
         tl.run(restic)
@@ -260,7 +263,10 @@ def run(args: argparse.Namespace) -> list[Figure]:
         d32, last = 31, args.days - 1
         prune = sum(tl.prune_s[d32:]) / len(tl.prune_s[d32:])
         worker = sum(tl.store_s[d32:]) / len(tl.store_s[d32:])
-        scale = f"{args.size_mib} MiB volume, {args.hot_kib} KiB hot, {args.days} days"
+        scale = (
+            f"{args.size_mib} MiB volume, {args.hot_kib} KiB hot, {args.days} days, "
+            f"base_slack {args.base_slack:g}"
+        )
         return [
             Figure(
                 "retention",
@@ -305,6 +311,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hot-kib", type=int, default=1024, help="hot region (default 1024)")
     p.add_argument("--days", type=int, default=45, help="simulated days (default 45)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--base-slack",
+        type=float,
+        default=POLICY.base_slack,
+        help=f"the policy's base_slack (default {POLICY.base_slack:g}; 0: the base moves daily)",
+    )
     p.add_argument("--dir", default=None, help="scratch directory (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     return p
