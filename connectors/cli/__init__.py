@@ -28,6 +28,7 @@ COMMANDS: list[str] = [
     "key",
     "capture",
     "restore",
+    "points",
     "export",
     "mount",
     "demo",

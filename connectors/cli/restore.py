@@ -1,4 +1,4 @@
-"""``kcdp restore``, ``kcdp verify``, ``kcdp points`` and ``kcdp replica``.
+"""``kcdp restore``, ``kcdp verify`` and ``kcdp replica`` (``kcdp points``: its own module).
 
 * ``restore VOLUME (--to-offset N | --to-timestamp T | --to-bookmark NAME | --latest) -o PATH``
   materializes a point from the store (``--group G`` restores every volume of a group at
@@ -7,7 +7,6 @@
   the point it records to N (:mod:`connectors.restore.inplace`) when that reads less.
 * ``verify VOLUME [--read-data]`` scrubs manifests, objects and the chain (exit 6 on
   corruption, 7 on a broken chain or missing object).
-* ``points VOLUME`` lists windows, bookmarks, checkpoints, gaps, oldest / newest point.
 * ``replica VOLUME -o PATH [--follow] [--until-offset N]`` keeps a standby image from the topic.
 
 Results go to stdout (``--json`` for scripts); progress bars to stderr on a terminal only.
@@ -39,7 +38,7 @@ from connectors.restore.partitioner import group_partition
 from connectors.restore.plan import DIRECTIONS
 from connectors.restore.planner import plan_restore
 from connectors.restore.replica import Replica
-from connectors.restore.verify import list_points, verify_volume
+from connectors.restore.verify import verify_volume
 from connectors.store import open_store
 from connectors.store.base import ObjectStore
 from schemas import keys
@@ -61,16 +60,6 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     v.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
     v.add_argument("--json", action="store_true", help="print JSON")
     v.set_defaults(func=cmd_verify)
-    p = sub.add_parser(
-        "points",
-        parents=list(parents),
-        help="list a volume's restore points",
-        description="Windows (offsets, times, consistency), bookmarks, checkpoints and gaps "
-        "of a volume, and its oldest and newest restorable point.",
-    )
-    p.add_argument("volume")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_points)
     r = sub.add_parser(
         "replica",
         parents=list(parents),
@@ -334,45 +323,6 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     if any(p.kind == "integrity" for p in report.problems):
         return IntegrityError.exit_code
     return GapError.exit_code if report.problems else 0
-
-
-def cmd_points(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings.store_url, key_file=settings.key_file, keys_now=True)
-    try:
-        catalog = Catalog(store, args.volume)
-        catalog.require_windows()
-        doc = list_points(catalog)
-    finally:
-        store.close()
-    lines = [f"volume {doc['volume']}: oldest point {doc['oldest']}, newest {doc['newest']}"]
-    if doc["oldest_by_tier"]:
-        tiers = ", ".join(f"{t} {o}" for t, o in doc["oldest_by_tier"].items())
-        lines.append(f"  oldest point by tier: {tiers}")
-    if doc["base"] is not None:
-        lines.append(f"  base       @{doc['base']} (older history pruned)")
-    for w in doc["windows"]:
-        restorable = (
-            f"restorable from {w['restorable_from']}"
-            if w["tier"] != "consolidated"
-            else f"{w['windows']} windows consolidated: only its end is a point"
-        )
-        lines.append(
-            f"  {w['tier']:<12} {w['first_offset']}-{w['last_offset']}  "
-            f"{_iso(w['first_time_us'])} .. {_iso(w['last_time_us'])}  {restorable}"
-            + ("" if w["consistent"] else "  (end inconsistent)")
-        )
-    lines += [
-        f"  bookmark   {b['name']} @{b['offset']}  {_iso(b['time_us'])}" for b in doc["bookmarks"]
-    ]
-    lines += [f"  checkpoint @{c}" for c in doc["checkpoints"]]
-    lines += [f"  gap        {g['kind']} at {g['at_offset']}: {g['detail']}" for g in doc["gaps"]]
-    _emit(args, doc, "\n".join(lines))
-    return 0
-
-
-def _iso(time_us: int) -> str:
-    when = dt.datetime.fromtimestamp(time_us / 1e6, tz=dt.UTC)
-    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:

@@ -157,3 +157,42 @@ def test_forced_backward_after_the_newest_checkpoint_works_in_place(
     assert doc["chosen"] == "in-place" and doc["in_place"]["direction"] == "backward"
     assert "full" in doc["refused"]
     assert standby.read_bytes() == history.image_at("va", point)
+
+
+def test_points_with_an_image_price_each_window_end(
+    s3_url: str,
+    s3_store: ObjectStore,
+    history: History,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``kcdp points --image``: the image's point, and for each window end the path a
+    ``restore --in-place`` would take with both paths' bytes; near the image's point the
+    move reads less than a full restore; a wrong volume's image is refused (exit 2)."""
+    write_store(s3_store, history, POLICIES["bytes40k"], checkpoint_every=4)
+    catalog = Catalog(s3_store, "va")
+    ends = [w.last for w in catalog.windows]
+    image = tmp_path / "va.img"
+    _restore(capsys, s3_url, ends[-2], "-o", str(image))
+    code, out, err = _run(
+        capsys, "points", "va", "--store", s3_url, "--image", str(image), "--json"
+    )
+    assert code == 0, err
+    doc = orjson.loads(out)
+    assert doc["image"] == {"path": str(image), "point": ends[-2], "complete": True}
+    reach = {w["last_offset"]: w["reach"] for w in doc["windows"]}
+    assert set(reach) == set(ends)
+    near = reach[ends[-1]]
+    assert near["chosen"] == "in-place" and near["bytes"] == near["in_place_bytes"]
+    assert near["in_place_bytes"] < near["full_bytes"]
+    here = reach[ends[-2]]
+    assert here["chosen"] == "in-place" and here["in_place_bytes"] == 0
+    for r in reach.values():  # the chosen path is never the dearer one
+        if r["in_place_bytes"] is not None and r["full_bytes"] is not None:
+            assert r["bytes"] == min(r["in_place_bytes"], r["full_bytes"])
+    code, text, err = _run(capsys, "points", "va", "--store", s3_url, "--image", str(image))
+    assert code == 0, err
+    assert f"image      {image} at point {ends[-2]}" in text
+    assert text.count("[image: ") == len(ends)
+    code, _, err = _run(capsys, "points", "vb", "--store", s3_url, "--image", str(image))
+    assert code == 2 and "belongs to volume 'va'" in err
