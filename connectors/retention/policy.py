@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from connectors.errors import ConfigError
 from schemas.checkpoint import CHUNK_REFRESH_US
@@ -111,33 +111,28 @@ def parse_size(value: object, name: str) -> int:
     return int(m.group(1)) * _SIZES[m.group(2)]
 
 
-def _count(value: object, name: str) -> int:
+_Num = TypeVar("_Num", int, float)
+
+
+def _number(value: object, name: str, cast: type[_Num], what: str) -> _Num:
+    """``value`` (not a bool) as ``cast``, else a :class:`ConfigError` saying ``what``."""
     try:
         if isinstance(value, bool):
             raise ValueError
-        return int(str(value))
+        return cast(str(value))
     except ValueError:
-        raise ConfigError(f"retention {name}: not a count: {value!r}") from None
-
-
-def _fraction(value: object, name: str) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return float(str(value))
-    except ValueError:
-        raise ConfigError(f"retention {name}: not a fraction (e.g. 0.25): {value!r}") from None
+        raise ConfigError(f"retention {name}: not {what}: {value!r}") from None
 
 
 def _parse(name: str, value: object) -> Any:
     if name in _DURATIONS:
         return parse_duration(value, name)
     if name in _COUNTS:
-        return _count(value, name)
+        return _number(value, name, int, "a count")
     if name == "max_bytes":
         return parse_size(value, name)
     if name == "base_slack":
-        return _fraction(value, name)
+        return _number(value, name, float, "a fraction (e.g. 0.25)")
     if name == "unsafe_grace":
         return value is True or str(value).lower() in ("1", "true", "yes")
     raise ConfigError(f"unknown retention setting {name!r}")
