@@ -14,7 +14,7 @@ from types import TracebackType
 
 from connectors.errors import VolumeError
 from connectors.fsutil import pwrite_all, zero_range
-from schemas.extents import Extent
+from schemas.extents import Extent, nonzero_runs
 
 
 class Image:
@@ -68,6 +68,19 @@ class Image:
         """Write ``data`` at ``offset``."""
         self._check(offset, len(data))
         pwrite_all(self._fd, data, offset)
+
+    def write_nonzero(self, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` except its all-zero 4 KiB blocks (aligned to
+        ``data``'s start, :func:`~schemas.extents.nonzero_runs`), which are left as they
+        are: only for a range that already reads as zeros (a new sparse file keeps its
+        holes there). Returns the bytes written."""
+        self._check(offset, len(data))
+        view = memoryview(data)
+        written = 0
+        for start, end in nonzero_runs(data):
+            pwrite_all(self._fd, view[start:end], offset + start)
+            written += end - start
+        return written
 
     def zero(self, offset: int, length: int) -> None:
         """Make ``[offset, offset+length)`` read as zeros, punching a hole where possible."""
