@@ -1,7 +1,8 @@
 """A volume image: a sparse local file (or a block device) of a fixed size.
 
-Zero runs are punched as holes (``fallocate(PUNCH_HOLE)``) where the file system allows it,
-so an image of a mostly empty volume takes little disk space; otherwise zeros are written.
+Zero runs of at least :data:`PUNCH_MIN` bytes are punched as holes (``fallocate(PUNCH_HOLE)``)
+where the file system allows it, so an image of a mostly empty volume takes little disk
+space; shorter runs (and every run where punching is not possible) are written as zeros.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from types import TracebackType
 from connectors.errors import VolumeError
 from connectors.fsutil import pwrite_all, zero_range
 from schemas.extents import Extent, nonzero_runs
+
+#: Shorter zero runs are written, not punched: a punch is a file system transaction (on
+#: ext4 it also writes the range's dirty pages back first) that costs more than writing
+#: this many zeros, and it saves little space.
+PUNCH_MIN = 256 << 10
 
 
 class Image:
@@ -83,12 +89,14 @@ class Image:
         return written
 
     def zero(self, offset: int, length: int) -> None:
-        """Make ``[offset, offset+length)`` read as zeros, punching a hole where possible."""
+        """Make ``[offset, offset+length)`` read as zeros, punching a hole where possible
+        (regular files, runs of at least :data:`PUNCH_MIN` bytes)."""
         self._check(offset, length)
         if length == 0:
             return
         try:
-            zero_range(self._fd, offset, length, punch=not self._is_block)
+            punch = not self._is_block and length >= PUNCH_MIN
+            zero_range(self._fd, offset, length, punch=punch)
         except OSError as exc:
             raise VolumeError(f"cannot zero {self.path} at {offset}: {exc.strerror}") from None
 
