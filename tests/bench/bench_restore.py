@@ -51,13 +51,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _timed(fn: Callable[[], object]) -> float:
+    """Seconds of ``fn()``, started after ``sync()``: no earlier run's writeback (or a
+    removed output's freed blocks) is charged to it."""
+    os.sync()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def _median(fn: Callable[[], object], repeat: int) -> float:
-    return statistics.median(_timed(fn) for _ in range(max(1, repeat)))
 
 
 def _drop(path: Path) -> None:
