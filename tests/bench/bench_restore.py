@@ -5,8 +5,8 @@ baseline, then many windows of random unaligned writes, a checkpoint every
 ``--checkpoint-every`` windows and at the end); the final image is also backed up into a
 local restic repository. Then, in the same run and on the same disk:
 
-* restic restore of the image (the baseline) and kcdp restore --latest: their ratio
-  (goal ≤ 1);
+* restic restore of the image (the baseline) and kcdp restore --latest, run in turn:
+  their ratio (goal ≤ 1);
 * kcdp restore at ``--points`` random offsets inside windows (auto direction, write-log
   replay): the slowest ÷ restic (goal ≤ 1; the worst case), and the mean ÷ latest;
 * in-place rollback: the --latest output (it records its point) moved back in place
@@ -65,21 +65,24 @@ def _drop(path: Path) -> None:
         path.unlink()
 
 
-def _restic(root: Path, live: Path, repeat: int) -> float:
-    """Back ``live`` up into a new restic repository; median seconds of a restore of it."""
+def _restic(root: Path, live: Path) -> Callable[[], float]:
+    """Back ``live`` up into a new restic repository; a function timing one restore of it
+    (its output checked, then removed)."""
     env = {**os.environ, "RESTIC_PASSWORD": "bench", "RESTIC_REPOSITORY": str(root / "restic")}
     subprocess.run(["restic", "init", "-q"], env=env, check=True)
     subprocess.run(["restic", "backup", "-q", str(live)], env=env, check=True, cwd=root)
     want = file_sha(live)
     target = root / "restic-out"
-    times = []
     argv = ["restic", "restore", "-q", "latest", "--target", str(target)]
-    for _ in range(max(1, repeat)):
-        times.append(_timed(lambda: subprocess.run(argv, env=env, check=True)))
+
+    def restore() -> float:
+        secs = _timed(lambda: subprocess.run(argv, env=env, check=True))
         restored = next(p for p in target.rglob(live.name))
         assert file_sha(restored) == want, "restic restored different bytes"
         shutil.rmtree(target)
-    return statistics.median(times)
+        return secs
+
+    return restore
 
 
 def _restore(store: ObjectStore, catalog: Catalog, point: int, out: Path, digest: str) -> float:
@@ -119,13 +122,16 @@ def run(args: argparse.Namespace) -> list[Figure]:
         h = build(args, root)
         print(f"# history written in {time.perf_counter() - t:.1f} s", flush=True)
         want_latest = file_sha(h.live)
-        restic_s = _restic(root, h.live, args.repeat)
+        restic = _restic(root, h.live)
         store = open_store(f"file://{root / 'store'}", retry=False)
         catalog = Catalog(store, VOLUME)
         newest = catalog.windows[-1].last
         out, other = root / "out.img", root / "other.img"
-        times = [_restore(store, catalog, newest, out, want_latest) for _ in range(args.repeat)]
-        latest_s = statistics.median(times)
+        restics, latests = [], []
+        for _ in range(args.repeat):  # interleaved: both see the machine's same load phases
+            restics.append(restic())
+            latests.append(_restore(store, catalog, newest, out, want_latest))
+        restic_s, latest_s = statistics.median(restics), statistics.median(latests)
         randoms = {p: _restore(store, catalog, p, other, d) for p, d in sorted(h.samples.items())}
         worst_point = max(randoms, key=lambda p: randoms[p])
         worst, mean = randoms[worst_point], statistics.mean(randoms.values())
@@ -162,6 +168,8 @@ def run(args: argparse.Namespace) -> list[Figure]:
             ("export: nbdcopy of it all / restore of the point", copy_s / restore_s, "x"),
             ("export: nbdkit peak RSS", rss_mib, "MiB"),
         ]  # fmt: skip
+        print(f"# runs: restic {' '.join(f'{x:.2f}' for x in restics)}, latest "
+              f"{' '.join(f'{x:.2f}' for x in latests)}")  # fmt: skip
         print(f"{'what':<56} {'value':>8}")
         for name, value, unit in rows:
             print(f"{name:<56} {value:8.3f} {unit}")
