@@ -8,7 +8,8 @@ local restic repository. Then, in the same run and on the same disk:
 * restic restore of the image (the baseline) and kcdp restore --latest, run in turn:
   their ratio (goal ≤ 1);
 * kcdp restore at ``--points`` random offsets inside windows (auto direction, write-log
-  replay): the slowest ÷ restic (goal ≤ 1; the worst case), and the mean ÷ latest;
+  replay): the slowest ÷ restic (goal ≤ 1; the worst case: the three slowest points are
+  timed again, the largest median counts), and the mean ÷ latest;
 * in-place rollback: the --latest output (it records its point) moved back in place
   (``choose`` must pick the move, then ``move_in_place``) to the window end from which the
   newest windows write ``--rollback-pct`` % of the volume (moved forward again between
@@ -133,8 +134,15 @@ def run(args: argparse.Namespace) -> list[Figure]:
             latests.append(_restore(store, catalog, newest, out, want_latest))
         restic_s, latest_s = statistics.median(restics), statistics.median(latests)
         randoms = {p: _restore(store, catalog, p, other, d) for p, d in sorted(h.samples.items())}
-        worst_point = max(randoms, key=lambda p: randoms[p])
-        worst, mean = randoms[worst_point], statistics.mean(randoms.values())
+        mean = statistics.mean(randoms.values())
+        slowest = {}  # the slowest few, each timed again: the median of --repeat runs
+        for p in sorted(randoms, key=lambda p: randoms[p])[-3:]:
+            again = [
+                _restore(store, catalog, p, other, h.samples[p]) for _ in range(1, args.repeat)
+            ]
+            slowest[p] = statistics.median([randoms[p], *again])
+        worst_point = max(slowest, key=lambda p: slowest[p])
+        worst = slowest[worst_point]
         full_s = statistics.median(
             _restore(store, catalog, h.rollback, other, h.rollback_sha) for _ in range(args.repeat)
         )
@@ -155,6 +163,7 @@ def run(args: argparse.Namespace) -> list[Figure]:
             ("restic restore (latest image)", restic_s, "s"),
             ("kcdp restore --latest", latest_s, "s"),
             (f"kcdp restore at {len(randoms)} random offsets: slowest", worst, "s"),
+            ("  (its slowest single run of the first pass)", max(randoms.values()), "s"),
             (f"kcdp restore at {len(randoms)} random offsets: mean", mean, "s"),
             (f"full restore of the rollback point {h.rollback}", full_s, "s"),
             (f"in-place rollback ({h.rollback_bytes / MiB:.1f} MiB written, {pct:.2f}%)",
@@ -174,7 +183,8 @@ def run(args: argparse.Namespace) -> list[Figure]:
         for name, value, unit in rows:
             print(f"{name:<56} {value:8.3f} {unit}")
         detail = f"{latest_s:.2f} s latest, {restic_s:.2f} s restic"
-        rdetail = (f"slowest {worst:.2f} s (point {worst_point}), mean {mean:.2f} s of "
+        rdetail = (f"slowest {worst:.2f} s (point {worst_point}, median of {args.repeat}; "
+                   f"slowest single run {max(randoms.values()):.2f} s), mean {mean:.2f} s of "
                    f"{len(randoms)}; {detail}")  # fmt: skip
         written = f"{h.rollback_bytes / MiB:.1f} MiB ({pct:.2f}%) written after the point"
         idetail = f"{move_s:.3f} s in place, {full_s:.2f} s full restore; {written}"
