@@ -302,12 +302,16 @@ def fetch_chunk(store: ObjectStore, digest: str, length: int, names: str = SHA25
 
 
 def materialize_checkpoint(
-    store: ObjectStore, cp: Checkpoint, image: Image, *, workers: int = 4
+    store: ObjectStore, cp: Checkpoint, image: Image, *, workers: int = 4, fresh: bool = False
 ) -> None:
-    """Write checkpoint ``cp`` into ``image``: chunks fetched in parallel and verified.
+    """Write checkpoint ``cp`` into ``image``: chunks fetched, decompressed and verified
+    in parallel (``workers`` threads; zstd and SHA-256 release the GIL).
 
-    Zero chunks become holes. Raises :class:`GapError` / :class:`IntegrityError` naming the
-    chunk that is missing or corrupt.
+    Zero chunks become holes. With ``fresh`` the caller promises the image reads as zeros
+    everywhere (a newly created sparse file): zero chunks and the all-zero 4 KiB blocks
+    inside chunks are then not written at all (they stay holes). Every chunk is verified
+    either way. Raises :class:`GapError` / :class:`IntegrityError` naming the chunk that
+    is missing or corrupt.
     """
     if image.size != cp.volume_size:
         raise IntegrityError(
@@ -318,9 +322,14 @@ def materialize_checkpoint(
         start, end = cp.chunk_range(i)
         digest = cp.chunks[i]
         if digest is None:
-            image.zero(start, end - start)
+            if not fresh:
+                image.zero(start, end - start)
+            return
+        data = fetch_chunk(store, digest, end - start, cp.chunk_names)
+        if fresh:
+            image.write_nonzero(start, data)
         else:
-            image.pwrite(start, fetch_chunk(store, digest, end - start, cp.chunk_names))
+            image.pwrite(start, data)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for _ in pool.map(one, range(len(cp.chunks))):

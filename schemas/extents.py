@@ -81,3 +81,38 @@ def intersects(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
     if i > 0 and ranges[i - 1][1] > start:
         return True
     return i < len(ranges) and ranges[i][0] < end
+
+
+#: Granule of :func:`nonzero_runs`: a 4 KiB block, the file system's block size.
+ZERO_GRAIN = 4096
+_COARSE = 16 * ZERO_GRAIN
+_ZEROS = bytes(_COARSE)
+
+
+def nonzero_runs(data: bytes) -> list[tuple[int, int]]:
+    """``(start, end)`` runs of ``data`` outside its all-zero :data:`ZERO_GRAIN` blocks.
+
+    Blocks are aligned to the start of ``data`` (the last may be shorter); adjacent
+    non-zero blocks are joined, so the runs are sorted, disjoint and not touching, and
+    every byte outside them is zero. Compared in place (``startswith``: no copy).
+    """
+    runs: list[tuple[int, int]] = []
+    size = len(data)
+    start = -1  # start of the open run, or -1
+    pos = 0
+    while pos < size:
+        step = _COARSE if pos + _COARSE <= size and data.startswith(_ZEROS, pos) else 0
+        if step == 0:  # not a zero 64 KiB block: decide 4 KiB at a time
+            step = min(ZERO_GRAIN, size - pos)
+            if not data.startswith(_ZEROS[:step], pos):
+                if start < 0:
+                    start = pos
+                pos += step
+                continue
+        if start >= 0:
+            runs.append((start, pos))
+            start = -1
+        pos += step
+    if start >= 0:
+        runs.append((start, size))
+    return runs

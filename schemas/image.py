@@ -1,7 +1,8 @@
 """A volume image: a sparse local file (or a block device) of a fixed size.
 
-Zero runs are punched as holes (``fallocate(PUNCH_HOLE)``) where the file system allows it,
-so an image of a mostly empty volume takes little disk space; otherwise zeros are written.
+Zero runs of at least :data:`PUNCH_MIN` bytes are punched as holes (``fallocate(PUNCH_HOLE)``)
+where the file system allows it, so an image of a mostly empty volume takes little disk
+space; shorter runs (and every run where punching is not possible) are written as zeros.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from types import TracebackType
 
 from connectors.errors import VolumeError
 from connectors.fsutil import pwrite_all, zero_range
-from schemas.extents import Extent
+from schemas.extents import Extent, nonzero_runs
+
+#: Shorter zero runs are written, not punched: a punch is a file system transaction (on
+#: ext4 it also writes the range's dirty pages back first) that costs more than writing
+#: this many zeros, and it saves little space.
+PUNCH_MIN = 256 << 10
 
 
 class Image:
@@ -69,13 +75,28 @@ class Image:
         self._check(offset, len(data))
         pwrite_all(self._fd, data, offset)
 
+    def write_nonzero(self, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` except its all-zero 4 KiB blocks (aligned to
+        ``data``'s start, :func:`~schemas.extents.nonzero_runs`), which are left as they
+        are: only for a range that already reads as zeros (a new sparse file keeps its
+        holes there). Returns the bytes written."""
+        self._check(offset, len(data))
+        view = memoryview(data)
+        written = 0
+        for start, end in nonzero_runs(data):
+            pwrite_all(self._fd, view[start:end], offset + start)
+            written += end - start
+        return written
+
     def zero(self, offset: int, length: int) -> None:
-        """Make ``[offset, offset+length)`` read as zeros, punching a hole where possible."""
+        """Make ``[offset, offset+length)`` read as zeros, punching a hole where possible
+        (regular files, runs of at least :data:`PUNCH_MIN` bytes)."""
         self._check(offset, length)
         if length == 0:
             return
         try:
-            zero_range(self._fd, offset, length, punch=not self._is_block)
+            punch = not self._is_block and length >= PUNCH_MIN
+            zero_range(self._fd, offset, length, punch=punch)
         except OSError as exc:
             raise VolumeError(f"cannot zero {self.path} at {offset}: {exc.strerror}") from None
 

@@ -35,22 +35,19 @@ from __future__ import annotations
 import hashlib
 import stat
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from connectors.errors import IntegrityError, UsageError
 from connectors.restore.catalog import Catalog
+from connectors.restore.inplace_objects import MoveObjects, reads
 from connectors.restore.inplace_plan import MovePlan, Op, plan_for
 from connectors.store.base import ObjectStore
-from schemas import keys
 from schemas.applied_state import AppliedState, Move, load_state, save_state, state_path
 from schemas.extents import Extent
 from schemas.image import Image
-from schemas.increment import read_increment
-from schemas.manifest import ObjectRef, get_verified
-from schemas.writelog import ForwardBytes, LogRecord, apply_records, needs_forward, read_log
+from schemas.writelog import ForwardBytes, LogRecord, apply_records, needs_forward
 
 Hook = Callable[[], None]
 
@@ -125,15 +122,17 @@ def move_in_place(
     plan = plan or plan_for(catalog, state, target)
     resumed = state.move is not None
     img = _Writer(path, plan.volume_size, step)
+    objects = MoveObjects(store, reads(plan, resumed))
     try:
-        objects = _Objects(store, plan)
-        fetched = {} if resumed else _verify_source(objects, img, plan)
+        if not resumed:
+            _verify_source(objects, img, plan)
         if plan.ops:
             move = Move(plan.source, plan.target, plan.digest)
             save_state(path, replace(state, applied_offset=plan.source, move=move))
-        sequence = _run(objects, img, plan, resumed, fetched)
+        sequence = _run(objects, img, plan, resumed)
         img.sync()
     finally:
+        objects.close()
         img.close()
     final = replace(state, applied_offset=target, session=plan.session, move=None)
     save_state(path, replace(final, sequence=plan.sequence if sequence < 0 else sequence))
@@ -141,33 +140,26 @@ def move_in_place(
     return MoveResult(plan, path, resumed, img.ranges, img.written, seconds)
 
 
-def _verify_source(store: _Objects, img: Image, plan: MovePlan) -> dict[str, list[Extent]]:
+def _verify_source(store: MoveObjects, img: Image, plan: MovePlan) -> None:
     """Check the image at the move's source before anything is written (``plan.check``,
-    or the first rollback's check); the extents fetched for it, by key."""
+    or the first rollback's check)."""
     if plan.check is not None:
         _check(store, img, plan.check, plan.volume)
-        return {}
+        return
     if not plan.ops or not plan.ops[0].precheck:
-        return {}
+        return
     op = plan.ops[0]
-    extents = _increment(store, op.ref, op.kind, op)
+    extents = store.increment(op.ref, op.kind, op)
     if _digest(img, extents) != op.ranges_sha256:
         raise IntegrityError(
             f"the image does not hold the end of window {op.first}-{op.last} of "
             f"{plan.volume} over its ranges: it is not at the point its applied state records"
         )
-    return {op.ref.key: extents}
 
 
-def _run(
-    store: _Objects,
-    img: _Writer,
-    plan: MovePlan,
-    resumed: bool,
-    fetched: dict[str, list[Extent]],
-) -> int:
-    """Apply the ops in order with their checks (``fetched``: extents already read); the
-    sequence of the last replayed record (-1 without a replay)."""
+def _run(store: MoveObjects, img: _Writer, plan: MovePlan, resumed: bool) -> int:
+    """Apply the ops in order with their checks; the sequence of the last replayed record
+    (-1 without a replay)."""
     sequence = -1
     final = plan.final
     for op in plan.ops:
@@ -177,14 +169,17 @@ def _run(
                 final = None
             sequence = _replay(store, img, op)
             continue
-        extents = fetched.pop(op.ref.key, None) or _increment(store, op.ref, op.kind, op)
+        extents = store.increment(op.ref, op.kind, op)
         where = f"window {op.first}-{op.last} of {plan.volume}"
-        if op.precheck and not resumed and _digest(img, extents) != op.ranges_sha256:
-            raise IntegrityError(
-                f"before rolling back {where} the image does not hold its end state: it is "
-                "not at the point its applied state records, or a stored object is wrong"
-            )
-        img.apply(extents)
+        current = None  # the image's bytes over the extents, read once for check and write
+        if op.precheck and not resumed:
+            current = [img.pread(e.offset, e.length) for e in extents]
+            if _sha256(current) != op.ranges_sha256:
+                raise IntegrityError(
+                    f"before rolling back {where} the image does not hold its end state: it "
+                    "is not at the point its applied state records, or a stored object is wrong"
+                )
+        img.apply(extents, current)
         if op.kind == "forward" and _digest(img, extents) != op.ranges_sha256:
             raise IntegrityError(f"{op.ref.key}: {where} does not match its recorded digest")
     if final is not None:
@@ -192,20 +187,20 @@ def _run(
     return sequence
 
 
-def _check(store: _Objects, img: Image, op: Op, volume: str) -> None:
+def _check(store: MoveObjects, img: Image, op: Op, volume: str) -> None:
     """The image over ``op``'s window's ranges must hold what ``op`` says (an edge's
     ``ranges_sha256``, or edge ``first-1`` with the log replayed up to ``upto``)."""
     if op.log is None:
-        extents = _increment(store, op.ref, "forward", op)
+        extents = store.increment(op.ref, "forward", op)
         if _digest(img, extents) != op.ranges_sha256:
             raise IntegrityError(
                 f"the image does not hold the end of window {op.first}-{op.last} of {volume} "
                 "over its ranges: it is not at the point its applied state records"
             )
         return
-    before = _increment(store, op.ref, "backward", op)
+    before = store.increment(op.ref, "backward", op)
     want = _Overlay(before)
-    records = _log(store, op.log, op)
+    records = store.log(op.log, op)
     fwd = _forward(store, op, records)
     apply_records(want, records, upto_offset=op.upto, forward=fwd, name=op.log.key)  # type: ignore[arg-type]
     if want.digest() != _digest(img, before):
@@ -215,61 +210,28 @@ def _check(store: _Objects, img: Image, op: Op, volume: str) -> None:
         )
 
 
-def _replay(store: _Objects, img: Image, op: Op) -> int:
-    records = _log(store, op.ref, op)
+def _replay(store: MoveObjects, img: Image, op: Op) -> int:
+    records = store.log(op.ref, op)
     fwd = _forward(store, op, records)
     apply_records(img, records, upto_offset=op.upto, forward=fwd, name=op.ref.key)
     return max((r.sequence for r in records if r.kafka_offset <= op.upto), default=-1)
 
 
-def _forward(store: _Objects, op: Op, records: list[LogRecord]) -> ForwardBytes | None:
+def _forward(store: MoveObjects, op: Op, records: list[LogRecord]) -> ForwardBytes | None:
     if op.forward is None or not needs_forward(records, upto_offset=op.upto):
         return None
-    return ForwardBytes(_increment(store, op.forward, "forward", op), name=op.forward.key)
-
-
-def _manifest_key(op: Op) -> str:
-    return keys.manifest_key(op.volume, op.first, op.last)
-
-
-def _increment(store: _Objects, ref: ObjectRef, direction: str, op: Op) -> list[Extent]:
-    """The verified extents of an increment (digest, CRCs, recorded counts)."""
-    extents = list(read_increment(store.get(ref), expect_direction=direction, name=ref.key))
-    logical = sum(e.length for e in extents)
-    ref.check_counts(manifest=_manifest_key(op), extents=len(extents), logical_bytes=logical)
-    return extents
-
-
-def _log(store: _Objects, ref: ObjectRef, op: Op) -> list[LogRecord]:
-    records = list(read_log(store.get(ref), name=ref.key))
-    ref.check_counts(manifest=_manifest_key(op), records=len(records))
-    return records
+    return ForwardBytes(store.increment(op.forward, "forward", op), name=op.forward.key)
 
 
 def _digest(img: Image, extents: Iterable[Extent]) -> str:
+    return _sha256(img.pread(ext.offset, ext.length) for ext in extents)
+
+
+def _sha256(parts: Iterable[bytes]) -> str:
     h = hashlib.sha256()
-    for ext in extents:
-        h.update(img.pread(ext.offset, ext.length))
+    for part in parts:
+        h.update(part)
     return h.hexdigest()
-
-
-class _Objects:
-    """The move's objects, each downloaded and verified (size, SHA-256) once: one a later
-    step reads again (a source check and its step) is kept until that step."""
-
-    def __init__(self, store: ObjectStore, plan: MovePlan) -> None:
-        self.store = store
-        self.uses = Counter(r.key for op in plan.all_ops for r in op.refs)
-        self.kept: dict[str, bytes] = {}
-
-    def get(self, ref: ObjectRef) -> bytes:
-        data = self.kept.pop(ref.key, None)
-        if data is None:
-            data = get_verified(self.store, ref)
-        self.uses[ref.key] -= 1
-        if self.uses[ref.key] > 0:
-            self.kept[ref.key] = data
-        return data
 
 
 class _Overlay:
@@ -327,9 +289,14 @@ class _Writer(Image):
             self._will_write(length)
             super().zero(offset, length)
 
-    def apply(self, extents: Iterable[Extent]) -> None:
-        for offset, length, data in extents:
-            if data is None:
-                self.zero(offset, length)
-            else:
-                self.pwrite(offset, data)
+    def apply(self, extents: Iterable[Extent], current: Sequence[bytes] | None = None) -> None:
+        """Write each extent where it differs from the image (``current``: the image's
+        bytes over the extents, already read)."""
+        for i, (offset, length, data) in enumerate(extents):
+            have = self.pread(offset, length) if current is None else current[i]
+            if have != (bytes(length) if data is None else data):
+                self._will_write(length)
+                if data is None:
+                    Image.zero(self, offset, length)
+                else:
+                    Image.pwrite(self, offset, data)

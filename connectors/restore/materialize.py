@@ -14,8 +14,9 @@ write log; when a log record up to the point is ``in_forward`` (its bytes live o
 window's forward increment), that increment is fetched and verified too, and each such
 record's bytes are checked against its CRC-32C.
 
-A file output is written to a temporary file beside it and renamed at the end, so a failed
-restore leaves no half-written output; its applied state (``<output>.kcdp-replica.json``,
+A file output is written to a new sparse temporary file beside it and renamed at the end,
+so a failed restore leaves no half-written output (the checkpoint's all-zero 4 KiB blocks
+are not written: they stay holes); its applied state (``<output>.kcdp-replica.json``,
 the point it holds) is removed before the rename and written after it. A block device is
 written in place (and zeroed first when the path starts from the empty image). With
 ``direction="auto"`` a corrupt or missing object makes :func:`restore_point` re-plan around
@@ -191,6 +192,9 @@ def execute(
     label = f"restore {plan.volume}@{plan.offset}"
     bar = Progress(plan.path.bytes, label=label) if progress else None
     ok = False
+    if not is_block:  # a leftover of a killed restore: start from a new, all-zero file
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
     try:
         with Image(target, plan.volume_size) as image:
             _start(store, catalog, plan, image, is_block, workers)
@@ -244,7 +248,7 @@ def _start(
         cp = catalog.checkpoint(path.checkpoint)
         if cp.digest != path.checkpoint_digest:
             raise IntegrityError(f"{cp.key}: changed since the restore was planned")
-        materialize_checkpoint(store, cp, image, workers=workers)
+        materialize_checkpoint(store, cp, image, workers=workers, fresh=not is_block)
     except (IntegrityError, GapError) as exc:
         raise BadObjectError(path.checkpoint_key, exc) from None
 

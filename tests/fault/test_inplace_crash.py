@@ -2,11 +2,13 @@
 image's state incomplete (never looking complete), a run to another target is refused, and
 the next run to the same target finishes it equal to the model — also when that run is
 killed too; a tampered image (its state's point or volume changed) is refused before a
-byte or its state is written."""
+byte or its state is written; a damaged object read ahead fails the move at its step,
+naming it, and the move finishes once the object is repaired."""
 
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -134,3 +136,23 @@ def test_an_image_with_a_version_1_state_moves(tmp_path: Path) -> None:
     assert image.read_bytes() == history.image_at("va", target)
     doc = orjson.loads(state_path(image).read_bytes())
     assert doc["version"] == 2 and doc["complete"] is True and doc["applied_offset"] == target
+
+
+def test_a_damaged_object_read_ahead_fails_the_move_at_its_step_naming_it(
+    tmp_path: Path,
+) -> None:
+    _, store, history, catalog = _stored(tmp_path)
+    w = catalog.windows
+    image = tmp_path / "va.img"
+    restore_point(store, catalog, w[-1].last, image, progress=False)
+    target = w[-8].last
+    ref = catalog.manifest(len(w) - 4).backward  # a rollback in the middle of the move
+    good = store.get(ref.key)
+    store.put(ref.key, good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(IntegrityError, match=re.escape(ref.key)):
+        move_in_place(store, catalog, image, target)
+    state = load_state(image)
+    assert state is not None and not state.complete  # the rollbacks before it were written
+    store.put(ref.key, good)
+    move_in_place(store, catalog, image, target)
+    assert image.read_bytes() == history.image_at("va", target)

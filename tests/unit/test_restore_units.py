@@ -1,10 +1,11 @@
 """Pure parts of the restore side: batch coalescing, partitioning, state files, plans,
-time parsing and the progress bar."""
+time parsing, the progress bar, zero-block runs, and a file restore's fresh sparse output."""
 
 from __future__ import annotations
 
 import io
 import itertools
+import os
 import random
 from pathlib import Path
 
@@ -17,12 +18,13 @@ from connectors.cli.restore import parse_time
 from connectors.errors import IntegrityError, NotRestorableError, UsageError, VolumeError
 from connectors.restore.catalog import Catalog
 from connectors.restore.coalesce import Coalescer
-from connectors.restore.materialize import Progress
+from connectors.restore.materialize import Progress, restore_point
 from connectors.restore.partitioner import partition_for
 from connectors.restore.planner import plan_restore
 from connectors.restore.replica import Replica
 from connectors.store import MemoryStore
 from schemas.applied_state import AppliedState, Move, load_state, save_state, state_path
+from schemas.extents import ZERO_GRAIN, nonzero_runs
 from tests.restore_history import POLICIES, random_history, write_store
 
 writes = st.lists(
@@ -132,3 +134,47 @@ def test_progress_bar_only_on_a_terminal() -> None:
         bar.finish()
     assert "100.0%" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 70_000), st.integers(1, 9000), st.integers(1, 255))),
+    st.integers(0, 80_000),
+)
+def test_nonzero_runs_are_exactly_the_blocks_holding_a_nonzero_byte(
+    writes: list[tuple[int, int, int]], size: int
+) -> None:
+    data = bytearray(size)
+    for offset, length, value in writes:
+        data[offset : offset + length] = bytes([value]) * len(data[offset : offset + length])
+    runs = nonzero_runs(bytes(data))
+    inside = [False] * -(-size // ZERO_GRAIN)
+    for (start, end), nxt in itertools.zip_longest(runs, runs[1:]):
+        assert start % ZERO_GRAIN == 0 and start < end and (end == size or end % ZERO_GRAIN == 0)
+        assert nxt is None or end < nxt[0]  # sorted, disjoint, not touching
+        for block in range(start // ZERO_GRAIN, -(-end // ZERO_GRAIN)):
+            inside[block] = True
+    for block, covered in enumerate(inside):
+        chunk = data[block * ZERO_GRAIN : (block + 1) * ZERO_GRAIN]
+        assert covered == any(chunk)
+
+
+def test_a_file_restore_starts_from_a_new_file_and_leaves_zero_blocks_as_holes(
+    tmp_path: Path,
+) -> None:
+    size = 1 << 20
+    history = random_history(random.Random(5), sizes={"va": size}, events=40)
+    store = MemoryStore()
+    write_store(store, history, POLICIES["count7"])
+    catalog = Catalog(store, "va")
+    point = catalog.latest()
+    out = tmp_path / "va.img"
+    leftover = out.with_name(f".{out.name}.kcdp-restore-{os.getpid()}")
+    leftover.write_bytes(b"\xff" * size)  # a killed restore's temporary file, same pid
+    result = restore_point(store, catalog, point, out, progress=False)
+    assert result.plan.path.checkpoint == point  # the checkpoint path
+    want = history.image_at("va", point)
+    assert out.read_bytes() == want and not leftover.exists()
+    zero_blocks = sum(not any(want[i : i + ZERO_GRAIN]) for i in range(0, size, ZERO_GRAIN))
+    assert zero_blocks > 0
+    # holes where the image is zero (file system metadata blocks may be counted too)
+    assert out.stat().st_blocks * 512 < size - zero_blocks * ZERO_GRAIN // 2
