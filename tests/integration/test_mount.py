@@ -1,6 +1,7 @@
 """``kcdp mount`` / ``kcdp umount``: an ext4 filesystem of a stored point mounted
-read-only through the export, nbdfuse and a loop device; torn down by Ctrl-C, by
-``kcdp umount``, and after a killed mount by the next mount."""
+read-only through the export, nbdfuse and a loop device (``e2fsck -fn`` clean through
+them); torn down by Ctrl-C, by ``kcdp umount``, and after a killed mount by the next mount,
+with no nbdkit or nbdfuse left running."""
 
 from __future__ import annotations
 
@@ -74,6 +75,31 @@ def _start(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes
     return proc, line
 
 
+def _source(directory: Path) -> str:
+    """The device mounted on ``directory``."""
+    real = os.path.realpath(directory)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == real:
+            return fields[fields.index("-") + 2]
+    raise AssertionError(f"nothing is mounted on {directory}")
+
+
+def _helpers(state: Path) -> list[str]:
+    """nbdkit / nbdfuse processes working under ``state`` (the mount's private socket)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd[0].rsplit(b"/", 1)[-1] in (b"nbdkit", b"nbdfuse") and str(state).encode() in (
+            b" ".join(cmd)
+        ):
+            found.append(f"{pid}: {cmd[0].decode()}")
+    return found
+
+
 def _mounted(directory: Path) -> bool:
     real = os.path.realpath(directory)
     return any(
@@ -98,16 +124,22 @@ def test_mount_a_point_read_only_and_tear_it_down(tmp_path: Path) -> None:
         assert (mnt / "note.txt").read_text() == "first version"
         with pytest.raises(OSError, match="Read-only"):
             (mnt / "new.txt").write_text("x")  # read-only
+        device = _source(mnt)  # the loop device over nbdfuse's file of the export
+        assert device.startswith("/dev/loop"), device
+        fsck = subprocess.run(["e2fsck", "-fn", device], capture_output=True, text=True)
+        assert fsck.returncode == 0, fsck.stdout + fsck.stderr  # clean, read through it all
+        assert _helpers(tmp_path / "state")  # nbdkit and nbdfuse serve the mount
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert not _mounted(mnt) and not list((tmp_path / "state" / "mounts").iterdir())
+        assert _helpers(tmp_path / "state") == []  # nothing left running
         # kcdp umount from another process
         proc, _ = _start([*base, "mount", "fs", "--latest", str(mnt), *common], env)
         assert (mnt / "note.txt").read_text() == "second version"
         um = subprocess.run([*base, "umount", str(mnt)], cwd=ROOT, env=env, capture_output=True)
         assert um.returncode == 0, um.stderr
         assert proc.wait(60) == 0
-        assert not _mounted(mnt)
+        assert not _mounted(mnt) and _helpers(tmp_path / "state") == []
         # a killed mount: the next mount cleans up and mounts again
         proc, _ = _start([*base, "mount", "fs", "--to-bookmark", "v1", str(mnt), *common], env)
         proc.kill()
@@ -117,7 +149,7 @@ def test_mount_a_point_read_only_and_tear_it_down(tmp_path: Path) -> None:
         assert (mnt / "note.txt").read_text() == "second version"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        assert not _mounted(mnt)
+        assert not _mounted(mnt) and _helpers(tmp_path / "state") == []
         assert subprocess.run([*base, "umount", str(mnt)], cwd=ROOT, env=env).returncode == 8
     finally:  # a failed assertion must not leave the mount behind
         subprocess.run([*base, "umount", str(mnt)], cwd=ROOT, env=env, capture_output=True)
