@@ -36,6 +36,29 @@ COMMANDS: list[str] = [
     "worker",
 ]
 
+#: command -> the module of this package that registers it: a command line naming one
+#: imports only that module (a command starts without importing every other one).
+COMMAND_MODULES: dict[str, str] = {
+    "broker": "broker",
+    "check": "check",
+    "topics": "topics",
+    "prune": "prune",
+    "key": "key",
+    "intercept": "capture",
+    "bookmark": "capture",
+    "baseline": "capture",
+    "restore": "restore",
+    "verify": "restore",
+    "replica": "restore",
+    "points": "points",
+    "export": "export",
+    "mount": "mount",
+    "umount": "mount",
+    "demo": "demo",
+    "status": "status",
+    "worker": "worker",
+}
+
 log = logging.getLogger("kcdp")
 
 
@@ -82,7 +105,8 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``kcdp`` parser: every command, or only ``command``'s module's when it is one."""
     parents = [common_parser()]
     parser = argparse.ArgumentParser(
         prog="kcdp",
@@ -91,9 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kcdp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    modules = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else COMMANDS
+    for name in modules:
         importlib.import_module(f"connectors.cli.{name}").register(sub, parents)
     return parser
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv``: its first word that is not a common option or value."""
+    _, rest = common_parser().parse_known_args(list(argv))
+    return next((word for word in rest if not word.startswith("-")), None)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -117,8 +148,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_named(words))
+    args = parser.parse_args(words)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

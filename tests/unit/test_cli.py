@@ -141,3 +141,47 @@ def test_storage_url(given: str, url: str) -> None:
 def test_bad_storage_is_a_usage_error(bad: str) -> None:
     with pytest.raises(UsageError, match="--storage must be"):
         storage_url(bad)
+
+
+def test_each_command_is_registered_by_the_module_the_map_names() -> None:
+    """COMMAND_MODULES is exactly what the modules register, so a command line that names
+    a command builds a parser from its module alone."""
+    import importlib
+
+    from connectors.cli import COMMAND_MODULES, common_parser
+
+    found: dict[str, str] = {}
+    for name in COMMANDS:
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers()
+        importlib.import_module(f"connectors.cli.{name}").register(sub, [common_parser()])
+        found.update({command: name for command in sub.choices})
+    assert found == COMMAND_MODULES
+
+
+def test_the_command_word_is_found_after_common_options() -> None:
+    from connectors.cli import command_named
+
+    assert command_named([*COMMON, "restore", "va", "--latest"]) == "restore"
+    assert command_named(["-X", "a=b", "export", "--store", "file:///s"]) == "export"
+    assert command_named(["--version"]) is None and command_named([]) is None
+    args = build_parser("points").parse_args(["points", "va", *COMMON])
+    assert args.command == "points" and args.store.startswith("s3://")
+
+
+def test_a_named_command_imports_no_other_command_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from connectors.cli import build_parser; build_parser('points');"
+        "print(sorted(m for m in sys.modules if m.startswith('connectors.cli.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    assert out.strip() == "['connectors.cli.points']"
