@@ -48,6 +48,7 @@ from connectors.store import open_store
 from connectors.store.base import ObjectStore
 from tests.bench.common import Figure
 from tests.bench.restore_build import VOLUME, History, MiB, build, file_sha
+from tests.process_support import processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -229,23 +230,11 @@ def _export(root: Path, point: int, digest: str) -> tuple[float, float, float]:
         copy_s = _timed(lambda: subprocess.run(["nbdcopy", uri, str(out)], check=True))
         assert file_sha(out) == digest, f"kcdp export of {point} served different bytes"
         _drop(out)
-        rss = max((_peak_rss(pid) for pid in _nbdkit_pids(sock)), default=0.0)
+        rss = max((_peak_rss(pid) for pid in processes(("nbdkit",), sock)), default=0.0)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     return first_s, copy_s, rss
-
-
-def _nbdkit_pids(sock: Path) -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd[0].endswith(b"nbdkit") and str(sock).encode() in cmd:
-            pids.append(int(pid))
-    return pids
 
 
 def _peak_rss(pid: int) -> float:

@@ -26,6 +26,7 @@ from connectors.restore.export import open_point
 from connectors.restore.extent_map import CHUNK, EXTENT
 from connectors.store import open_store
 from connectors.store.keyring import generate_key_file
+from tests.process_support import processes
 from tests.restore_history import POLICIES, History, random_history, write_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,21 +142,6 @@ def _qemu_io(uri: str, *commands: str, readonly: bool = True) -> subprocess.Comp
     return subprocess.run([*argv, uri], capture_output=True, text=True, timeout=60)
 
 
-def _nbdkits_serving(sock: Path) -> list[int]:
-    """Pids of nbdkit processes whose command line names ``sock``."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b"nbdkit") and str(sock).encode() in cmd:
-            out.append(int(pid))
-    return out
-
-
 def _stamp(time_us: int) -> str:
     when = dt.datetime.fromtimestamp(time_us / 1e6, tz=dt.UTC)
     return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -196,7 +182,7 @@ def test_export_equals_restore_at_random_points(
                 assert cmp.returncode == 0, cmp.stdout + cmp.stderr
             run.stop()
         assert copied.read_bytes() == restored.read_bytes() == h.image_at("va", point), target
-        assert _nbdkits_serving(sock) == []
+        assert processes(("nbdkit",), sock) == []
 
 
 def test_export_through_s3(
@@ -327,11 +313,11 @@ def test_sigint_stops_nbdkit(sealed: Stored, tmp_path: Path) -> None:
     sock = tmp_path / "int.sock"
     point = sealed.history.of("va")[-1][0]
     with exported(sealed, "va", sock, "--to-offset", str(point)) as run:
-        assert _nbdkits_serving(sock)
+        assert processes(("nbdkit",), sock)
         run.proc.send_signal(signal.SIGINT)
         run.proc.communicate(timeout=30)
         assert run.proc.returncode == 0
-    assert _nbdkits_serving(sock) == []
+    assert processes(("nbdkit",), sock) == []
     assert not sock.exists()
 
 

@@ -18,6 +18,7 @@ from connectors.demo.mount import fuse_problem
 from connectors.store import open_store
 from schemas.events import EventKind
 from tests.event_factory import make_event
+from tests.process_support import processes
 from tests.restore_history import POLICIES, T0, History, write_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,19 +86,9 @@ def _source(directory: Path) -> str:
     raise AssertionError(f"nothing is mounted on {directory}")
 
 
-def _helpers(state: Path) -> list[str]:
-    """nbdkit / nbdfuse processes working under ``state`` (the mount's private socket)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd[0].rsplit(b"/", 1)[-1] in (b"nbdkit", b"nbdfuse") and str(state).encode() in (
-            b" ".join(cmd)
-        ):
-            found.append(f"{pid}: {cmd[0].decode()}")
-    return found
+def _helpers(tmp: Path) -> list[int]:
+    """nbdkit and nbdfuse processes working under the test's state directory."""
+    return processes(("nbdkit", "nbdfuse"), tmp / "state")
 
 
 def _mounted(directory: Path) -> bool:
@@ -128,18 +119,18 @@ def test_mount_a_point_read_only_and_tear_it_down(tmp_path: Path) -> None:
         assert device.startswith("/dev/loop"), device
         fsck = subprocess.run(["e2fsck", "-fn", device], capture_output=True, text=True)
         assert fsck.returncode == 0, fsck.stdout + fsck.stderr  # clean, read through it all
-        assert _helpers(tmp_path / "state")  # nbdkit and nbdfuse serve the mount
+        assert _helpers(tmp_path)  # nbdkit and nbdfuse serve the mount
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert not _mounted(mnt) and not list((tmp_path / "state" / "mounts").iterdir())
-        assert _helpers(tmp_path / "state") == []  # nothing left running
+        assert _helpers(tmp_path) == []  # nothing left running
         # kcdp umount from another process
         proc, _ = _start([*base, "mount", "fs", "--latest", str(mnt), *common], env)
         assert (mnt / "note.txt").read_text() == "second version"
         um = subprocess.run([*base, "umount", str(mnt)], cwd=ROOT, env=env, capture_output=True)
         assert um.returncode == 0, um.stderr
         assert proc.wait(60) == 0
-        assert not _mounted(mnt) and _helpers(tmp_path / "state") == []
+        assert not _mounted(mnt) and _helpers(tmp_path) == []
         # a killed mount: the next mount cleans up and mounts again
         proc, _ = _start([*base, "mount", "fs", "--to-bookmark", "v1", str(mnt), *common], env)
         proc.kill()
@@ -149,7 +140,7 @@ def test_mount_a_point_read_only_and_tear_it_down(tmp_path: Path) -> None:
         assert (mnt / "note.txt").read_text() == "second version"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        assert not _mounted(mnt) and _helpers(tmp_path / "state") == []
+        assert not _mounted(mnt) and _helpers(tmp_path) == []
         assert subprocess.run([*base, "umount", str(mnt)], cwd=ROOT, env=env).returncode == 8
     finally:  # a failed assertion must not leave the mount behind
         subprocess.run([*base, "umount", str(mnt)], cwd=ROOT, env=env, capture_output=True)
