@@ -23,7 +23,13 @@ from tests.restore_history import POLICIES, T0, History, write_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 8 << 20
-pytestmark = pytest.mark.skipif(fuse_problem() is not None, reason=str(fuse_problem()))
+
+
+@pytest.fixture(autouse=True)
+def _can_mount() -> None:
+    """nbdfuse, FUSE, loop devices and root are part of CI: their absence fails."""
+    problem = fuse_problem()
+    assert problem is None, f"kcdp mount cannot run here: {problem}"
 
 
 def _fs_image(tmp: Path, name: str, text: str) -> bytes:
