@@ -26,10 +26,11 @@ from connectors.restore.verify import verify_volume
 from connectors.store import MemoryStore
 from schemas import keys
 from schemas.checkpoint import Checkpoint
+from tests.damage_support import DAMAGES, damage_object
 from tests.restore_history import POLICIES, random_history, write_store
 
 REFUSALS = (GapError, IntegrityError, NotRestorableError)
-KINDS = ("delete", "truncate", "flip", "swap")
+KINDS = (*DAMAGES, "swap")
 
 
 def _targets(store: MemoryStore, volume: str) -> list[str]:
@@ -52,16 +53,7 @@ def _damage(store: MemoryStore, kind: str, keys_: list[str], rng: random.Random)
         store.put(b, da)
         return {a, b}
     key = rng.choice(keys_)
-    data = store.get(key)
-    if kind == "delete":
-        store.delete(key)
-    elif kind == "truncate":
-        store.put(key, data[: rng.randrange(len(data))])
-    else:
-        at = rng.randrange(len(data))
-        flipped = bytearray(data)
-        flipped[at] ^= rng.randrange(1, 256)
-        store.put(key, bytes(flipped))
+    damage_object(store, key, kind, rng)
     return {key}
 
 

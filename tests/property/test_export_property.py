@@ -18,6 +18,7 @@ from connectors.restore.extent_map import LITERAL, ExtentMap, Source, build_map
 from connectors.restore.materialize import BadObjectError
 from connectors.restore.planner import plan_restore
 from connectors.store import MemoryStore
+from tests.damage_support import DAMAGES, damage_object
 from tests.restore_history import POLICIES, random_history, write_store
 
 SIZE = 5000
@@ -81,7 +82,7 @@ def test_reads_equal_the_model_on_either_path(
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32), kind=st.sampled_from(["delete", "flip", "truncate"]))
+@given(seed=st.integers(0, 2**32), kind=st.sampled_from(DAMAGES))
 def test_one_damaged_object_fails_reads_never_wrong_bytes(seed: int, kind: str) -> None:
     rng = random.Random(seed)
     history = random_history(rng, events=90, sizes={"a": 12_000, "b": 5_003}, max_write=2500)
@@ -93,15 +94,7 @@ def test_one_damaged_object_fails_reads_never_wrong_bytes(seed: int, kind: str) 
     if not served:  # only replayed writes and zeros: nothing stored left to damage
         return
     key = rng.choice(served)
-    data = store.get(key)
-    if kind == "delete":
-        store.delete(key)
-    elif kind == "truncate":
-        store.put(key, data[: rng.randrange(len(data))])
-    else:
-        flipped = bytearray(data)
-        flipped[rng.randrange(len(data))] ^= rng.randrange(1, 256)
-        store.put(key, bytes(flipped))
+    damage_object(store, key, kind, rng)
     want = history.image_at("a", point)
     ranges = _ranges(rng, export.size)
     results = [_read(export, at, n) for at, n in ranges]
