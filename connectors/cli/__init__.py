@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from connectors import __version__
+import connectors
 from connectors.config import Settings, load_settings, parse_x_options, redact_text
 from connectors.errors import KcdpError
 from connectors.logs import setup_logging
@@ -105,6 +105,19 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: print ``kcdp VERSION`` and exit (the version is looked up only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version"
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        sys.stdout.write(f"kcdp {connectors.__version__}\n")
+        parser.exit()
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``kcdp`` parser: every command, or only ``command``'s module's when it is one."""
     parents = [common_parser()]
@@ -113,7 +126,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="kafka-cdp: continuous data protection for block volumes, built on Kafka.",
         parents=parents,
     )
-    parser.add_argument("--version", action="version", version=f"kcdp {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else COMMANDS
     for name in modules:

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from connectors.cli.restore import add_target, target_offset
+from connectors.cli.target import add_target, target_offset
 from connectors.config import Settings
 from connectors.errors import UsageError
 from connectors.restore.catalog import Catalog

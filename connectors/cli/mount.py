@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from connectors.cli.export import resolve_point
-from connectors.cli.restore import add_target
+from connectors.cli.target import add_target
 from connectors.config import Settings
 from connectors.errors import NotRestorableError
 from connectors.restore.export import DEFAULT_CACHE_MIB

@@ -40,6 +40,8 @@ PLUGIN = Path(__file__).with_name("nbd_plugin.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Seconds nbdkit has to exit after SIGTERM before it is killed.
 STOP_GRACE = 60.0
+#: Seconds between checks that a starting nbdkit serves (a few stat calls each).
+READY_POLL = 0.01
 
 
 class NbdExport:
@@ -134,7 +136,7 @@ class NbdExport:
             if time.monotonic() > deadline:
                 self.stop()
                 raise ExternalToolError(f"nbdkit did not start within {timeout:g}s")
-            time.sleep(0.05)
+            time.sleep(READY_POLL)
         return self.uri
 
     def ready_paths(self) -> list[Path]:

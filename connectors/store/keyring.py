@@ -18,12 +18,12 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING
 
 from connectors.errors import ConfigError, EncryptionKeyError
+
+if TYPE_CHECKING:  # cryptography is imported when a key is loaded: unsealed stores skip it
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ _INFO_NAME = b"kcdp chunk name v1"
 
 
 def _derive(master: bytes, info: bytes, length: int) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(master)
 
 
@@ -51,6 +54,8 @@ class Key:
     def from_master(cls, master: bytes) -> Key:
         if len(master) != KEY_BYTES:
             raise ConfigError(f"an encryption key is {KEY_BYTES} bytes, got {len(master)}")
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         return cls(
             id=_derive(master, _INFO_ID, KEY_ID_BYTES).hex(),
             aead=AESGCM(_derive(master, _INFO_OBJECT, KEY_BYTES)),

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 
 import orjson
-from cryptography.exceptions import InvalidTag
 
 from connectors.errors import EncryptionKeyError, IntegrityError, ObjectNotFoundError
 from connectors.store.base import ObjectInfo, ObjectStore
@@ -134,6 +133,8 @@ class SealedStore:
 
     def open(self, key: str, blob: bytes | memoryview) -> bytes:
         """The plaintext of the sealed object ``blob`` stored under ``key``."""
+        from cryptography.exceptions import InvalidTag
+
         k: Key = self.keyring.get(key_id_of(blob, what=key), what=key)
         view = memoryview(blob)
         aad = bytes(view[: len(MAGIC) + KEY_ID_BYTES]) + key.encode()

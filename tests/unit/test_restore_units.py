@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.cli.restore import parse_time
+from connectors.cli.target import parse_time
 from connectors.errors import IntegrityError, NotRestorableError, UsageError, VolumeError
 from connectors.restore.catalog import Catalog
 from connectors.restore.coalesce import Coalescer
