@@ -3,8 +3,9 @@
 ``export VOLUME (--to-offset N | --to-timestamp T | --to-bookmark NAME | --latest)
 [--port P | --unix SOCKET] [--writable [--overlay FILE]] [--cache-mib M]`` plans the
 point as ``kcdp restore`` would (a point that is not restorable fails at once, exit 8),
-starts nbdkit with :mod:`connectors.restore.export_plugin`, prints the NBD URI on stdout
-and serves until SIGINT/SIGTERM, which stop nbdkit.
+starts nbdkit with :mod:`connectors.restore.export_plugin` (with ``--to-offset``, while
+the point is being planned: the plugin's start-up overlaps the planning), prints the NBD
+URI on stdout once nbdkit serves and serves until SIGINT/SIGTERM, which stop nbdkit.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from connectors.cli.target import add_target, target_offset
 from connectors.config import Settings
 from connectors.errors import UsageError
-from connectors.restore.catalog import Catalog
-from connectors.restore.export import DEFAULT_CACHE_MIB, plan_export
-from connectors.restore.export_server import ExportServer
-from connectors.restore.plan import Plan
-from connectors.store import open_store
+from connectors.restore.export_server import DEFAULT_CACHE_MIB, ExportServer
 from schemas import keys
+
+if TYPE_CHECKING:
+    from connectors.restore.plan import Plan
 
 #: seconds the plugin has to open the point (read manifests and increments)
 START_TIMEOUT = 600.0
@@ -64,6 +64,10 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
 def resolve_point(args: argparse.Namespace, settings: Settings) -> tuple[str, int, Plan]:
     """(volume, offset, plan) the target flags name; a point not restorable fails now
     (exit 8), before any process starts."""
+    from connectors.restore.catalog import Catalog
+    from connectors.restore.export import plan_export
+    from connectors.store import open_store
+
     volume = keys.check_name(args.volume)
     if args.cache_mib < 0:
         raise UsageError("--cache-mib must be >= 0")
@@ -81,25 +85,35 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--overlay needs --writable")
     if args.port is not None and not 0 < args.port < 65536:
         raise UsageError("--port must be 1..65535")
-    volume, offset, plan = resolve_point(args, settings)
-    server = ExportServer(
-        store_url=settings.store_url,
-        volume=volume,
-        offset=offset,
-        key_file=settings.key_file,
-        cache_mib=args.cache_mib,
-        writable=args.writable,
-        overlay=args.overlay,
-        port=args.port,
-        unix=args.unix,
-    )
+    servers: list[ExportServer] = []
+
+    def launch(volume: str, offset: int) -> ExportServer:
+        server = ExportServer(
+            store_url=settings.store_url,
+            volume=volume,
+            offset=offset,
+            key_file=settings.key_file,
+            cache_mib=args.cache_mib,
+            writable=args.writable,
+            overlay=args.overlay,
+            port=args.port,
+            unix=args.unix,
+        )
+        servers.append(server)
+        server.launch()
+        return server
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        server.terminate()
+        for server in servers:
+            server.terminate()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        uri = server.start(timeout=START_TIMEOUT)
+        if args.to_offset is not None and args.to_offset >= 0:  # nbdkit starts while we plan
+            launch(keys.check_name(args.volume), args.to_offset)
+        volume, offset, plan = resolve_point(args, settings)
+        server = servers[0] if servers else launch(volume, offset)
+        uri = server.wait_ready(timeout=START_TIMEOUT)
         doc = {
             "volume": volume,
             "offset": offset,
@@ -118,7 +132,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         server.wait()
         relay.join(5.0)
     finally:
-        server.cleanup()
+        for server in servers:
+            server.cleanup()
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 0

@@ -21,7 +21,7 @@ from connectors.cli.export import resolve_point
 from connectors.cli.target import add_target
 from connectors.config import Settings
 from connectors.errors import NotRestorableError
-from connectors.restore.export import DEFAULT_CACHE_MIB
+from connectors.restore.export_server import DEFAULT_CACHE_MIB
 from connectors.restore.mount import PointMount, unmount
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from connectors.errors import NotRestorableError, UsageError
-from connectors.restore.catalog import Catalog
+
+if TYPE_CHECKING:
+    from connectors.restore.catalog import Catalog
 
 
 def add_target(p: argparse.ArgumentParser) -> None:

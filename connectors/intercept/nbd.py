@@ -115,13 +115,17 @@ class NbdExport:
 
     def start(self, timeout: float = 60.0) -> str:
         """Start nbdkit and wait until it serves; returns :attr:`uri`."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start nbdkit without waiting (:meth:`wait_ready` waits until it serves)."""
         settings_file = self._tmp / "settings.json"
         fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(orjson.dumps(self.settings))
         if self.unix is not None:
             _remove_stale_socket(self.unix)
-        ready = self.ready_paths()
         with self.log_path.open("ab") as log:
             try:
                 self.proc = subprocess.Popen(
@@ -129,6 +133,12 @@ class NbdExport:
                 )
             except OSError as exc:
                 raise ExternalToolError(f"cannot run nbdkit: {exc}") from None
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """Wait until the launched nbdkit serves; returns :attr:`uri`. Raises the plugin's
+        error if nbdkit exits first, ExternalToolError (nbdkit stopped) after ``timeout``."""
+        assert self.proc is not None, "launch() first"
+        ready = self.ready_paths()
         deadline = time.monotonic() + timeout
         while not all(p.exists() for p in ready):
             if self.proc.poll() is not None:

@@ -31,6 +31,7 @@ from connectors.errors import (
 )
 from connectors.fsutil import pwrite_all
 from connectors.restore.catalog import Catalog
+from connectors.restore.export_server import DEFAULT_CACHE_MIB
 from connectors.restore.extent_map import (
     CHUNK,
     EXTENT,
@@ -49,8 +50,6 @@ from schemas.extents import Extent
 
 log = logging.getLogger("kcdp.export")
 
-#: default bound of the object cache of ``kcdp export`` (MiB of decompressed bytes)
-DEFAULT_CACHE_MIB = 256
 #: the overlay's block size: a partial write first copies its block from the store
 OVERLAY_BLOCK = 4096
 ZERO_PIECE = 1 << 20

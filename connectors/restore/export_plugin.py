@@ -54,7 +54,8 @@ def thread_model() -> int:
 def after_fork() -> None:
     logging.basicConfig(level=logging.WARNING, format="kcdp-export %(levelname)s %(message)s")
     from connectors.errors import ERROR_LINE_PREFIX, KcdpError
-    from connectors.restore.export import DEFAULT_CACHE_MIB, Overlay, open_point
+    from connectors.restore.export import Overlay, open_point
+    from connectors.restore.export_server import DEFAULT_CACHE_MIB
     from connectors.store import open_store
 
     mib = _settings.get("cache_mib")

@@ -20,6 +20,8 @@ from typing import TextIO
 from connectors.intercept.nbd import NbdExport
 
 PLUGIN = Path(__file__).with_name("export_plugin.py")
+#: default bound of the object cache of ``kcdp export`` (MiB of decompressed bytes)
+DEFAULT_CACHE_MIB = 256
 
 
 class ExportServer(NbdExport):
