@@ -11,7 +11,9 @@ whole store (a chunk may be shared by volumes).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from connectors.errors import ObjectNotFoundError
@@ -24,6 +26,8 @@ log = logging.getLogger("kcdp.retention")
 
 #: Called with a step's name before every change a prune makes to the store.
 StepHook = Callable[[str], None]
+#: Due candidates stat'ed and deleted at a time (each is one or two store requests).
+DELETE_WORKERS = 8
 
 
 @dataclass(slots=True)
@@ -47,29 +51,43 @@ def settle(
     delete: bool = True,
 ) -> Settled:
     """Bring the candidate list to ``garbage`` (key -> listing of what should be deleted):
-    delete the due ones (marked ≥ ``grace_us`` ago, not written since), keep the others,
+    delete the due ones (marked ≥ ``grace_us`` ago, not written since: each is stat'ed
+    just before its deletion, up to :data:`DELETE_WORKERS` at a time), keep the others,
     mark the new ones at ``now_us``."""
     out = Settled()
     left: dict[str, Candidate] = {}
+    due: list[Candidate] = []
     for c in candidates:
         info = garbage.get(c.key)
         if info is None or info.modified_us != c.modified_us:
             continue  # kept again, gone, or written again: re-marked below if still garbage
         if delete and now_us - c.marked_us >= grace_us:
-            try:
-                current = store.stat(c.key)
-            except ObjectNotFoundError:
-                continue
-            if current.modified_us != c.modified_us:
-                continue
+            due.append(c)
+        else:
+            left[c.key] = c
+    lock = threading.Lock()
+
+    def remove(c: Candidate) -> int | None:
+        """The bytes freed by deleting ``c`` (None: gone, or written again: kept)."""
+        try:
+            current = store.stat(c.key)
+        except ObjectNotFoundError:
+            return None
+        if current.modified_us != c.modified_us:
+            return None
+        with lock:  # a step hook (a crash test's) sees one step at a time
             step("delete")
-            store.delete(c.key)
-            out.deleted.append(c.key)
-            out.bytes_freed += current.size
-            continue
-        left[c.key] = c
+        store.delete(c.key)
+        return current.size
+
+    with ThreadPoolExecutor(max_workers=DELETE_WORKERS, thread_name_prefix="kcdp-delete") as pool:
+        for c, freed in zip(due, pool.map(remove, due), strict=True):
+            if freed is not None:
+                out.deleted.append(c.key)
+                out.bytes_freed += freed
+    deleted = set(out.deleted)
     for key, info in garbage.items():
-        if key not in left and key not in out.deleted:
+        if key not in left and key not in deleted:
             left[key] = Candidate(key, now_us, info.modified_us)
             out.marked += 1
     out.candidates = tuple(sorted(left.values(), key=lambda c: c.key))

@@ -14,7 +14,7 @@ import pytest
 from connectors.errors import ConfigError, GapError, NotRestorableError
 from connectors.restore.catalog import Catalog
 from connectors.restore.materialize import restore_point
-from connectors.retention.collect import collect_chunks
+from connectors.retention.collect import collect_chunks, settle
 from connectors.retention.policy import RetentionPolicy, resolve_policy
 from connectors.retention.prune import prune_volume
 from connectors.retention.select import HOUR_US, WindowFacts, select
@@ -22,6 +22,7 @@ from connectors.store import MemoryStore, open_store
 from schemas import keys
 from schemas.checkpoint import CHUNK_REFRESH_US, write_checkpoint
 from schemas.image import Image
+from schemas.retention import Candidate
 from tests.retention_support import Partition, promised_points
 
 
@@ -282,3 +283,29 @@ def test_the_base_stays_within_its_slack_and_moves_once_past_it(tmp_path: Path) 
             restore_point(store, catalog, point, tmp_path / "gone.img", progress=False)
     restore_point(store, catalog, plan.base, tmp_path / "base.img", progress=False)
     assert (tmp_path / "base.img").read_bytes() == part.history.image_at("va", plan.base)
+
+
+def test_settle_deletes_due_candidates_in_parallel_and_spares_one_written_again() -> None:
+    """Due candidates are deleted (many at a time) with one step each; one written again
+    since it was marked, or gone, is not; a new one is only marked."""
+    store = MemoryStore()
+    for i in range(40):
+        store.put(f"g/{i:02d}", bytes(i + 1))
+    listing = {i.key: i for i in store.list("g/")}
+    now, grace = 10 * HOUR_US, HOUR_US
+    marked = [Candidate(k, now - 2 * grace, info.modified_us) for k, info in listing.items()]
+    time.sleep(0.002)
+    store.put("g/07", b"written again")  # a worker re-stored it after the mark
+    store.delete("g/08")  # gone already
+    store.put("g/new", b"x")
+    garbage = {k: v for k, v in listing.items() if k != "g/08"}
+    garbage["g/new"] = store.stat("g/new")
+    steps: list[str] = []
+    out = settle(store, marked, garbage, now_us=now, grace_us=grace, step=steps.append)
+    survivors = {i.key for i in store.list("g/")}
+    assert survivors == {"g/07", "g/new"}
+    assert sorted(out.deleted) == sorted(set(listing) - {"g/07", "g/08"})
+    assert steps == ["delete"] * len(out.deleted)
+    assert out.bytes_freed == sum(listing[k].size for k in out.deleted)
+    assert {c.key: c.marked_us for c in out.candidates} == {"g/07": now, "g/new": now}
+    assert out.marked == 2
