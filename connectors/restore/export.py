@@ -18,6 +18,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,9 @@ ZERO_PIECE = 1 << 20
 class ObjectCache:
     """A thread-safe LRU of verified objects, bounded by ``limit`` (sum of their sizes).
 
-    An object larger than the bound is used for the read that fetched it, not kept.
+    An object larger than the bound is used for the reads waiting for it, not kept.
+    :meth:`fetch` loads a missing object once however many reads ask for it at the same
+    time (an NBD client reading sequentially has many requests in one chunk in flight).
     """
 
     def __init__(self, limit: int) -> None:
@@ -67,30 +71,64 @@ class ObjectCache:
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._loading: dict[str, Future[Any]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Any | None:
         with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return item[0]
+            return self._hit(key)
+
+    def fetch(self, key: str, load: Callable[[], tuple[Any, int]]) -> Any:
+        """The cached value of ``key``, else ``load()``'s (value, size), run by one caller
+        while the others wait for it; its exception reaches every waiting caller and
+        nothing is cached."""
+        with self._lock:
+            value = self._hit(key)
+            if value is not None:
+                return value
+            pending = self._loading.get(key)
+            owner = pending is None
+            if pending is None:
+                pending = self._loading[key] = Future()
+        if not owner:
+            return pending.result()
+        try:
+            value, nbytes = load()
+        except BaseException as exc:
+            with self._lock:
+                del self._loading[key]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            del self._loading[key]
+            self._keep(key, value, nbytes)
+        pending.set_result(value)
+        return value
 
     def put(self, key: str, value: Any, nbytes: int) -> None:
+        with self._lock:
+            self._keep(key, value, nbytes)
+
+    def _hit(self, key: str) -> Any | None:
+        item = self._items.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return item[0]
+
+    def _keep(self, key: str, value: Any, nbytes: int) -> None:
         if nbytes > self.limit:
             return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.used -= old[1]
-            self._items[key] = (value, nbytes)
-            self.used += nbytes
-            while self.used > self.limit:
-                _, (_, n) = self._items.popitem(last=False)
-                self.used -= n
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.used -= old[1]
+        self._items[key] = (value, nbytes)
+        self.used += nbytes
+        while self.used > self.limit:
+            _, (_, n) = self._items.popitem(last=False)
+            self.used -= n
 
 
 def plan_export(
@@ -136,19 +174,15 @@ class PointExport:
 
     def _object(self, src: Source) -> Any:
         """The verified object serving ``src`` (a chunk's bytes, an increment's extents)."""
-        key = src.object_key
-        value = self.cache.get(key)
-        if value is not None:
-            return value
+        return self.cache.fetch(src.object_key, lambda: self._load(src))
+
+    def _load(self, src: Source) -> tuple[Any, int]:
         try:
             if src.kind == CHUNK:
-                value, nbytes = self._chunk(src.key, src.length)
-            else:
-                value, nbytes = self._increment(key)
+                return self._chunk(src.key, src.length)
+            return self._increment(src.object_key)
         except (GapError, IntegrityError) as exc:
             raise ExportReadError(exc.message) from None
-        self.cache.put(key, value, nbytes)
-        return value
 
     def _chunk(self, digest: str, length: int) -> tuple[bytes, int]:
         data = fetch_chunk(self.store, digest, length, self.map.chunk_names)
