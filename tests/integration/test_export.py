@@ -301,9 +301,11 @@ def test_refused_points_and_usage(
 ) -> None:
     last = sealed.history.of("va")[-1][0]
     far = len(sealed.history.events) + 50
-    code = main(["export", "va", *_common(sealed), "--to-offset", str(far)])
+    sock = tmp_path / "refused.sock"  # nbdkit starts while the point is planned
+    code = main(["export", "va", *_common(sealed), "--to-offset", str(far), "--unix", str(sock)])
     _, err = capsys.readouterr()
     assert code == 8 and "kcdp: error:" in err, err
+    assert processes(("nbdkit",), sock) == [] and not sock.exists()
     code = main(["export", "va", *_common(sealed), "--to-offset", str(last), "--overlay", "x"])
     _, err = capsys.readouterr()
     assert code == 2 and "--overlay needs --writable" in err
