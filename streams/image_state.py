@@ -88,8 +88,8 @@ def catch_up(
                 f"volume {volume}: its history starts at the retention base {base.offset}, "
                 "but no checkpoint is stored to rebuild the image from"
             )
-        if checkpoint is not None:
-            materialize_checkpoint(store, checkpoint, image)
+        if checkpoint is not None:  # onto the fresh (all-zero, sparse) image
+            materialize_checkpoint(store, checkpoint, image, fresh=True)
             start = checkpoint.offset
     at = next((k for _f, last, k in windows if last == start), None)
     prev: Predecessor = None if at is None else load_manifest(store, at)
