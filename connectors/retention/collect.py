@@ -53,18 +53,28 @@ def settle(
     """Bring the candidate list to ``garbage`` (key -> listing of what should be deleted):
     delete the due ones (marked ≥ ``grace_us`` ago, not written since: each is stat'ed
     just before its deletion, up to :data:`DELETE_WORKERS` at a time), keep the others,
-    mark the new ones at ``now_us``."""
+    mark the new ones, and those marked after ``now_us`` (a clock ahead), at ``now_us``."""
     out = Settled()
     left: dict[str, Candidate] = {}
     due: list[Candidate] = []
+    ahead = 0
     for c in candidates:
         info = garbage.get(c.key)
         if info is None or info.modified_us != c.modified_us:
             continue  # kept again, gone, or written again: re-marked below if still garbage
-        if delete and now_us - c.marked_us >= grace_us:
+        if c.marked_us > now_us:  # marked by a clock ahead of this one: the grace restarts
+            left[c.key] = Candidate(c.key, now_us, c.modified_us)
+            ahead += 1
+        elif delete and now_us - c.marked_us >= grace_us:
             due.append(c)
         else:
             left[c.key] = c
+    if ahead:
+        log.warning(
+            "%d deletion candidate(s) were marked after this prune's clock (it stepped back, "
+            "or an earlier prune ran on a host whose clock was ahead): marked again now",
+            ahead,
+        )
     lock = threading.Lock()
 
     def remove(c: Candidate) -> int | None:

@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from connectors.restore.verify import verify_volume
@@ -51,6 +51,15 @@ def _stored_bytes(store: MemoryStore) -> int:
     max_examples=7,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@example(  # the prune clock steps back between rounds: marks ahead of it restart their grace
+    seed=2670,
+    policy=RetentionPolicy(
+        keep_bookmarks=3 * 3600.0, grace=GRACE_S, base_slack=0.0, unsafe_grace=True
+    ),
+    count=3,
+    every=2,
+    rounds=[(65, False), (20, False), (21, False), (20, False)],
 )
 @given(
     seed=st.integers(0, 2**32),

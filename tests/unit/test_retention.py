@@ -309,3 +309,27 @@ def test_settle_deletes_due_candidates_in_parallel_and_spares_one_written_again(
     assert out.bytes_freed == sum(listing[k].size for k in out.deleted)
     assert {c.key: c.marked_us for c in out.candidates} == {"g/07": now, "g/new": now}
     assert out.marked == 2
+
+
+def test_a_candidate_marked_by_a_clock_ahead_restarts_its_grace_now() -> None:
+    """A mark after the prune's clock (the clock stepped back, or a host whose clock was
+    ahead marked it) is neither deleted early nor held until that clock comes: it is
+    marked again at the prune's time and deleted one grace later."""
+    store = MemoryStore()
+    store.put("g/a", b"abc")
+    info = store.stat("g/a")
+    garbage = {"g/a": info}
+    now, grace = 10 * HOUR_US, 2 * HOUR_US
+    future = [Candidate("g/a", now + 30 * 24 * HOUR_US, info.modified_us)]
+    steps: list[str] = []
+    out = settle(store, future, garbage, now_us=now, grace_us=grace, step=steps.append)
+    assert out.deleted == [] and steps == [] and store.stat("g/a").size == 3
+    assert out.candidates == (Candidate("g/a", now, info.modified_us),)
+    out = settle(
+        store, out.candidates, garbage, now_us=now + grace - 1, grace_us=grace, step=steps.append
+    )
+    assert out.deleted == [] and out.candidates[0].marked_us == now  # grace not over yet
+    out = settle(
+        store, out.candidates, garbage, now_us=now + grace, grace_us=grace, step=steps.append
+    )
+    assert out.deleted == ["g/a"] and out.candidates == () and steps == ["delete"]
