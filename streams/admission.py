@@ -8,7 +8,9 @@ it. For every valid event of the volume (in offset order) :meth:`VolumeLine.offe
 what happens, as verdicts:
 
 * in line (the expected sequence of the session, or a ``SESSION_START`` at 0 after the
-  session ended, or the first session of the volume): **accepted**;
+  session ended, or the first session of the volume): **accepted** — when records are
+  held, only after the offsets before the first of them were read again (the line's
+  event found there comes first, in offset order, and this one is judged anew);
 * a sequence the line already passed: **rejected** as stale (a duplicate);
 * a session fenced out of the history: **rejected** as fenced;
 * anything else out of line (a sequence ahead, an unknown session mid-stream, a second
@@ -187,6 +189,10 @@ class VolumeLine:
             return None
         out: list[Verdict] = []
         self._offered.add(record.offset)
+        if self.held and ev.session not in self.fenced and self._in_line(record):
+            # in line only after events held ahead of the line: the line's own event may
+            # come before those in the log (exposed late); read that range again first
+            self._reread_before(self.held[0].record.offset, out)
         if ev.session in self.fenced:
             out.append(Reject(record, self._fenced_error(ev)))
         elif self._in_line(record):
