@@ -63,7 +63,7 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
 
 def resolve_point(args: argparse.Namespace, settings: Settings) -> tuple[str, int, Plan]:
     """(volume, offset, plan) the target flags name; a point not restorable fails now
-    (exit 8), before any process starts."""
+    (exit 8), before the export serves."""
     from connectors.restore.catalog import Catalog
     from connectors.restore.export import plan_export
     from connectors.store import open_store
@@ -85,6 +85,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--overlay needs --writable")
     if args.port is not None and not 0 < args.port < 65536:
         raise UsageError("--port must be 1..65535")
+    if args.cache_mib < 0:
+        raise UsageError("--cache-mib must be >= 0")
     servers: list[ExportServer] = []
 
     def launch(volume: str, offset: int) -> ExportServer:
