@@ -171,6 +171,8 @@ class PartitionProcessor:
                 start, self._start_offset = self._start_offset, None
                 if offset > start:
                     self._missing_before(start, offset, out)
+            elif self.next_offset is not None and offset > self.next_offset:
+                self._hole(self.next_offset, offset, out)
             self._record(offset, key, value, out)
         return self._settle(out)
 
@@ -189,9 +191,27 @@ class PartitionProcessor:
     def _missing_before(self, start: int, offset: int, out: Outcome) -> None:
         """The first record consumed lies past the committed offset ``start``: read the
         offsets between again; what the broker no longer has was deleted by retention."""
-        found = []
-        if self._reread is not None:
-            found = [r for r in self._reread(start, offset - 1) if start <= r[0] < offset]
+        found = self._read_again(start, offset)
+        first = found[0][0] if found else offset
+        if first > start:
+            self._start_offset = start
+            self._retention_gap(first, out)
+            self._start_offset = None
+        for r_offset, r_key, r_value in found:
+            self._record(r_offset, r_key, r_value, out)
+
+    def _hole(self, start: int, offset: int, out: Outcome) -> None:
+        """Offsets ``start..offset-1`` were skipped between two records fed: what a re-read
+        finds there is processed first (in offset order, an event exposed late comes before
+        the records after it); offsets with nothing are passed over."""
+        for r_offset, r_key, r_value in self._read_again(start, offset):
+            self._record(r_offset, r_key, r_value, out)
+
+    def _read_again(self, start: int, offset: int) -> list[Record]:
+        """The records a re-read finds at offsets ``start..offset-1`` (none without one)."""
+        if self._reread is None:
+            return []
+        found = [r for r in self._reread(start, offset - 1) if start <= r[0] < offset]
         if found:
             self.reread_found += len(found)
             log.warning(
@@ -201,13 +221,7 @@ class PartitionProcessor:
                 offset - 1,
                 len(found),
             )
-        first = found[0][0] if found else offset
-        if first > start:
-            self._start_offset = start
-            self._retention_gap(first, out)
-            self._start_offset = None
-        for r_offset, r_key, r_value in found:
-            self._record(r_offset, r_key, r_value, out)
+        return found
 
     def poll(self) -> Outcome:
         """Report the background windows stored since the last call (never waits)."""
