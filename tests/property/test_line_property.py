@@ -41,6 +41,19 @@ write_ops = st.tuples(
 )
 
 
+#: writes of the two volumes whose first write of ``va`` the examples below lose in delivery
+LATE_OPS = [
+    (0, 1, 236, 2),
+    (0, 1, 143, 254),
+    (1, 261, 44, 255),
+    (0, 232, 207, 1),
+    (1, 730, 71, 118),
+    (0, 1185, 16, 161),
+    (1, 3214, 160, 36),
+    (1, 182, 136, 202),
+]
+
+
 def _write(v: Volume, op: tuple[int, int, int, int]) -> WriteEvent:
     _, offset, length, fill = op
     length = min(length, v.size - offset)
@@ -88,30 +101,12 @@ def _inject(log: Log, kind: str, v: Volume, next_real: WriteEvent, draw_bit: int
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @example(  # a real event lost in delivery, then a copy of it before its successor
-    ops=[
-        (0, 1, 236, 2),
-        (0, 1, 143, 254),
-        (1, 261, 44, 255),
-        (0, 232, 207, 1),
-        (1, 730, 71, 118),
-        (0, 1185, 16, 161),
-        (1, 3214, 160, 36),
-        (1, 182, 136, 202),
-    ],
+    ops=LATE_OPS,
     anomalies=[(0, "undelivered", 1), (1, "behind", 3)],
     count=1,
 )
 @example(  # a real event lost in delivery, then a copy of it after its successor
-    ops=[
-        (0, 1, 236, 2),
-        (0, 1, 143, 254),
-        (1, 261, 44, 255),
-        (0, 232, 207, 1),
-        (1, 730, 71, 118),
-        (0, 1185, 16, 161),
-        (1, 3214, 160, 36),
-        (1, 182, 136, 202),
-    ],
+    ops=LATE_OPS,
     anomalies=[(0, "undelivered", 258600), (3, "behind", 3)],
     count=1,
 )
