@@ -139,6 +139,14 @@ class EncryptionKeyError(KcdpError):
     exit_code = 11
 
 
+class OwnershipError(KcdpError):
+    """Another agent stored windows of a volume this agent was about to store: it lost the
+    volume's partition (paused past its session timeout, say) and must not fork the chain
+    (docs/FORMAT.md "Ordering invariants")."""
+
+    exit_code = 12
+
+
 #: exit code -> meaning, for ``kcdp`` and the README table. 0 is success, 130 is Ctrl-C.
 EXIT_CODES: dict[int, str] = {
     0: "success",
@@ -153,5 +161,6 @@ EXIT_CODES: dict[int, str] = {
     9: "volume or backing file error",
     10: "external tool missing or failed",
     11: "encryption key missing, unknown or not for this store",
+    12: "another agent stores this volume's windows (this worker lost its partition)",
     130: "interrupted",
 }

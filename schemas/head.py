@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from connectors.errors import GapError, IntegrityError, ObjectNotFoundError
+from connectors.errors import GapError, IntegrityError, ObjectNotFoundError, OwnershipError
 from connectors.store.base import ObjectStore
 from schemas import keys
 from schemas.chain import Broken
@@ -100,6 +100,31 @@ def load_head(store: ObjectStore, volume: str) -> Head | None:
     if head.volume != volume:
         raise IntegrityError(f"{key}: holds the head of volume {head.volume!r}")
     return head
+
+
+def check_still_newest(store: ObjectStore, volume: str, first_offset: int) -> None:
+    """Raise :class:`OwnershipError` when the store holds a window of ``volume`` at or
+    after ``first_offset`` (the head names one whose manifest is stored): another agent
+    stored it since this one last did, so this one lost the volume's partition and must not
+    put a window there (docs/FORMAT.md "Ordering invariants", step 2). A head that cannot
+    be read, or that names a window whose manifest is missing (lost windows, reported by
+    readers), does not refuse: the agent's next head replaces it."""
+    try:
+        head = load_head(store, volume)
+    except IntegrityError:
+        return
+    if head is None or head.last_offset < first_offset:
+        return
+    key = keys.manifest_key(volume, head.first_offset, head.last_offset)
+    try:
+        store.stat(key)
+    except ObjectNotFoundError:
+        return
+    raise OwnershipError(
+        f"volume {volume}: another agent stored {head.window} ({key}) while this one was "
+        f"about to store a window from offset {first_offset}: this worker lost the "
+        "partition; restarted, it resumes after the store's newest window"
+    )
 
 
 def anchor_problem(head: Head | None, newest: Manifest, *, volume: str) -> Broken | None:

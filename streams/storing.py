@@ -3,12 +3,13 @@
 :func:`write_window` is the one implementation, called with everything it needs as values
 (:class:`WindowCut`, :class:`WindowJob`), so it runs the same inline, on a background
 thread, or in a child process (:class:`WindowStorers`). It writes, in this order
-(docs/FORMAT.md "Ordering invariants"): forward increment, backward increment and write
-log (in parallel), then the manifest once all three are durable (chained to the previous
-stored manifest by the digest the job carries), then the volume's head naming it; only
-then does it apply the forward increment to the image, fsync the image when the job says
-so, and take a due checkpoint. The caller (:meth:`streams.volume_builder.VolumeBuilder.stored`)
-records the result.
+(docs/FORMAT.md "Ordering invariants"), once the head shows that no other agent stored a
+window of the volume from this one's first offset on (checked again before the manifest):
+forward increment, backward increment and write log (in parallel), then the manifest once
+all three are durable (chained to the previous stored manifest by the digest the job
+carries), then the volume's head naming it; only then does it apply the forward increment
+to the image, fsync the image when the job says so, and take a due checkpoint. The caller
+(:meth:`streams.volume_builder.VolumeBuilder.stored`) records the result.
 
 **Child processes.** The increment worker is CPU-bound under one interpreter lock: decoding
 events and storing windows compete for it. :class:`WindowStorers` moves storing into
@@ -46,7 +47,7 @@ from schemas import keys
 from schemas.checkpoint import Checkpoint, write_checkpoint
 from schemas.events import CHANGE_KINDS, WriteEvent, now_us
 from schemas.extents import union_ranges
-from schemas.head import put_head
+from schemas.head import check_still_newest, put_head
 from schemas.image import Image
 from schemas.increment import write_increment
 from schemas.manifest import Bookmark, Manifest, ObjectRef
@@ -150,6 +151,7 @@ def write_window(
     """Store ``cut`` (see the module docstring for the order); ``pool`` (3 threads or more)
     builds and uploads the three objects in parallel."""
     first, last, members = cut.first, cut.last, cut.members
+    check_still_newest(store, job.volume, first)  # its objects' keys may be another's
     changes = [e for _, e in members if e.kind in CHANGE_KINDS]
     forward, backward, ranges, flags_list = assemble_window(changes, image.pread)
     flags = iter(flags_list)
@@ -209,6 +211,7 @@ def write_window(
         writelog=refs[2],
         created_us=job.clock(),
     )
+    check_still_newest(store, v, first)  # and never fork a chain another agent writes
     store.put(manifest.key, manifest.to_json())
     put_head(store, manifest, manifest.created_us)  # one clock reading per window
     image.apply(forward)
