@@ -58,7 +58,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from connectors.config import Settings
-from connectors.errors import DeliveryError, UsageError
+from connectors.errors import DeliveryError, KcdpError, UsageError
 from connectors.kafka import producer_config
 from connectors.store.base import ObjectStore
 from schemas.codec import AvroCodec
@@ -361,7 +361,8 @@ class IncrementsWorker:
         """Record a fatal error and stop the process's worker (SIGTERM)."""
         if self.failure is None:
             self.failure = exc
-            log.critical("increments worker failed: %s", exc, exc_info=exc)
+            trace = None if isinstance(exc, KcdpError) else exc  # a traceback only for a bug
+            log.critical("increments worker failed: %s", exc, exc_info=trace)
             os.kill(os.getpid(), signal.SIGTERM)
 
 
