@@ -25,6 +25,7 @@ from schemas.codec import AvroCodec
 from schemas.decode import EventDecoder
 from schemas.events import EventKind, WriteEvent
 from schemas.gaps import Gap
+from schemas.head import check_still_newest
 from schemas.manifest import Manifest
 from streams.admission import Accept, Candidate, Reject, Reread, Verdict
 from streams.options import BuildOptions
@@ -375,6 +376,7 @@ class PartitionProcessor:
             detail=detail,
             detected_us=self.opt.clock(),
         )
+        check_still_newest(self.store, vb.volume, offset)  # no gap in another agent's history
         self.store.put(gap.key, gap.to_json())
         vb.break_history()
         log.warning("volume %s: %s gap at offset %d: %s", vb.volume, kind, offset, detail)
