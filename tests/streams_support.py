@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -196,3 +197,17 @@ def close_window(vb: VolumeBuilder, reason: str) -> Manifest | None:
     """Cut and store ``vb``'s open window inline; None if none is open."""
     cut = vb.cut_window(reason)
     return None if cut is None else vb.store_window(cut)
+
+
+def random_writes(
+    vols: Sequence[Volume], rng: random.Random, n: int, size: int, max_dt_us: int = 300
+) -> list[WriteEvent]:
+    """``n`` WRITE events of 1..8192 bytes at random offsets of volumes of ``size`` bytes,
+    each of a volume chosen at random, ``0..max_dt_us`` apart in event time."""
+    out = []
+    for _ in range(n):
+        v = rng.choice(vols)
+        length = rng.randint(1, 8192)
+        off = rng.randrange(0, size - length)
+        out.append(v.write(off, rng.randbytes(length), dt_us=rng.randint(0, max_dt_us)))
+    return out

@@ -25,7 +25,14 @@ from schemas.codec import AvroCodec
 from schemas.events import WriteEvent
 from schemas.gaps import list_gaps
 from schemas.manifest import list_window_keys
-from tests.streams_support import Volume, check_chain, produce, states_after, wait_for
+from tests.streams_support import (
+    Volume,
+    check_chain,
+    produce,
+    random_writes,
+    states_after,
+    wait_for,
+)
 from tests.worker_process import WorkerProcess, alive, child_pids
 
 SIZE = 1 << 20
@@ -33,13 +40,7 @@ PER_PHASE = 1500
 
 
 def _workload(vols: list[Volume], rng: random.Random, n: int) -> list[WriteEvent]:
-    out = []
-    for _ in range(n):
-        v = rng.choice(vols)
-        length = rng.randint(1, 8192)
-        off = rng.randrange(0, SIZE - length)
-        out.append(v.write(off, rng.randbytes(length), dt_us=rng.randint(0, 300)))
-    return out
+    return random_writes(vols, rng, n, SIZE)
 
 
 def test_kill_9_and_restart_keeps_an_exact_unbroken_chain(

@@ -26,7 +26,14 @@ from schemas.events import WriteEvent
 from schemas.gaps import list_gaps
 from schemas.manifest import list_window_keys
 from tests.integration.test_worker_group import owned
-from tests.streams_support import Volume, check_chain, produce, states_after, wait_for
+from tests.streams_support import (
+    Volume,
+    check_chain,
+    produce,
+    random_writes,
+    states_after,
+    wait_for,
+)
 from tests.worker_process import WorkerProcess
 
 SIZE = 1 << 20
@@ -34,12 +41,7 @@ SESSION_S = 6
 
 
 def _workload(vols: list[Volume], rng: random.Random, n: int) -> list[WriteEvent]:
-    out = []
-    for _ in range(n):
-        v = rng.choice(vols)
-        length = rng.randint(1, 8192)
-        out.append(v.write(rng.randrange(0, SIZE - length), rng.randbytes(length), dt_us=50))
-    return out
+    return random_writes(vols, rng, n, SIZE)
 
 
 def test_a_worker_paused_past_its_session_never_forks_the_history(
