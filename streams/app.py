@@ -8,6 +8,7 @@ The group client gets the same ``-X`` security properties as the librdkafka clie
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,11 +16,14 @@ import faust
 from prometheus_client import generate_latest
 
 from connectors.config import Settings
+from connectors.errors import KcdpError
 from connectors.kafka_security import KafkaSecurity
 from connectors.store.base import ObjectStore
 from streams.options import WorkerOptions
 from streams.pruning import Pruner, PruneSchedule
 from streams.worker import IncrementsWorker
+
+log = logging.getLogger("kcdp.worker")
 
 
 def create_app(
@@ -125,8 +129,12 @@ def _add_agents(app: faust.App, topic: Any, settings: Settings, worker: Incremen
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if app.should_stop and worker.failure is None:  # a stop under way closed the loop
+                log.info("worker stopping: the batch in flight is not committed (%s)", exc)
+                return
             worker.fail(exc)
-            raise
+            if not isinstance(exc, KcdpError):
+                raise  # a bug: the task's crash is logged with its traceback
 
 
 async def _in_thread(worker: IncrementsWorker, fn: Any, *args: Any) -> Any:
