@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import pathlib
 import site
 import sys
@@ -77,7 +78,10 @@ def after_fork() -> None:
         sys.stderr.write(f"{ERROR_LINE_PREFIX}{type(exc).__name__}: {exc.message}\n")
         sys.stderr.flush()
         raise
-    pathlib.Path(_settings["ready"]).write_text(f"{point.plan.path.direction}\n", "utf-8")
+    ready = pathlib.Path(_settings["ready"])
+    staged = ready.with_name(f"{ready.name}.tmp")
+    staged.write_text(f"{point.plan.path.direction}\n", "utf-8")
+    os.replace(staged, ready)  # the launcher sees the marker whole, never empty
 
 
 def cleanup() -> None:
