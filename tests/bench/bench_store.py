@@ -1,4 +1,6 @@
-"""Store throughput: put/get of 4 MiB objects, file vs S3 over HTTP (moto), as ratios.
+"""Store throughput: put/get of 4 MiB objects, file vs S3 over HTTP (moto), as ratios;
+and the one-writer check a worker makes twice per window (a head read,
+:func:`schemas.head.check_still_newest`) against one 4 MiB object put on the same backend.
 
 Run: ``.venv/bin/python -m tests.bench.bench_store [--objects N] [--size-mib M]``.
 The baseline is the file store measured in the same run; each row shows MiB/s and its
@@ -17,8 +19,23 @@ import uuid
 from moto.server import ThreadedMotoServer
 
 from connectors.store import ObjectStore, open_store
+from schemas.head import Head, check_still_newest
 from tests.bench.common import Figure
 from tests.fixtures.s3 import BUCKET, CREDENTIALS
+
+CHECKS = 200
+
+
+def check_seconds(store: ObjectStore) -> float:
+    """Median seconds of one one-writer check (the head names an older window)."""
+    head = Head("bench", 0, 99, "0" * 64, 1)
+    store.put(head.key, head.to_json())
+    times = []
+    for _ in range(CHECKS):
+        start = time.perf_counter()
+        check_still_newest(store, "bench", 100)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def measure(store: ObjectStore, blobs: list[bytes]) -> tuple[float, float]:
@@ -36,8 +53,9 @@ def measure(store: ObjectStore, blobs: list[bytes]) -> tuple[float, float]:
     return mib / put_s, mib / get_s
 
 
-def run(objects: int, size_mib: int) -> dict[str, tuple[float, float]]:
-    """(put, get) MiB/s per backend, the file store first (the baseline)."""
+def run(objects: int, size_mib: int) -> dict[str, tuple[float, float, float]]:
+    """(put, get) MiB/s and one-writer check seconds per backend, the file store first
+    (the baseline)."""
     blobs = [os.urandom(size_mib * 1024 * 1024) for _ in range(objects)]
     os.environ.update(CREDENTIALS)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -53,7 +71,10 @@ def run(objects: int, size_mib: int) -> dict[str, tuple[float, float]]:
                     "&secure=false&region=us-east-1&create_bucket=true"
                 ),
             }
-            return {name: measure(store, blobs) for name, store in stores.items()}
+            return {
+                name: (*measure(store, blobs), check_seconds(store))
+                for name, store in stores.items()
+            }
     finally:
         server.stop()
 
@@ -61,7 +82,11 @@ def run(objects: int, size_mib: int) -> dict[str, tuple[float, float]]:
 def figures(quick: bool = False) -> list[Figure]:
     """S3-over-HTTP put and get throughput as ratios to the file store (the harness API)."""
     results = run(2 if quick else 8, 4)
-    (base_put, base_get), (put, get) = results["file (baseline)"], results["s3 (moto, HTTP)"]
+    (base_put, base_get, _), (put, get, check) = (
+        results["file (baseline)"],
+        results["s3 (moto, HTTP)"],
+    )
+    object_put = 4 / put  # seconds of one 4 MiB put
     return [
         Figure(
             "store",
@@ -75,6 +100,13 @@ def figures(quick: bool = False) -> list[Figure]:
             get / base_get,
             detail=f"{get:.0f} vs {base_get:.0f} MiB/s",
         ),
+        Figure(
+            "store",
+            "S3 (moto) one-writer check ÷ 4 MiB object put",
+            check / object_put,
+            detail=f"{check * 1e3:.2f} ms check (median of {CHECKS}), "
+            f"{object_put * 1e3:.1f} ms put; a window makes 2 checks and 3 object puts",
+        ),
     ]
 
 
@@ -84,11 +116,14 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=4, help="object size in MiB (4)")
     args = parser.parse_args()
     results = run(args.objects, args.size_mib)
-    base_put, base_get = results["file (baseline)"]
+    base_put, base_get, _ = results["file (baseline)"]
     print(f"{args.objects} objects x {args.size_mib} MiB, put then get")
-    print(f"{'backend':<20} {'put MiB/s':>10} {'ratio':>7} {'get MiB/s':>10} {'ratio':>7}")
-    for name, (put, get) in results.items():
-        print(f"{name:<20} {put:>10.1f} {put / base_put:>7.3f} {get:>10.1f} {get / base_get:>7.3f}")
+    print(f"{'backend':<20} {'put MiB/s':>10} {'ratio':>7} {'get MiB/s':>10} {'ratio':>7} check ms")
+    for name, (put, get, check) in results.items():
+        print(
+            f"{name:<20} {put:>10.1f} {put / base_put:>7.3f} {get:>10.1f} "
+            f"{get / base_get:>7.3f} {check * 1e3:8.3f}"
+        )
 
 
 if __name__ == "__main__":
