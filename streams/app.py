@@ -129,7 +129,7 @@ def _add_agents(app: faust.App, topic: Any, settings: Settings, worker: Incremen
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if app.should_stop and worker.failure is None:  # a stop under way closed the loop
+            if app.should_stop:  # a stop under way (the consumer's loop may be closed)
                 log.info("worker stopping: the batch in flight is not committed (%s)", exc)
                 return
             worker.fail(exc)

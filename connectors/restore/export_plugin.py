@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import pathlib
 import site
 import sys
@@ -55,6 +54,7 @@ def thread_model() -> int:
 def after_fork() -> None:
     logging.basicConfig(level=logging.WARNING, format="kcdp-export %(levelname)s %(message)s")
     from connectors.errors import ERROR_LINE_PREFIX, KcdpError
+    from connectors.fsutil import write_atomic
     from connectors.restore.export import Overlay, open_point
     from connectors.restore.export_server import DEFAULT_CACHE_MIB
     from connectors.store import open_store
@@ -78,10 +78,8 @@ def after_fork() -> None:
         sys.stderr.write(f"{ERROR_LINE_PREFIX}{type(exc).__name__}: {exc.message}\n")
         sys.stderr.flush()
         raise
-    ready = pathlib.Path(_settings["ready"])
-    staged = ready.with_name(f"{ready.name}.tmp")
-    staged.write_text(f"{point.plan.path.direction}\n", "utf-8")
-    os.replace(staged, ready)  # the launcher sees the marker whole, never empty
+    # the launcher waits for the marker to exist: it must appear whole, never empty
+    write_atomic(_settings["ready"], f"{point.plan.path.direction}\n".encode())
 
 
 def cleanup() -> None:
