@@ -39,10 +39,6 @@ SIZE = 1 << 20
 PER_PHASE = 1500
 
 
-def _workload(vols: list[Volume], rng: random.Random, n: int) -> list[WriteEvent]:
-    return random_writes(vols, rng, n, SIZE)
-
-
 def test_kill_9_and_restart_keeps_an_exact_unbroken_chain(
     bootstrap: str, s3_url: str, tmp_path: Path
 ) -> None:
@@ -54,7 +50,7 @@ def test_kill_9_and_restart_keeps_an_exact_unbroken_chain(
     vols = [Volume("ka", SIZE), Volume("kb", SIZE)]
     codec = AvroCodec()
     events: list[WriteEvent] = [*vols[0].start(), *vols[1].start()]
-    events += _workload(vols, rng, PER_PHASE)
+    events += random_writes(vols, rng, PER_PHASE, SIZE)
     where = produce(
         bootstrap, topic, [(e.group.encode(), codec.encode(e.to_record())) for e in events]
     )
@@ -111,7 +107,7 @@ def test_kill_9_and_restart_keeps_an_exact_unbroken_chain(
     phase1_last = max(o for e, (_, o) in zip(events, where, strict=True) if e.volume == "ka")
     # killed mid-stream: the durable history stops short of the produced events
     assert list_window_keys(store, "ka")[-1][1] < phase1_last
-    events2 = _workload(vols, rng, PER_PHASE)
+    events2 = random_writes(vols, rng, PER_PHASE, SIZE)
     where += produce(
         bootstrap, topic, [(e.group.encode(), codec.encode(e.to_record())) for e in events2]
     )

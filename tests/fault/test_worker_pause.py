@@ -40,10 +40,6 @@ SIZE = 1 << 20
 SESSION_S = 6
 
 
-def _workload(vols: list[Volume], rng: random.Random, n: int) -> list[WriteEvent]:
-    return random_writes(vols, rng, n, SIZE)
-
-
 def test_a_worker_paused_past_its_session_never_forks_the_history(
     bootstrap: str, s3_url: str, tmp_path: Path
 ) -> None:
@@ -89,19 +85,19 @@ def test_a_worker_paused_past_its_session_never_forks_the_history(
         paused = next(w for w in workers if 0 in owned(w))
         other = workers[1 - workers.index(paused)]
         assert paused.proc is not None
-        events += _workload(vols, rng, 1500)
+        events += random_writes(vols, rng, 1500, SIZE)
         send(events)
         wait_for(lambda: len(list_window_keys(store, "pa")) > 2, "pa has windows", 90, 0.02)
         paused.proc.send_signal(signal.SIGSTOP)  # mid-stream: records and windows in hand
         try:
-            more = _workload(vols, rng, 600)
+            more = random_writes(vols, rng, 600, SIZE)
             events += more
             send(more)
             wait_for(lambda: 0 in owned(other), "the other worker takes the partition", 90)
             wait_for(durable, "the other worker stores every event", 120)
         finally:
             paused.proc.send_signal(signal.SIGCONT)
-        more = _workload(vols, rng, 600)
+        more = random_writes(vols, rng, 600, SIZE)
         events += more
         send(more)
         wait_for(durable, "every event is durable after the pause", 120)
